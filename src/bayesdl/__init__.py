@@ -1,0 +1,24 @@
+"""bayesdl: Bayesian deep learning on PyTorch.
+
+Turn an ``nn.Module`` into a Bayesian neural network, predict by Bayesian model averaging,
+and measure what the model does not know.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("bayesdl")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+from bayesdl import likelihoods, priors
+from bayesdl.io import load, save
+from bayesdl.methods import MAP, MCDropout, MeanFieldVI, get_method, method_names
+from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
+from bayesdl.types import FitReport
+
+__all__ = [
+    "__version__", "likelihoods", "priors", "save", "load",
+    "MAP", "MCDropout", "MeanFieldVI", "get_method", "method_names",
+    "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
+]  # fmt: skip

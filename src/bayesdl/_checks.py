@@ -1,0 +1,73 @@
+"""Input validation at the public boundary and conversion of user data."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from bayesdl.types import DataLike
+
+
+def check_finite(t: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` and the first offending indices if ``t`` has NaN/inf."""
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad.numel()} row(s), first indices "
+            f"{bad[:5].tolist()}; clean or impute the data first."
+        )
+
+
+def check_input(x: Tensor, name: str = "x") -> None:
+    """Check that ``x`` is a non-empty, finite tensor with a batch dimension."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one example.")
+    check_finite(x, name)
+
+
+def check_positive_int(value: int, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def to_dataset(data: DataLike) -> Dataset:
+    """Turn ``(X, y)`` into a ``TensorDataset`` after validation; pass Datasets through."""
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError(f"data tuple must be (X, y), got {len(data)} elements.")
+        x, y = data
+        check_input(x, "X")
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}.")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"X and y have different lengths: X has {x.shape[0]} rows, y has {y.shape[0]}."
+            )
+        check_finite(y, "y")
+        return TensorDataset(x, y)
+    if isinstance(data, Dataset):
+        if len(data) == 0:  # type: ignore[arg-type]
+            raise ValueError("data is an empty Dataset; pass at least one example.")
+        return data
+    raise TypeError(
+        f"data must be a DataLoader, a Dataset or a tuple (X, y), got {type(data).__name__}."
+    )
+
+
+def to_loader(
+    data: DataLike, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> tuple[DataLoader, int]:
+    """Return a ``DataLoader`` over ``data`` and the number of examples it holds."""
+    if isinstance(data, DataLoader):
+        n = len(data.dataset)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError("data is an empty DataLoader; pass at least one example.")
+        return data, n
+    check_positive_int(batch_size, "batch_size")
+    dataset = to_dataset(data)
+    n = len(dataset)  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator), n

@@ -1,0 +1,159 @@
+"""Observation models p(y | f(x)) that turn network outputs into losses and Predictives.
+
+Likelihoods are ``nn.Module`` so that learned noise (``Gaussian(sigma=None)``) is trained
+together with the network and saved with it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive, _check_labels
+
+__all__ = ["Likelihood", "Categorical", "Gaussian", "HeteroscedasticGaussian", "from_config"]
+
+_REGISTRY: dict[str, type[Likelihood]] = {}
+
+
+class Likelihood(nn.Module):
+    """Base class: ``nll`` for training, ``predictive`` for model averaging."""
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.name] = cls
+
+    def nll(self, output: Tensor, y: Tensor) -> Tensor:
+        """Mean negative log-likelihood of the minibatch (a scalar)."""
+        raise NotImplementedError
+
+    def check_target(self, output: Tensor, y: Tensor) -> None:
+        """Raise ``ValueError`` if ``y`` does not fit the network ``output``."""
+        raise NotImplementedError
+
+    def predictive(self, outputs: Tensor) -> Predictive:
+        """Wrap stacked network outputs (S, N, ...) as a Predictive."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (for ``bayesdl.save``)."""
+        return {"name": self.name}
+
+
+def from_config(config: dict[str, Any]) -> Likelihood:
+    """Rebuild a likelihood from ``Likelihood.config()``."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown likelihood {name!r}; known: {sorted(_REGISTRY)}.")
+    return _REGISTRY[name](**config)
+
+
+class Categorical(Likelihood):
+    """Classification: the network outputs logits of shape (N, C); labels are int64 (N,)."""
+
+    name = "categorical"
+
+    def nll(self, output: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(output, y)
+
+    def check_target(self, output: Tensor, y: Tensor) -> None:
+        if output.dim() != 2:
+            raise ValueError(
+                f"Categorical expects model outputs (N, C) of logits, got {tuple(output.shape)}."
+            )
+        _check_labels(y, output.shape[0], output.shape[1])
+
+    def predictive(self, outputs: Tensor) -> CategoricalPredictive:
+        return CategoricalPredictive(outputs)
+
+
+def _check_regression_target(output: Tensor, y: Tensor, d: int) -> None:
+    if y.is_floating_point() is False:
+        raise TypeError(f"regression targets must be floating point, got {y.dtype}.")
+    if y.shape != (output.shape[0], d):
+        raise ValueError(
+            f"regression targets must have shape ({output.shape[0]}, {d}), got {tuple(y.shape)}; "
+            "use y.unsqueeze(-1) for a single output."
+        )
+
+
+class Gaussian(Likelihood):
+    """Homoscedastic regression: ``y ~ N(f(x), sigma^2)``; the network outputs the mean (N, D).
+
+    Args:
+        sigma: Fixed noise standard deviation, or ``None`` to learn it (initialised at
+            ``init_sigma``, parameterised by its log).
+        init_sigma: Starting value when ``sigma`` is learned.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, sigma: float | None = None, init_sigma: float = 1.0) -> None:
+        super().__init__()
+        if sigma is not None and not sigma > 0:
+            raise ValueError(f"sigma must be positive or None (learned), got {sigma}.")
+        if not init_sigma > 0:
+            raise ValueError(f"init_sigma must be positive, got {init_sigma}.")
+        self.learned = sigma is None
+        log_sigma = torch.tensor(math.log(init_sigma if sigma is None else sigma))
+        if self.learned:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self._init_sigma = init_sigma
+
+    @property
+    def sigma(self) -> Tensor:
+        """Current noise standard deviation."""
+        return self.log_sigma.exp()
+
+    def nll(self, output: Tensor, y: Tensor) -> Tensor:
+        var = (2 * self.log_sigma).exp()
+        return (
+            F.gaussian_nll_loss(output, y, var.expand_as(output), full=True, reduction="sum")
+            / (output.shape[0])
+        )
+
+    def check_target(self, output: Tensor, y: Tensor) -> None:
+        _check_regression_target(output, y, output.shape[-1])
+
+    def predictive(self, outputs: Tensor) -> GaussianPredictive:
+        return GaussianPredictive(outputs, (2 * self.log_sigma.detach()).exp())
+
+    def config(self) -> dict[str, Any]:
+        sigma = None if self.learned else float(self.sigma)
+        return {"name": self.name, "sigma": sigma, "init_sigma": self._init_sigma}
+
+
+class HeteroscedasticGaussian(Likelihood):
+    """Input-dependent noise: the network outputs (N, 2D) = [mean, log-variance]."""
+
+    name = "heteroscedastic_gaussian"
+
+    @staticmethod
+    def _split(output: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_var = output.chunk(2, dim=-1)
+        return mean, log_var.clamp(-20.0, 20.0).exp()
+
+    def nll(self, output: Tensor, y: Tensor) -> Tensor:
+        mean, var = self._split(output)
+        return F.gaussian_nll_loss(mean, y, var, full=True, reduction="sum") / output.shape[0]
+
+    def check_target(self, output: Tensor, y: Tensor) -> None:
+        if output.shape[-1] % 2:
+            raise ValueError(
+                "HeteroscedasticGaussian needs 2D outputs (mean and log-variance), got "
+                f"{output.shape[-1]} output features; double the last layer's width."
+            )
+        _check_regression_target(output, y, output.shape[-1] // 2)
+
+    def predictive(self, outputs: Tensor) -> GaussianPredictive:
+        mean, var = self._split(outputs)
+        return GaussianPredictive(mean, var)

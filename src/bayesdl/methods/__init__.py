@@ -1,0 +1,11 @@
+"""Posterior approximations behind one interface (see ``base.Method``)."""
+
+from bayesdl.methods.base import BaseMethod, Method, get_method, method_names, register_method
+from bayesdl.methods.bbb import MeanFieldVI
+from bayesdl.methods.map import MAP
+from bayesdl.methods.mc_dropout import MCDropout
+
+__all__ = [
+    "BaseMethod", "Method", "get_method", "method_names", "register_method",
+    "MAP", "MCDropout", "MeanFieldVI",
+]  # fmt: skip

@@ -1,0 +1,97 @@
+"""Split a network into a deterministic prefix (computed once) and a stochastic tail."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class _Captured(Exception):
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.args_ = args
+
+
+@dataclass
+class Split:
+    """``model(x) == tail(*prefix(x))`` with every stochastic module inside ``tail``.
+
+    Attributes:
+        prefix: Deterministic part; maps the input to the positional arguments of ``tail``.
+        tail: The module holding all randomness.
+        tail_prefix: Name of ``tail`` inside the model ("" when names are unchanged).
+    """
+
+    prefix: Callable[[Tensor], tuple[Any, ...]]
+    tail: nn.Module
+    tail_prefix: str
+
+    def tail_name(self, name: str) -> str:
+        """Translate a parameter name of the model into one of ``tail``."""
+        return name[len(self.tail_prefix) + 1 :] if self.tail_prefix else name
+
+
+def split_model(
+    model: nn.Module, is_stochastic: Callable[[nn.Module], bool], head: str | None = None
+) -> Split:
+    """Find where randomness starts.
+
+    For an ``nn.Sequential`` the tail starts at the first child for which ``is_stochastic``
+    holds for it or any of its submodules. For other models ``head`` names the submodule
+    whose output is the model's output; its input is captured once with a forward pre-hook
+    and only ``head`` is re-run per sample. Without either, the whole model is the tail.
+
+    Args:
+        model: The user's network.
+        is_stochastic: Whether a module introduces randomness.
+        head: Dotted name of the stochastic head of a non-Sequential model.
+
+    Raises:
+        ValueError: If ``head`` is not a submodule, or a module outside it is stochastic.
+    """
+    if head is not None:
+        try:
+            tail = model.get_submodule(head)
+        except AttributeError as err:
+            names = [n for n, _ in model.named_children()]
+            raise ValueError(
+                f"head={head!r} is not a submodule of the model; children: {names}."
+            ) from err
+        outside = [
+            n
+            for n, m in model.named_modules()
+            if is_stochastic(m) and not (n == head or n.startswith(head + "."))
+        ]
+        if outside:
+            raise ValueError(
+                f"modules {outside} are stochastic but outside head={head!r}; name a head "
+                "that contains every stochastic layer."
+            )
+
+        def prefix(x: Tensor) -> tuple[Any, ...]:
+            def grab(_module: nn.Module, args: tuple[Any, ...]) -> None:
+                raise _Captured(args)
+
+            handle = tail.register_forward_pre_hook(grab)
+            try:
+                model(x)
+            except _Captured as c:
+                return c.args_
+            finally:
+                handle.remove()
+            raise ValueError(f"head={head!r} was never called in the model's forward pass.")
+
+        return Split(prefix, tail, head)
+
+    if isinstance(model, nn.Sequential):
+        for i, child in enumerate(model):
+            if any(is_stochastic(m) for m in child.modules()):
+                if i == 0:
+                    break
+                items = list(model.named_children())
+                front = nn.Sequential(OrderedDict(items[:i]))
+                return Split(lambda x, f=front: (f(x),), nn.Sequential(OrderedDict(items[i:])), "")
+    return Split(lambda x: (x,), model, "")

@@ -1,0 +1,248 @@
+"""The method interface every posterior approximation implements, and the registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bayesdl._checks import check_input, check_positive_int, to_loader
+from bayesdl.likelihoods import Categorical, Likelihood
+from bayesdl.predictive import Predictive
+from bayesdl.types import DataLike, FitReport
+
+__all__ = ["Method", "BaseMethod", "register_method", "get_method", "method_names"]
+
+_REGISTRY: dict[str, type[BaseMethod]] = {}
+
+DEFAULT_CHUNK_ROWS = 8192
+"""Default ``chunk_size``: (sample, input) rows evaluated per vectorised call."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What every posterior approximation provides (see DESIGN.md)."""
+
+    model: nn.Module
+    likelihood: Likelihood
+
+    def fit(self, data: DataLike, *, epochs: int, lr: float, batch_size: int = 128,
+            progress: bool = True, **kw: Any) -> FitReport: ...  # fmt: skip
+
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor: ...
+
+    def predict(self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
+                generator: torch.Generator | None = None) -> Predictive: ...  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+def register_method(name: str):
+    """Class decorator adding a method to the registry under its CLI name."""
+
+    def wrap(cls: type[BaseMethod]) -> type[BaseMethod]:
+        cls.cli_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_method(name: str) -> type[BaseMethod]:
+    """Look a method class up by its CLI name (``"vi"``, ``"mc-dropout"``, ...)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {method_names()}.")
+    return _REGISTRY[name]
+
+
+def method_names() -> list[str]:
+    """CLI names of every registered method."""
+    return sorted(_REGISTRY)
+
+
+class BaseMethod(nn.Module):
+    """Shared machinery: the training loop, chunked prediction, device handling.
+
+    Subclasses implement ``loss`` and ``_sample_outputs`` and record their constructor
+    arguments in ``self.hparams`` (JSON-serialisable; used by ``bayesdl.save``).
+
+    Args:
+        model: The user's network; it is used as is, never rewritten.
+        likelihood: Observation model; ``Categorical()`` by default.
+    """
+
+    cli_name: ClassVar[str]
+
+    def __init__(self, model: nn.Module, likelihood: Likelihood | None = None) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.model = model
+        self.likelihood = Categorical() if likelihood is None else likelihood
+        if not isinstance(self.likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be a bayesdl Likelihood, got {type(self.likelihood).__name__}."
+            )
+        self.hparams: dict[str, Any] = {}
+        self._generator: torch.Generator | None = None
+
+    # -- device and dtype follow the model -------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's first parameter (CPU for a parameter-free model)."""
+        return next(self.model.parameters(), torch.empty(0)).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's first parameter."""
+        return next(self.model.parameters(), torch.empty(0)).dtype
+
+    def _to_model(self, x: Tensor) -> Tensor:
+        return x.to(self.device, self.dtype if x.is_floating_point() else None)
+
+    # -- training ----------------------------------------------------------------------------
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        """Minibatch objective per example (e.g. NLL + KL / n_data) for custom loops.
+
+        Args:
+            x: Inputs, shape (B, ...).
+            y: Targets, shape (B,) labels or (B, D) regression targets.
+            n_data: Size of the whole training set (scales the prior / KL term).
+
+        Returns:
+            A scalar tensor to minimise.
+        """
+        raise NotImplementedError
+
+    def _forward_checked(self, x: Tensor, y: Tensor, forward: Any = None) -> Tensor:
+        output = (forward or self.model)(x)
+        self.likelihood.check_target(output, y)
+        return output
+
+    def _before_step(self, step: int, total_steps: int) -> None:
+        """Hook called before every optimiser step (schedules such as KL annealing)."""
+
+    def fit(
+        self,
+        data: DataLike,
+        *,
+        epochs: int = 10,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        progress: bool = True,
+        generator: torch.Generator | None = None,
+        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+    ) -> FitReport:
+        """Train the approximation with minibatch gradient descent (Adam by default).
+
+        Args:
+            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
+            epochs: Passes over the data.
+            lr: Learning rate.
+            batch_size: Minibatch size (ignored for a ``DataLoader``).
+            progress: Show a tqdm progress bar.
+            generator: Random generator for shuffling and the method's own noise.
+            optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
+
+        Returns:
+            A ``FitReport`` with the mean loss per epoch and the wall time.
+
+        Raises:
+            ValueError: On empty data, NaN inputs or targets that do not fit the model.
+        """
+        check_positive_int(epochs, "epochs")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}.")
+        loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = optimizer(params, lr=lr)
+        report = FitReport(n_data=n)
+        start = time.perf_counter()
+        total = epochs * len(loader)
+        self._generator = generator
+        self.train()
+        step = 0
+        try:
+            bar = tqdm(
+                range(epochs), desc=f"fit {self.cli_name}", disable=not progress, leave=False
+            )
+            for _ in bar:
+                total_loss, seen = 0.0, 0
+                for x, y in loader:
+                    x, y = self._to_model(x), y.to(self.device)
+                    check_input(x)
+                    self._before_step(step, total)
+                    loss = self.loss(x, y, n)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"training loss became {loss.item()} at step {step}; lower lr."
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total_loss += loss.item() * x.shape[0]
+                    seen += x.shape[0]
+                    step += 1
+                report.losses.append(total_loss / seen)
+                bar.set_postfix(loss=f"{report.losses[-1]:.4f}")
+        finally:
+            self.eval()
+            self._generator = None
+        report.wall_time_s = time.perf_counter() - start
+        return report
+
+    # -- prediction --------------------------------------------------------------------------
+    def _sample_outputs(
+        self, x: Tensor, samples: int, chunk_rows: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """Network outputs for ``samples`` posterior draws, shape (S, N, ...)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: Tensor,
+        samples: int = 100,
+        *,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Predictive:
+        """Bayesian model average over ``samples`` posterior draws.
+
+        Args:
+            x: Inputs, shape (N, ...), on any device (moved to the model's).
+            samples: Number of Monte Carlo samples S.
+            chunk_size: Most (sample, input) pairs evaluated in one vectorised call; bounds
+                peak memory independently of S. Default ``DEFAULT_CHUNK_ROWS``.
+            generator: Random generator for the posterior draws (reproducible predictions).
+
+        Returns:
+            A ``Predictive`` holding S outputs, sample dimension first.
+
+        Raises:
+            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+        """
+        check_input(x)
+        check_positive_int(samples, "samples")
+        rows = DEFAULT_CHUNK_ROWS if chunk_size is None else chunk_size
+        check_positive_int(rows, "chunk_size")
+        x = self._to_model(x)
+        was_training = self.training
+        self.eval()
+        try:
+            outs = [self._sample_outputs(xb, samples, rows, generator) for xb in x.split(rows)]
+        finally:
+            self.train(was_training)
+        return self.likelihood.predictive(torch.cat(outs, dim=1))
+
+    def _chunks(self, samples: int, n: int, rows: int) -> Iterator[int]:
+        """Sizes of the sample chunks so that ``chunk * n <= rows`` (at least one sample)."""
+        per = max(1, rows // n)
+        for start in range(0, samples, per):
+            yield min(per, samples - start)

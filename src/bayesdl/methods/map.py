@@ -1,0 +1,50 @@
+"""Maximum a posteriori: the deterministic baseline on the shared interface.
+
+Minimises ``NLL + (-log p(theta)) / N``; with ``priors.Normal(scale)`` that is weight decay
+``1 / (2 N scale^2)``. ``predict`` returns a Predictive with a single sample (S = 1).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from bayesdl.likelihoods import Likelihood
+from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.predictive import Predictive
+from bayesdl.priors import Normal, Prior
+
+
+@register_method("map")
+class MAP(BaseMethod):
+    """Point estimate ``argmax_theta log p(D | theta) + log p(theta)``.
+
+    Args:
+        model: The user's network.
+        likelihood: Observation model; ``Categorical()`` by default.
+        prior: Weight prior acting as the regulariser; ``Normal(1.0)`` by default.
+
+    Examples:
+        >>> import torch, bayesdl as bdl
+        >>> net = torch.nn.Linear(2, 3)
+        >>> m = bdl.MAP(net)
+        >>> _ = m.fit((torch.randn(8, 2), torch.randint(0, 3, (8,))), epochs=1, progress=False)
+        >>> m.predict(torch.randn(4, 2)).probs.shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(
+        self, model: nn.Module, likelihood: Likelihood | None = None, prior: Prior | None = None
+    ) -> None:
+        super().__init__(model, likelihood)
+        self.prior = Normal(1.0) if prior is None else prior
+
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        nll = self.likelihood.nll(self._forward_checked(x, y), y)
+        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+
+    def _sample_outputs(self, x, samples, chunk_rows, generator):
+        return self.model(x).unsqueeze(0)
+
+    def predict(self, x: Tensor, samples: int = 1, **kw) -> Predictive:  # type: ignore[override]
+        """The deterministic prediction as a one-sample Predictive (``samples`` is ignored)."""
+        return super().predict(x, 1, **kw)

@@ -1,0 +1,172 @@
+"""MC dropout (Gal & Ghahramani, 2016): dropout kept on at test time is a variational
+posterior ``q(W) = W diag(z)``, ``z ~ Bernoulli(1 - p)``.
+
+Hyperparameters: the model's own dropout layers and rates; the weight prior (weight decay).
+
+Prediction draws S weight samples, i.e. one dropout mask per sample *shared by every input*
+(as a weight-space posterior sample should be; this also makes joint predictions over a
+pool consistent, which BatchBALD needs). It is vectorised without a loop over S:
+
+* everything before the first dropout layer is computed once per input;
+* a dropout followed by a ``Linear`` is applied to the weights, so the S masked layers
+  become one matrix product ``h @ [W_1 ... W_S]^T`` and the input is never copied S times;
+* any other layer runs on the (S x N) batch; dropout layers nested inside custom modules
+  are handled by forward hooks that apply the per-sample masks.
+
+BatchNorm stays in eval mode. Dropout called functionally (``F.dropout``) inside a forward
+is invisible to this method: use ``nn.Dropout`` modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from bayesdl.likelihoods import Likelihood
+from bayesdl.methods._split import split_model
+from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.priors import Normal, Prior
+
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+def _is_dropout(m: nn.Module) -> bool:
+    return isinstance(m, _DROPOUT)
+
+
+def dropout_mask(
+    module: nn.Module, samples: int, feature_shape: torch.Size, like: Tensor,
+    generator: torch.Generator | None,
+) -> Tensor:  # fmt: skip
+    """Scaled keep-mask of shape (S, *feature_shape) (channel-wise for DropoutNd)."""
+    shape = list(feature_shape)
+    if type(module) is not nn.Dropout:  # Dropout1d/2d/3d drop whole channels
+        shape = shape[:1] + [1] * (len(shape) - 1)
+    keep = 1.0 - module.p
+    u = torch.rand((samples, *shape), generator=generator, device=like.device, dtype=like.dtype)
+    return (u < keep).to(like.dtype) / keep if keep > 0 else torch.zeros_like(u)
+
+
+def _flat_modules(module: nn.Module) -> Iterator[nn.Module]:
+    if type(module) is nn.Sequential:
+        for child in module:
+            yield from _flat_modules(child)
+    else:
+        yield module
+
+
+@register_method("mc-dropout")
+class MCDropout(BaseMethod):
+    """MC dropout on the model's own ``nn.Dropout`` layers.
+
+    Args:
+        model: The user's network; it must contain dropout modules.
+        likelihood: Observation model; ``Categorical()`` by default.
+        prior: Weight prior (weight decay); ``Normal(1.0)`` by default.
+        head: For non-Sequential models, the submodule whose output is the model's output
+            and which contains every dropout layer; the rest is computed once per input.
+
+    Raises:
+        ValueError: If the model has no dropout layers.
+
+    References:
+        Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: Likelihood | None = None,
+        prior: Prior | None = None,
+        head: str | None = None,
+    ) -> None:
+        super().__init__(model, likelihood)
+        if not any(_is_dropout(m) for m in model.modules()):
+            raise ValueError(
+                "MCDropout needs nn.Dropout layers in the model, found none; add "
+                "nn.Dropout(p) before the layers that should be stochastic, or use MeanFieldVI."
+            )
+        self.prior = Normal(1.0) if prior is None else prior
+        self.split = split_model(model, _is_dropout, head)
+        self.hparams = {"head": head}
+
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        nll = self.likelihood.nll(self._forward_checked(x, y), y)
+        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+
+    def _sample_outputs(self, x, samples, chunk_rows, generator):
+        args = self.split.prefix(x)
+        n = x.shape[0]
+        return torch.cat(
+            [self._tail(args, s, generator) for s in self._chunks(samples, n, chunk_rows)]
+        )
+
+    def _tail(self, args: tuple, samples: int, generator: torch.Generator | None) -> Tensor:
+        """Run the stochastic tail for ``samples`` masks; returns (S, N, ...)."""
+        if len(args) != 1:
+            return self._run_hooked(self.split.tail, args, samples, generator)
+        h, shared = args[0], True  # shared: h is (N, ...) and the same for every sample
+        mods = list(_flat_modules(self.split.tail))
+        pending: Tensor | None = None
+        for i, m in enumerate(mods):
+            if _is_dropout(m):
+                feat = h.shape[1:] if shared else h.shape[2:]
+                mask = dropout_mask(m, samples, feat, h, generator)
+                nxt = mods[i + 1] if i + 1 < len(mods) else None
+                if type(m) is nn.Dropout and isinstance(nxt, nn.Linear) and len(feat) == 1:
+                    pending = mask  # fold into the next layer's weights
+                else:
+                    h = (h.unsqueeze(0) if shared else h) * mask.unsqueeze(1)
+                    shared = False
+            elif pending is not None:
+                h, shared, pending = self._masked_linear(m, h, pending, shared), False, None
+            elif any(_is_dropout(c) for c in m.modules()):
+                h = self._run_hooked(m, (h.expand(samples, *h.shape) if shared else h,), samples,
+                                     generator, stacked=True)  # fmt: skip
+                shared = False
+            elif shared:
+                h = m(h)
+            else:
+                h = m(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+        return h.expand(samples, *h.shape) if shared else h
+
+    @staticmethod
+    def _masked_linear(lin: nn.Linear, h: Tensor, mask: Tensor, shared: bool) -> Tensor:
+        """``Linear(h * mask_s)`` for every s as ``h @ (W * mask_s)^T``: (S, N, out)."""
+        w = lin.weight.unsqueeze(0) * mask.unsqueeze(1)  # (S, out, in)
+        if shared:
+            s, o, i = w.shape
+            out = (h @ w.reshape(s * o, i).T).unflatten(1, (s, o)).transpose(0, 1)
+        else:
+            out = torch.bmm(h, w.transpose(1, 2))
+        return out + lin.bias if lin.bias is not None else out
+
+    @staticmethod
+    def _run_hooked(
+        module: nn.Module, args: tuple, samples: int, generator: torch.Generator | None,
+        stacked: bool = False,
+    ) -> Tensor:  # fmt: skip
+        """Run ``module`` on S copies of the batch with per-sample masks applied by hooks.
+
+        ``args`` are (N, ...) tensors, or (S, N, ...) when ``stacked``.
+        """
+
+        def apply_mask(m: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+            x = inputs[0].unflatten(0, (samples, -1))
+            mask = dropout_mask(m, samples, x.shape[2:], x, generator)
+            return (x * mask.unsqueeze(1)).flatten(0, 1)
+
+        flat = [
+            (a.flatten(0, 1) if stacked else a.repeat(samples, *[1] * (a.dim() - 1)))
+            if isinstance(a, Tensor) else a
+            for a in args
+        ]  # fmt: skip
+        handles = [m.register_forward_hook(apply_mask) for m in module.modules() if _is_dropout(m)]
+        try:
+            out = module(*flat)
+        finally:
+            for h in handles:
+                h.remove()
+        return out.unflatten(0, (samples, -1))
