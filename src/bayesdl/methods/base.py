@@ -91,6 +91,7 @@ class BaseMethod(nn.Module):
             )
         self.hparams: dict[str, Any] = {}
         self._generator: torch.Generator | None = None
+        self.eval()  # evaluation mode except inside fit (and the user's own loops)
 
     # -- device and dtype follow the model -------------------------------------------------
     @property
