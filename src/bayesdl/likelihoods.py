@@ -30,15 +30,20 @@ class Likelihood(nn.Module):
         _REGISTRY[cls.name] = cls
 
     def nll(self, output: Tensor, y: Tensor) -> Tensor:
-        """Mean negative log-likelihood of the minibatch (a scalar)."""
+        """Mean negative log-likelihood of the minibatch (a scalar).
+
+        Args:
+            output: Network output for the batch, shape (N, ...).
+            y: Targets, shape (N,) labels or (N, D) values.
+        """
         raise NotImplementedError
 
     def check_target(self, output: Tensor, y: Tensor) -> None:
-        """Raise ``ValueError`` if ``y`` does not fit the network ``output``."""
+        """Raise ``ValueError`` if targets ``y`` do not fit the network ``output``."""
         raise NotImplementedError
 
     def predictive(self, outputs: Tensor) -> Predictive:
-        """Wrap stacked network outputs (S, N, ...) as a Predictive."""
+        """Wrap stacked network ``outputs`` (S, N, ...) as a Predictive."""
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:

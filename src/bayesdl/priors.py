@@ -61,15 +61,16 @@ class Prior:
         _REGISTRY[cls.name] = cls
 
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
-        """``log p`` summed over the trailing dimensions of one parameter.
+        """``log p(value)`` summed over every element of one parameter tensor.
 
-        Leading sample dimensions beyond the parameter's own are kept only when the caller
-        passes them; this base class sums everything.
+        Args:
+            name: The parameter's name in the model (selects per-layer scales).
+            value: Parameter values (any shape).
         """
         raise NotImplementedError
 
     def log_prob(self, params: Mapping[str, Tensor]) -> Tensor:
-        """``sum log p(theta)`` over every tensor of ``params`` (a scalar)."""
+        """``sum log p(theta)`` over every tensor of ``params`` (name -> tensor), a scalar."""
         terms = [self.log_prob_param(n, v) for n, v in params.items()]
         return torch.stack(terms).sum() if terms else torch.tensor(0.0)
 
@@ -77,6 +78,12 @@ class Prior:
         self, name: str, mu: Tensor, sigma: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         """``KL(N(mu, sigma^2) || p)`` summed over one parameter's weights.
+
+        Args:
+            name: The parameter's name in the model.
+            mu: Posterior means.
+            sigma: Posterior standard deviations (same shape).
+            generator: Random generator for Monte Carlo estimates.
 
         The default is a one-sample reparameterised Monte Carlo estimate (unbiased, with
         gradients); subclasses override it with a closed form where one exists.
@@ -92,7 +99,13 @@ class Prior:
         sigma: Mapping[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``KL(q || p)`` summed (not averaged) over every weight of ``mu``/``sigma``."""
+        """``KL(q || p)`` summed (not averaged) over every weight.
+
+        Args:
+            mu: Parameter name -> posterior means.
+            sigma: Parameter name -> posterior standard deviations.
+            generator: Random generator for Monte Carlo estimates.
+        """
         terms = [self.kl_param(n, mu[n], sigma[n], generator) for n in mu]
         return torch.stack(terms).sum() if terms else torch.tensor(0.0)
 

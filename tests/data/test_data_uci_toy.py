@@ -94,7 +94,7 @@ def test_boston():
 
 def test_boston_missing(monkeypatch):
     monkeypatch.setattr(uci_module, "_mlxtend_boston_file", lambda: None)
-    with pytest.raises(ImportError, match="pip install mlxtend"):
+    with pytest.raises(ImportError, match=r"pip install bayesdl\[data\]"):
         boston()
 
 

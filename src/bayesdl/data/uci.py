@@ -126,14 +126,14 @@ def boston() -> Data:
         ``name="boston"`` and ``source`` the CSV path.
 
     Raises:
-        ImportError: If mlxtend is not installed (``pip install mlxtend``).
+        ImportError: If mlxtend is not installed (``pip install bayesdl[data]``).
         ValueError: If the CSV does not have 506 rows of 14 numbers.
     """
     path = _mlxtend_boston_file()
     if path is None:
         raise ImportError(
             "boston() reads the CSV bundled with mlxtend, which was not found; "
-            "install it with `pip install mlxtend`."
+            "install it with `pip install bayesdl[data]`."
         )
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)

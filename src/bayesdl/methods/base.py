@@ -25,22 +25,33 @@ DEFAULT_CHUNK_ROWS = 8192
 
 @runtime_checkable
 class Method(Protocol):
-    """What every posterior approximation provides (see DESIGN.md)."""
+    """What every posterior approximation provides (see DESIGN.md and ``BaseMethod``).
+
+    ``fit(data, *, epochs, lr, batch_size, progress)`` trains on ``data`` for ``epochs``
+    passes with learning rate ``lr`` and minibatches of ``batch_size``, with a progress bar
+    when ``progress``; ``loss``, ``predict``, ``state_dict`` and ``load_state_dict`` are
+    documented on ``BaseMethod``.
+    """
 
     model: nn.Module
     likelihood: Likelihood
 
     def fit(self, data: DataLike, *, epochs: int, lr: float, batch_size: int = 128,
-            progress: bool = True, **kw: Any) -> FitReport: ...  # fmt: skip
+            progress: bool = True, **kw: Any) -> FitReport:  # fmt: skip
+        """Train on ``data`` (see ``BaseMethod.fit`` for epochs, lr, batch_size, progress)."""
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor: ...
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        """Objective for the batch ``x``, ``y`` of a training set of ``n_data`` examples."""
 
     def predict(self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
-                generator: torch.Generator | None = None) -> Predictive: ...  # fmt: skip
+                generator: torch.Generator | None = None) -> Predictive:  # fmt: skip
+        """Model average for ``x`` over ``samples`` draws (``chunk_size``, ``generator``)."""
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Every tensor needed to restore the fitted method."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def load_state_dict(self, state: dict[str, Any]) -> Any:
+        """Restore from ``state`` as returned by ``state_dict``."""
 
 
 def register_method(name: str):

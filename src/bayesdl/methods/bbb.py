@@ -152,7 +152,14 @@ class MeanFieldVI(BaseMethod):
         return {n: F.softplus(self.rho[n.replace(".", "__")]) for n in self.names}
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
-        """Draw ``n`` weight samples: name -> tensor of shape (n, *param.shape)."""
+        """Draw ``n`` weight samples: name -> tensor of shape (n, *param.shape).
+
+        Only the variational parameters are returned; the others are point estimates.
+
+        Args:
+            n: Number of samples.
+            generator: Random generator (reproducible samples).
+        """
         mean, std = self.mean(), self.std()
         out = {}
         for name in self.names:

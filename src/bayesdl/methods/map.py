@@ -46,5 +46,8 @@ class MAP(BaseMethod):
         return self.model(x).unsqueeze(0)
 
     def predict(self, x: Tensor, samples: int = 1, **kw) -> Predictive:  # type: ignore[override]
-        """The deterministic prediction as a one-sample Predictive (``samples`` is ignored)."""
+        """The deterministic prediction for inputs ``x`` as a one-sample Predictive.
+
+        ``samples`` is ignored; the keyword arguments of ``BaseMethod.predict`` apply.
+        """
         return super().predict(x, 1, **kw)
