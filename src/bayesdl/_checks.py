@@ -71,3 +71,23 @@ def to_loader(
     dataset = to_dataset(data)
     n = len(dataset)  # type: ignore[arg-type]
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator), n
+
+
+def draw(
+    kind: str, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """``torch.rand``/``torch.randn`` on ``generator``'s device, moved to ``like``'s.
+
+    A CPU generator then also drives a model on CUDA (the draws are made on the CPU).
+
+    Args:
+        kind: ``"rand"`` (uniform on [0, 1)) or ``"randn"`` (standard normal).
+        shape: Shape of the draw.
+        like: Tensor whose device and dtype the result takes.
+        generator: Random generator, or ``None`` for torch's global RNG.
+    """
+    fn = torch.rand if kind == "rand" else torch.randn
+    if generator is None:
+        return fn(shape, device=like.device, dtype=like.dtype)
+    out = fn(shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return out.to(like.device)

@@ -22,6 +22,8 @@ from torch.distributions import Laplace as _Laplace
 from torch.distributions import Normal as _Normal
 from torch.distributions import kl_divergence
 
+from bayesdl._checks import draw
+
 __all__ = ["Prior", "Normal", "ScaleMixture", "Laplace", "Centered", "from_config"]
 
 Scale = float | Mapping[str, float]
@@ -88,7 +90,7 @@ class Prior:
         The default is a one-sample reparameterised Monte Carlo estimate (unbiased, with
         gradients); subclasses override it with a closed form where one exists.
         """
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = draw("randn", tuple(mu.shape), mu, generator)
         w = mu + sigma * eps
         log_q = _Normal(mu, sigma).log_prob(w).sum()
         return log_q - self.log_prob_param(name, w)

@@ -56,19 +56,21 @@ def _scramble(m):
         nn.init.normal_(m.weight)
 
 
-def test_chunking_does_not_change_predictions():
+def test_every_input_sees_the_same_draws():
     x, _ = _data(20)
     for method in (bdl.MCDropout(_net()), bdl.MeanFieldVI(_net())):
-        full = method.predict(x, samples=8, chunk_size=20, generator=_gen())  # one sample/chunk
-        for rows in (1, 7, 40):
-            # same draws in the same order whenever every chunk holds whole samples
-            other = method.predict(x, samples=8, chunk_size=rows * 20, generator=_gen())
-            if rows == 1:
-                assert_close(other.samples, full.samples)
-            else:
-                assert other.samples.shape == full.samples.shape
-        small = method.predict(x, samples=8, chunk_size=3, generator=_gen())  # N split too
-        assert small.samples.shape == full.samples.shape
+        # chunk_size <= N: inputs in blocks, one sample per call; every block, same draws
+        one_sample_per_call = method.predict(x, samples=8, chunk_size=20, generator=_gen())
+        for rows in (3, 7):
+            other = method.predict(x, samples=8, chunk_size=rows, generator=_gen())
+            assert_close(other.samples, one_sample_per_call.samples)
+        # one call for all samples: a subset of the inputs gets the same draws as the whole
+        whole = method.predict(x, samples=8, chunk_size=10_000, generator=_gen())
+        part = method.predict(x[:5], samples=8, chunk_size=10_000, generator=_gen())
+        assert_close(part.samples, whole.samples[:, :5])
+        # without a generator, inputs predicted in separate blocks still share the draws
+        twice = method.predict(torch.cat([x[:1], x[:1]]), samples=8, chunk_size=8)
+        assert_close(twice.samples[:, 0], twice.samples[:, 1])
 
 
 def test_vi_vectorised_predict_equals_a_python_loop():

@@ -102,6 +102,7 @@ class BaseMethod(nn.Module):
             )
         self.hparams: dict[str, Any] = {}
         self._generator: torch.Generator | None = None
+        self._chunk = 1
         self.eval()  # evaluation mode except inside fit (and the user's own loops)
 
     # -- device and dtype follow the model -------------------------------------------------
@@ -202,7 +203,7 @@ class BaseMethod(nn.Module):
                     seen += x.shape[0]
                     step += 1
                 report.losses.append(total_loss / seen)
-                bar.set_postfix(loss=f"{report.losses[-1]:.4f}")
+                bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
         finally:
             self.eval()
             self._generator = None
@@ -210,9 +211,7 @@ class BaseMethod(nn.Module):
         return report
 
     # -- prediction --------------------------------------------------------------------------
-    def _sample_outputs(
-        self, x: Tensor, samples: int, chunk_rows: int, generator: torch.Generator | None
-    ) -> Tensor:
+    def _sample_outputs(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
         """Network outputs for ``samples`` posterior draws, shape (S, N, ...)."""
         raise NotImplementedError
 
@@ -233,6 +232,8 @@ class BaseMethod(nn.Module):
             chunk_size: Most (sample, input) pairs evaluated in one vectorised call; bounds
                 peak memory independently of S. Default ``DEFAULT_CHUNK_ROWS``.
             generator: Random generator for the posterior draws (reproducible predictions).
+                Every input sees the same S draws, whatever the chunking; without a
+                generator a private one is seeded from torch's global RNG.
 
         Returns:
             A ``Predictive`` holding S outputs, sample dimension first.
@@ -245,16 +246,24 @@ class BaseMethod(nn.Module):
         rows = DEFAULT_CHUNK_ROWS if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = self._to_model(x)
+        if generator is None:  # a private generator, so every input block sees the same draws
+            seed = int(torch.randint(2**62, (), dtype=torch.int64))
+            generator = torch.Generator(self.device).manual_seed(seed)
+        start = generator.get_state()
+        block = min(rows, x.shape[0])
+        self._chunk = max(1, rows // block)  # samples per vectorised call, same for all blocks
         was_training = self.training
         self.eval()
+        outs = []
         try:
-            outs = [self._sample_outputs(xb, samples, rows, generator) for xb in x.split(rows)]
+            for xb in x.split(block):
+                generator.set_state(start)  # the same S posterior draws for every input
+                outs.append(self._sample_outputs(xb, samples, generator))
         finally:
             self.train(was_training)
         return self.likelihood.predictive(torch.cat(outs, dim=1))
 
-    def _chunks(self, samples: int, n: int, rows: int) -> Iterator[int]:
-        """Sizes of the sample chunks so that ``chunk * n <= rows`` (at least one sample)."""
-        per = max(1, rows // n)
-        for start in range(0, samples, per):
-            yield min(per, samples - start)
+    def _chunks(self, samples: int) -> Iterator[int]:
+        """Sizes of the sample chunks of the current ``predict`` call."""
+        for first in range(0, samples, self._chunk):
+            yield min(self._chunk, samples - first)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
@@ -164,7 +165,7 @@ class MeanFieldVI(BaseMethod):
         out = {}
         for name in self.names:
             mu = mean[name]
-            eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+            eps = draw("randn", (n, *mu.shape), mu, generator)
             out[name] = mu + std[name] * eps
         return out
 
@@ -194,7 +195,7 @@ class MeanFieldVI(BaseMethod):
         gen = self._generator
 
         def randn(shape, like):
-            return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+            return draw("randn", shape, like, gen)
 
         def sign(shape, like):
             return randn(shape, like).sign()
@@ -230,7 +231,7 @@ class MeanFieldVI(BaseMethod):
                 h.remove()
 
     # -- prediction --------------------------------------------------------------------------
-    def _sample_outputs(self, x, samples, chunk_rows, generator):
+    def _sample_outputs(self, x, samples, generator):
         args = self.split.prefix(x)
         tail = self.split.tail
 
@@ -239,7 +240,7 @@ class MeanFieldVI(BaseMethod):
 
         run = vmap(one, in_dims=(0,) + (None,) * len(args))
         outs = []
-        for s in self._chunks(samples, x.shape[0], chunk_rows):
+        for s in self._chunks(samples):
             params = self.sample_params(s, generator)
             outs.append(run({self.split.tail_name(k): v for k, v in params.items()}, *args))
         return torch.cat(outs)

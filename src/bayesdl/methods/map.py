@@ -42,7 +42,7 @@ class MAP(BaseMethod):
         nll = self.likelihood.nll(self._forward_checked(x, y), y)
         return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
 
-    def _sample_outputs(self, x, samples, chunk_rows, generator):
+    def _sample_outputs(self, x, samples, generator):
         return self.model(x).unsqueeze(0)
 
     def predict(self, x: Tensor, samples: int = 1, **kw) -> Predictive:  # type: ignore[override]

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
@@ -45,7 +46,7 @@ def dropout_mask(
     if type(module) is not nn.Dropout:  # Dropout1d/2d/3d drop whole channels
         shape = shape[:1] + [1] * (len(shape) - 1)
     keep = 1.0 - module.p
-    u = torch.rand((samples, *shape), generator=generator, device=like.device, dtype=like.dtype)
+    u = draw("rand", (samples, *shape), like, generator)
     return (u < keep).to(like.dtype) / keep if keep > 0 else torch.zeros_like(u)
 
 
@@ -96,12 +97,9 @@ class MCDropout(BaseMethod):
         nll = self.likelihood.nll(self._forward_checked(x, y), y)
         return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
 
-    def _sample_outputs(self, x, samples, chunk_rows, generator):
+    def _sample_outputs(self, x, samples, generator):
         args = self.split.prefix(x)
-        n = x.shape[0]
-        return torch.cat(
-            [self._tail(args, s, generator) for s in self._chunks(samples, n, chunk_rows)]
-        )
+        return torch.cat([self._tail(args, s, generator) for s in self._chunks(samples)])
 
     def _tail(self, args: tuple, samples: int, generator: torch.Generator | None) -> Tensor:
         """Run the stochastic tail for ``samples`` masks; returns (S, N, ...)."""
