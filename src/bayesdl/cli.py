@@ -1,0 +1,136 @@
+"""The ``bayesdl`` command line: parse, call the library, report.
+
+Each subcommand is a pair of functions registered in ``_COMMANDS``: ``add_<name>(sub)``
+declares its arguments and ``run_<name>(args) -> int`` does the work. To add a command
+(``active-learn``, ``evaluate``, ``bench``), write the pair and add it to the table.
+
+Errors a user can fix (bad values, missing or existing files, a missing optional
+dependency) are printed as one line, ``bayesdl: error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+# -- demo ------------------------------------------------------------------------------------
+def add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare ``bayesdl demo`` and its options.
+
+    Args:
+        sub: The top-level parser's subparsers.
+
+    Returns:
+        The subcommand's parser.
+    """
+    p = sub.add_parser(
+        "demo",
+        help="the article's pictures on built-in data (< 2 min on CPU)",
+        description=(
+            "Bayes' theorem on a coin, 1-d regression with a gap (MAP vs mean-field VI vs "
+            "MC dropout), two-moons confidence / entropy / mutual-information maps and "
+            "reliability diagrams. Writes PNGs and metrics.json to --out."
+        ),
+    )
+    p.add_argument("--out", default="bayesdl-demo", help="output directory (default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="tiny settings, a few seconds (smoke test)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier demo in --out"
+    )
+    return p
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run ``bayesdl demo`` and print the summary table.
+
+    Args:
+        args: Parsed arguments (``out``, ``fast``, ``seed``, ``no_progress``, ``overwrite``).
+
+    Returns:
+        The exit status, 0.
+    """
+    from bayesdl.demo import format_summary
+    from bayesdl.demo import run_demo as _run
+
+    results = _run(
+        args.out, fast=args.fast, seed=args.seed, progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    print(format_summary(results))
+    print(f"written to {args.out}")
+    return 0
+
+
+# -- the command table -----------------------------------------------------------------------
+_COMMANDS: dict[
+    str,
+    tuple[
+        Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
+        Callable[[argparse.Namespace], int],
+    ],
+] = {
+    "demo": (add_demo, run_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    from bayesdl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bayesdl",
+        description="Bayesian deep learning on PyTorch: posteriors, model averaging, uncertainty.",
+    )
+    parser.add_argument("--version", action="version", version=f"bayesdl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (add, run) in _COMMANDS.items():
+        add(sub).set_defaults(_run=run, _name=name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayesdl`` console script and ``python -m bayesdl``.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad arguments or a user error (printed as
+        one line on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse: --help/--version (0) or a usage error (2)
+        return stop.code if isinstance(stop.code, int) else 2
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("bayesdl: error: choose a command: " + ", ".join(_COMMANDS), file=sys.stderr)
+        return 2
+    try:
+        return args._run(args)
+    except _USER_ERRORS as err:
+        message = " ".join(str(err).split())  # one line, whatever the exception held
+        print(f"bayesdl: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bayesdl: interrupted", file=sys.stderr)
+        return 130
