@@ -11,14 +11,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from bayesdl import data, likelihoods, metrics, priors
+from bayesdl import active, data, likelihoods, metrics, priors
 from bayesdl.io import load, save
 from bayesdl.methods import MAP, MCDropout, MeanFieldVI, get_method, method_names
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesdl.types import FitReport
 
 __all__ = [
-    "__version__", "data", "likelihoods", "metrics", "priors", "save", "load",
+    "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
     "MAP", "MCDropout", "MeanFieldVI", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
 ]  # fmt: skip

@@ -1,0 +1,44 @@
+"""Active learning: acquisition functions, the labelled/unlabelled pool and the loop.
+
+``select(name, pred, k)`` picks k pool points from a Predictive (S, N, C) with any
+registered acquisition function; ``ActiveLearner`` runs the whole checkpointed loop.
+"""
+
+from bayesdl.active.acquisition import (
+    Acquisition,
+    acquisition_names,
+    bald,
+    batchbald,
+    entropy,
+    get_acquisition,
+    joint_entropy,
+    mean_std,
+    power_bald,
+    random,
+    register_acquisition,
+    select,
+    variation_ratio,
+)
+from bayesdl.active.history import ActiveHistory, StepRecord
+from bayesdl.active.loop import ActiveLearner
+from bayesdl.active.pool import Pool
+
+__all__ = [
+    "Acquisition",
+    "ActiveHistory",
+    "ActiveLearner",
+    "Pool",
+    "StepRecord",
+    "acquisition_names",
+    "bald",
+    "batchbald",
+    "entropy",
+    "get_acquisition",
+    "joint_entropy",
+    "mean_std",
+    "power_bald",
+    "random",
+    "register_acquisition",
+    "select",
+    "variation_ratio",
+]

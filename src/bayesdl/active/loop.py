@@ -1,0 +1,518 @@
+"""The active-learning loop: acquire, label, retrain, evaluate, checkpoint.
+
+One step of :class:`ActiveLearner` (step 0 labels the initial set instead of acquiring):
+
+1. **score**: predict on a random subset of the unlabelled pool (``pool_subset`` points,
+   ``mc_samples`` MC samples) with the model of the previous step and pick ``step`` points
+   with the acquisition function;
+2. **label**: ask the oracle (by default the data set's own labels);
+3. **train**: a fresh method from the factory (or the previous one with ``warm_start``);
+4. **test**: accuracy and NLL of the model average on the test set, every ``eval_every``
+   steps and at the last step;
+5. **checkpoint** (when ``checkpoint_dir`` is set), atomically.
+
+Retraining schedule: a *fixed number of gradient steps* (``train_steps``) whatever the
+size of the labelled set, i.e. ``epochs = ceil(train_steps / batches_per_epoch)``. With
+a fixed number of epochs, 20 labelled points would get a handful of updates and 1,000
+points many; a fixed step count gives small sets enough updates and keeps the cost of a
+step roughly constant along the run. The prior (weight decay) is divided by the number of
+labelled points, because every bayesdl objective scales the prior term by ``1/n_data``;
+``weight_decay=c`` reproduces Gal et al.'s ``c / N_labelled * ||w||^2``.
+
+Randomness and resuming. Nothing here draws from torch's global RNG without seeding it:
+
+* the pool subsets and the acquisition noise come from one CPU generator, seeded from
+  ``seed`` and saved in every checkpoint (its state as base64);
+* the initial set, the model initialisation and training, and the MC samples for the
+  pool and the test set use generators seeded from ``(seed, step, purpose)``;
+* the model's constructor and ``nn.Dropout`` during training draw from torch's global RNG,
+  which cannot take a generator: the loop seeds it from ``(seed, step)`` before building
+  and training each step's model, inside ``torch.random.fork_rng``, so the caller's global
+  RNG state is restored afterwards.
+
+So a run resumed from the checkpoint of step t repeats steps t+1, ... exactly as the
+uninterrupted run would (on the same machine, library versions and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bayesdl import metrics, priors
+from bayesdl.active import _checkpoint as ckpt
+from bayesdl.active.acquisition import get_acquisition, select
+from bayesdl.active.history import ActiveHistory, StepRecord
+from bayesdl.active.pool import Pool
+from bayesdl.methods.base import Method, get_method
+from bayesdl.predictive import CategoricalPredictive
+
+__all__ = ["ActiveLearner", "ActiveHistory", "StepRecord"]
+
+_TRAIN, _POOL, _TEST, _INITIAL, _ACQUISITION, _SHUFFLE = range(6)
+_RESERVED_FIT = ("epochs", "progress", "generator")
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed mixed from ``seed`` and ``keys`` (numpy ``SeedSequence``)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG inside ``fork_rng`` (restored on exit)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _split_data(data: Any, name: str) -> tuple[Tensor, Tensor, int | None]:
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        classes = None
+    elif hasattr(data, "x") and hasattr(data, "y"):
+        x, y, classes = data.x, data.y, getattr(data, "num_classes", None)
+    else:
+        raise TypeError(f"{name} must be a bayesdl Data or a tuple (X, y), got {type(data)}.")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"{name}: X and y must be tensors.")
+    if x.dim() == 0 or x.shape[0] == 0 or y.shape != (x.shape[0],):
+        raise ValueError(
+            f"{name} must hold N >= 1 inputs and labels of shape (N,), got X "
+            f"{tuple(x.shape)} and y {tuple(y.shape)}."
+        )
+    if y.is_floating_point():
+        raise TypeError(f"{name} labels must be integers, got {y.dtype}.")
+    return x, y, classes
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return value
+
+
+def _digest(*tensors: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class ActiveLearner:
+    """Pool-based Bayesian active learning with checkpoints (Gal et al., 2017).
+
+    Args:
+        factory: Called with no arguments once per training run; returns either a bayesdl
+            method (``lambda: bdl.MCDropout(Net())``) or a bare ``nn.Module`` that is
+            wrapped with the registered method ``method``.
+        train: The pool: a ``bayesdl.data.Data`` or a tuple ``(X, y)``; ``y`` is what the
+            default oracle answers and what ``balanced`` uses.
+        test: Test set, a ``Data`` or ``(X, y)``; never used for training or selection.
+        method: Registry name used when ``factory`` returns a model (default
+            ``"mc-dropout"``); must be ``None`` when it returns a method.
+        method_kwargs: Constructor arguments of ``method`` (e.g. ``{"prior": ...}``).
+        weight_decay: Gal et al.'s ``c`` in ``c / N_labelled * ||w||^2``: sets the prior to
+            ``priors.Normal(1 / sqrt(2 c))`` (only when ``factory`` returns a model).
+        acquisition: Acquisition function name (see ``bayesdl.active.acquisition_names``).
+        acquisition_kwargs: Options of a batch acquisition (``num_configs``, ``beta``).
+        initial: Size of the initial labelled set (class-balanced if ``balanced``).
+        step: Points acquired per step.
+        budget: Labelled-set size at which the loop stops (initial set included).
+        pool_subset: Unlabelled points scored per step (random subset); ``None`` scores all.
+        mc_samples: MC samples S for scoring the pool and for the test predictions.
+        eval_every: Evaluate on the test set every this many steps (and at the last one).
+        train_steps: Gradient steps per (re)training; see the module docstring.
+        fit_kwargs: Other ``Method.fit`` arguments (default ``{"lr": 1e-3,
+            "batch_size": 64}``); ``epochs``, ``progress`` and ``generator`` are the loop's.
+        warm_start: Continue training the previous step's method instead of a fresh one.
+        balanced: Draw the initial set class-balanced from ``train``'s labels (Gal et al.);
+            otherwise uniformly at random.
+        oracle: ``oracle(indices) -> labels`` for int64 pool indices (k,); returns integer
+            labels (k,). Default: ``train``'s labels. Its answers are stored in checkpoints
+            and never asked again on resume.
+        checkpoint_dir: Directory for the checkpoint written after every step.
+        resume: Continue from the checkpoint in ``checkpoint_dir`` when there is one.
+        overwrite: Delete an existing checkpoint in ``checkpoint_dir`` and start afresh.
+        seed: Seed of every random choice of the run.
+        progress: Show a tqdm progress bar over the steps.
+        callbacks: Called as ``callback(record)`` with each step's ``StepRecord``.
+
+    Every random choice comes from generators seeded by ``seed`` (see the module
+    docstring), except that model construction and ``nn.Dropout`` during training cannot
+    take a generator: for those the loop seeds torch's global RNG from ``(seed, step)``
+    inside ``torch.random.fork_rng``, leaving the caller's global RNG state unchanged.
+
+    Raises:
+        ValueError: On inconsistent settings: ``budget`` larger than the pool, ``step`` < 1,
+            ``initial`` > ``budget``, an unknown acquisition, ``pool_subset`` < ``step``.
+        FileExistsError: If ``checkpoint_dir`` holds a checkpoint and neither ``resume``
+            nor ``overwrite`` is set.
+
+    Examples:
+        >>> import torch, bayesdl as bdl
+        >>> from torch import nn
+        >>> train, test = bdl.data.digits("train"), bdl.data.digits("test")
+        >>> net = lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+        ...                             nn.Dropout(0.5), nn.Linear(32, 10))
+        >>> learner = ActiveLearner(net, train, test, initial=10, step=5, budget=20,
+        ...                         train_steps=20, mc_samples=4, progress=False)
+        >>> history = learner.run()
+        >>> history.labels
+        [10, 15, 20]
+
+    References:
+        Gal, Islam & Ghahramani, "Deep Bayesian Active Learning with Image Data", ICML 2017.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Method | nn.Module],
+        train: Any,
+        test: Any,
+        *,
+        method: str | None = None,
+        method_kwargs: dict[str, Any] | None = None,
+        weight_decay: float | None = None,
+        acquisition: str = "bald",
+        acquisition_kwargs: dict[str, Any] | None = None,
+        initial: int = 20,
+        step: int = 10,
+        budget: int = 1000,
+        pool_subset: int | None = 2000,
+        mc_samples: int = 20,
+        eval_every: int = 1,
+        train_steps: int = 500,
+        fit_kwargs: dict[str, Any] | None = None,
+        warm_start: bool = False,
+        balanced: bool = True,
+        oracle: Callable[[Tensor], Tensor] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        seed: int = 0,
+        progress: bool = True,
+        callbacks: Sequence[Callable[[StepRecord], Any]] = (),
+    ) -> None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {type(factory).__name__}.")
+        self.factory = factory
+        self.train_x, self.train_y, classes = _split_data(train, "train")
+        self.test_x, self.test_y, _ = _split_data(test, "test")
+        self.num_classes = int(classes or int(self.train_y.max()) + 1)
+        n = self.train_x.shape[0]
+        self.acquisition = get_acquisition(acquisition)
+        self.acquisition_kwargs = dict(acquisition_kwargs or {})
+        if self.acquisition.kind == "score" and self.acquisition_kwargs:
+            raise ValueError(
+                f"acquisition {self.acquisition.name!r} takes no options, got "
+                f"acquisition_kwargs={self.acquisition_kwargs}."
+            )
+        self.step_size = _check_int(step, "step", 1)
+        self.initial = _check_int(initial, "initial", 1)
+        self.budget = _check_int(budget, "budget", 1)
+        if self.budget > n:
+            raise ValueError(f"budget={budget} is larger than the pool ({n} training points).")
+        if self.initial > self.budget:
+            raise ValueError(f"initial={initial} is larger than budget={budget}.")
+        if pool_subset is not None and _check_int(pool_subset, "pool_subset", 1) < step:
+            raise ValueError(f"pool_subset={pool_subset} is smaller than step={step}.")
+        self.pool_subset = pool_subset
+        self.mc_samples = _check_int(mc_samples, "mc_samples", 1)
+        self.eval_every = _check_int(eval_every, "eval_every", 1)
+        self.train_steps = _check_int(train_steps, "train_steps", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.fit_kwargs = {"lr": 1e-3, "batch_size": 64, **(fit_kwargs or {})}
+        reserved = [k for k in _RESERVED_FIT if k in self.fit_kwargs]
+        if reserved:
+            raise ValueError(f"fit_kwargs may not set {reserved}; the loop sets them.")
+        _check_int(self.fit_kwargs["batch_size"], "fit_kwargs['batch_size']", 1)
+        self.method_name = method
+        self.method_kwargs = dict(method_kwargs or {})
+        if weight_decay is not None:
+            if not (isinstance(weight_decay, (int, float)) and weight_decay > 0):
+                raise ValueError(f"weight_decay must be positive, got {weight_decay!r}.")
+            if "prior" in self.method_kwargs:
+                raise ValueError("give either weight_decay or method_kwargs['prior'], not both.")
+            self.method_kwargs["prior"] = priors.Normal(1.0 / math.sqrt(2.0 * weight_decay))
+        self.weight_decay = weight_decay
+        if method is not None:
+            get_method(method)  # unknown names fail here
+        self.warm_start = bool(warm_start)
+        self.balanced = bool(balanced)
+        self.oracle = oracle
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.resume = bool(resume)
+        self.progress = bool(progress)
+        self.callbacks = list(callbacks)
+        if any(not callable(cb) for cb in self.callbacks):
+            raise TypeError("every callback must be callable.")
+        if self.checkpoint_dir is not None and ckpt.has_checkpoint(self.checkpoint_dir):
+            if overwrite:
+                ckpt.clear(self.checkpoint_dir)
+            elif not resume:
+                raise FileExistsError(
+                    f"{self.checkpoint_dir} already holds an active-learning checkpoint; pass "
+                    "resume=True to continue it, overwrite=True to replace it, or use another "
+                    "checkpoint_dir."
+                )
+        self.num_steps = math.ceil((self.budget - self.initial) / self.step_size)
+        self.pool = Pool(n)
+        self.labels: list[int] = []  # oracle answers, in labelling order
+        self.history = ActiveHistory()
+        self.method: Method | None = None
+        self._rng = _generator(self.seed, _ACQUISITION)
+        self._config: dict[str, Any] | None = None
+
+    # -- configuration -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The settings that determine the run (what a checkpoint must match), as JSON."""
+        if self._config is None:
+            probe = self._build(0)
+            arch = {k: list(v.shape) for k, v in probe.state_dict().items()}
+            fit = {k: ckpt.jsonable(v) for k, v in self.fit_kwargs.items()}
+            train_digest = _digest(self.train_x, self.train_y)
+            config = {
+                "acquisition": self.acquisition.name,
+                "acquisition_kwargs": ckpt.jsonable(self.acquisition_kwargs),
+                "initial": self.initial,
+                "step": self.step_size,
+                "budget": self.budget,
+                "pool_subset": self.pool_subset,
+                "mc_samples": self.mc_samples,
+                "eval_every": self.eval_every,
+                "train_steps": self.train_steps,
+                "fit": fit,
+                "warm_start": self.warm_start,
+                "balanced": self.balanced,
+                "seed": self.seed,
+                "method": type(probe).__name__,
+                "method_kwargs": ckpt.jsonable(self.method_kwargs),
+                "weight_decay": self.weight_decay,
+                "architecture": hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:16],
+                "train_data": {"shape": list(self.train_x.shape), "sha256": train_digest},
+                "test_data": {
+                    "shape": list(self.test_x.shape),
+                    "sha256": _digest(self.test_x, self.test_y),
+                },
+            }
+            self._config = json.loads(json.dumps(config))
+        return self._config
+
+    # -- pieces of a step ----------------------------------------------------------------
+    def _build(self, step: int) -> Method:
+        """A fresh method; its constructor's global-RNG draws are seeded by (seed, step)."""
+        with _seeded_global_rng(derive_seed(self.seed, step, _TRAIN)):
+            obj = self.factory()
+        if isinstance(obj, Method):
+            if self.method_name is not None or self.method_kwargs:
+                raise ValueError(
+                    "the factory returned a method; method, method_kwargs and weight_decay "
+                    "apply only to a factory that returns a bare nn.Module."
+                )
+            return obj
+        if not isinstance(obj, nn.Module):
+            raise TypeError(
+                f"factory must return a bayesdl method or an nn.Module, got {type(obj).__name__}."
+            )
+        return get_method(self.method_name or "mc-dropout")(obj, **self.method_kwargs)
+
+    def _ask_oracle(self, idx: Tensor) -> list[int]:
+        labels = self.train_y[idx] if self.oracle is None else self.oracle(idx.clone())
+        if not isinstance(labels, Tensor):
+            labels = torch.as_tensor(labels)
+        if labels.shape != idx.shape or labels.is_floating_point():
+            raise ValueError(
+                f"oracle must return integer labels of shape {tuple(idx.shape)}, got "
+                f"{labels.dtype} {tuple(labels.shape)}."
+            )
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bad.any():
+            raise ValueError(
+                f"oracle returned labels outside [0, {self.num_classes - 1}] for pool indices "
+                f"{idx[bad].tolist()}."
+            )
+        return labels.cpu().tolist()
+
+    def _train(self, step: int) -> None:
+        """(Re)train on the labelled set with ``train_steps`` gradient steps."""
+        idx = self.pool.labelled
+        x, y = self.train_x[idx], torch.tensor(self.labels, dtype=torch.long)
+        batches = math.ceil(len(idx) / self.fit_kwargs["batch_size"])
+        epochs = math.ceil(self.train_steps / batches)
+        seed = derive_seed(self.seed, step, _TRAIN)
+        if self.method is None or not self.warm_start:
+            self.method = self._build(step)
+        with _seeded_global_rng(seed):  # nn.Dropout in training draws from the global RNG
+            self.method.fit(
+                (x, y),
+                epochs=epochs,
+                progress=False,
+                generator=_generator(self.seed, step, _SHUFFLE),
+                **self.fit_kwargs,
+            )
+
+    def _device(self) -> torch.device:
+        return getattr(self.method, "device", torch.device("cpu"))
+
+    def _predict(self, x: Tensor, step: int, purpose: int) -> CategoricalPredictive:
+        assert self.method is not None
+        g = _generator(self.seed, step, purpose, device=self._device())
+        pred = self.method.predict(x, samples=self.mc_samples, generator=g)
+        if not isinstance(pred, CategoricalPredictive):
+            raise TypeError("active learning needs a classification method (Categorical).")
+        return pred.cpu()
+
+    def _acquire(self, step: int, k: int) -> Tensor:
+        candidates = self.pool.unlabelled_subset(self.pool_subset, self._rng)
+        if self.acquisition.needs_model:
+            pred = self._predict(self.train_x[candidates], step, _POOL)
+        else:  # random acquisition reads only the pool size
+            pred = CategoricalPredictive(torch.zeros(1, candidates.numel(), 1))
+        local = select(
+            self.acquisition.name, pred, k, generator=self._rng, **self.acquisition_kwargs
+        )
+        return candidates[local]
+
+    def _evaluate(self, step: int) -> tuple[float, float]:
+        pred = self._predict(self.test_x, step, _TEST)
+        probs = pred.probs.double()
+        probs = probs / probs.sum(-1, keepdim=True)
+        return metrics.accuracy(probs, self.test_y), metrics.nll(probs, self.test_y)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _save(self, step: int) -> None:
+        if self.checkpoint_dir is None:
+            return
+        assert self.method is not None
+        state = {
+            "format": ckpt.FORMAT,
+            "config": self.config(),
+            "step": step,
+            "complete": step >= self.num_steps,
+            "pool": self.pool.state_dict(),
+            "labels": list(self.labels),
+            "history": self.history.to_dict(),
+            "rng": {"acquisition": ckpt.encode_generator(self._rng)},
+        }
+        ckpt.save(self.checkpoint_dir, step, state, self.method.state_dict())
+
+    def _restore(self) -> int:
+        """Load the checkpoint; return the next step to run."""
+        assert self.checkpoint_dir is not None
+        state, tensors = ckpt.load(self.checkpoint_dir)
+        diffs = ckpt.config_differences(state["config"], self.config())
+        if diffs:
+            raise ValueError(
+                f"cannot resume {self.checkpoint_dir}: it was made with different settings: "
+                + "; ".join(diffs)
+                + ". Use the same settings, another checkpoint_dir, or overwrite=True."
+            )
+        step = int(state["step"])
+        self.pool = Pool.from_state(state["pool"])
+        self.labels = [int(v) for v in state["labels"]]
+        self.history = ActiveHistory.from_dict(state["history"])
+        ckpt.decode_generator(state["rng"]["acquisition"], self._rng)
+        self.method = self._build(step)
+        self.method.load_state_dict(tensors)
+        return step + 1
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> ActiveHistory:
+        """Run (or resume) the loop until ``budget`` points are labelled.
+
+        Returns:
+            The ``ActiveHistory``; ``self.method`` is the last fitted method and
+            ``self.pool`` the final pool.
+
+        Raises:
+            ValueError: If a checkpoint to resume was made with other settings (the message
+                names them), or the oracle answers with invalid labels.
+        """
+        start = 0
+        # A second call starts the run again from scratch (or from the checkpoint).
+        self.pool, self.labels, self.history, self.method = (
+            Pool(self.pool.n),
+            [],
+            ActiveHistory(),
+            None,
+        )
+        self._rng = _generator(self.seed, _ACQUISITION)
+        resuming = self.resume and self.checkpoint_dir and ckpt.has_checkpoint(self.checkpoint_dir)
+        if resuming:
+            start = self._restore()
+        elif self.checkpoint_dir is not None:
+            # Only a checkpoint of this very config (an earlier run() of this learner) may
+            # be replaced; anything else was refused or cleared in __init__, or appeared since.
+            config = self.config()
+            if ckpt.has_checkpoint(self.checkpoint_dir):
+                if ckpt.read_state(self.checkpoint_dir).get("config") != config:
+                    raise FileExistsError(
+                        f"{self.checkpoint_dir} holds a checkpoint of another config; pass "
+                        "overwrite=True to replace it or use another checkpoint_dir."
+                    )
+        bar = tqdm(
+            total=self.num_steps + 1,
+            initial=start,
+            desc=f"active {self.acquisition.name}",
+            disable=not self.progress,
+        )
+        try:
+            for step in range(start, self.num_steps + 1):
+                record = self._run_step(step)
+                self._save(step)
+                bar.update(1)
+                if record.accuracy is not None:
+                    bar.set_postfix(labels=record.num_labelled, acc=f"{record.accuracy:.4f}")
+                for callback in self.callbacks:
+                    callback(record)
+        finally:
+            bar.close()
+        return self.history
+
+    def _run_step(self, step: int) -> StepRecord:
+        t0 = time.perf_counter()
+        if step == 0:
+            g = _generator(self.seed, 0, _INITIAL)
+            if self.balanced:
+                idx = self.pool.balanced_initial(self.train_y, total=self.initial, generator=g)
+            else:
+                idx = self.pool.unlabelled_subset(self.initial, g)
+        else:
+            k = min(self.step_size, self.budget - self.pool.num_labelled)
+            idx = self._acquire(step, k)
+        t1 = time.perf_counter()
+        answers = self._ask_oracle(idx)
+        self.pool.label(idx)
+        self.labels.extend(answers)
+        t2 = time.perf_counter()
+        self._train(step)
+        t3 = time.perf_counter()
+        record = StepRecord(step, self.pool.num_labelled, idx.tolist())
+        if step % self.eval_every == 0 or step == self.num_steps:
+            record.accuracy, record.nll = self._evaluate(step)
+        t4 = time.perf_counter()
+        record.score_time_s, record.train_time_s, record.test_time_s = t1 - t0, t3 - t2, t4 - t3
+        self.history.records.append(record)
+        self.history.labelled_indices = self.pool.labelled.tolist()
+        return record
