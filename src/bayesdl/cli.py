@@ -79,6 +79,89 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- active-learn ----------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
+
+
+def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare ``bayesdl active-learn`` and its options.
+
+    Args:
+        sub: The top-level parser's subparsers.
+
+    Returns:
+        The subcommand's parser.
+    """
+    from bayesdl.active.experiment import ExperimentConfig
+
+    d = ExperimentConfig()
+    p = sub.add_parser(
+        "active-learn",
+        help="uncertainty-driven active learning (Gal et al. 2017 protocol)",
+        description=(
+            "Label the pool step by step with each acquisition function, retrain, and record "
+            "test accuracy against the number of labels. Writes results.json, results.csv "
+            "and curves.png to --out; checkpoints every step (--resume continues)."
+        ),
+    )
+    p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist", "digits"])
+    p.add_argument("--method", default=d.method, choices=["mc-dropout", "vi"])
+    p.add_argument("--acquisition", default="bald", help="comma-separated, e.g. bald,random")
+    p.add_argument(
+        "--initial", type=_positive_int, default=d.initial, help="balanced initial labels"
+    )
+    p.add_argument("--step", type=_positive_int, default=d.step, help="labels acquired per step")
+    p.add_argument("--budget", type=_positive_int, default=d.budget, help="final number of labels")
+    p.add_argument("--repeats", type=_positive_int, default=d.repeats, help="runs per acquisition")
+    p.add_argument("--pool-subset", type=_non_negative_int, default=d.pool_subset,
+                   help="random pool points scored per step (0: all)")  # fmt: skip
+    p.add_argument("--mc-samples", type=_positive_int, default=d.mc_samples)
+    p.add_argument("--train-steps", type=_positive_int, default=d.train_steps,
+                   help="gradient steps per retraining")  # fmt: skip
+    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every)
+    p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points only")
+    p.add_argument("--seed", type=_non_negative_int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run_active_learn(args: argparse.Namespace) -> int:
+    """Run ``bayesdl active-learn`` and print the summary table.
+
+    Args:
+        args: Parsed arguments of ``add_active_learn``.
+
+    Returns:
+        The exit status, 0.
+    """
+    import torch
+
+    from bayesdl.active.experiment import ExperimentConfig, format_summary, run_experiment
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ExperimentConfig(
+        dataset=args.dataset, method=args.method,
+        acquisitions=[a.strip() for a in args.acquisition.split(",") if a.strip()],
+        initial=args.initial, step=args.step, budget=args.budget, repeats=args.repeats,
+        pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
+        train_steps=args.train_steps, eval_every=args.eval_every, test_size=args.test_size,
+        seed=args.seed, device=args.device,
+    )  # fmt: skip
+    results = run_experiment(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(format_summary(results))
+    print(f"written to {args.out}")
+    return 0
+
+
 # -- the command table -----------------------------------------------------------------------
 _COMMANDS: dict[
     str,
@@ -88,6 +171,7 @@ _COMMANDS: dict[
     ],
 ] = {
     "demo": (add_demo, run_demo),
+    "active-learn": (add_active_learn, run_active_learn),
 }
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "plot_confidence_maps",
     "plot_regression",
     "plot_reliability",
+    "plot_learning_curves",
 ]
 
 PathLike = str | os.PathLike
@@ -422,5 +423,53 @@ def plot_reliability(
     axes[0].legend(loc="upper left", fontsize=8, frameon=False)
     if ax is None:
         fig.suptitle("Reliability on held-out points")
+    _save(fig, path)
+    return fig
+
+
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[tuple[Sequence[int], Sequence[float]]]],
+    ax: Axes | None = None,
+    *,
+    title: str = "Active learning",
+    path: PathLike | None = None,
+) -> Figure:
+    """Test accuracy against the number of labels, mean +- sd over repeats, per series.
+
+    Args:
+        curves: Series name (e.g. acquisition function) -> one ``(labels, accuracy)`` pair
+            per repeat; repeats of a series must share the same ``labels``.
+        ax: Axes to draw into; a new figure when ``None``.
+        title: Figure title.
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (one axes).
+
+    Raises:
+        ValueError: If ``curves`` is empty or the repeats of a series have other labels.
+    """
+    if not curves:
+        raise ValueError("curves is empty; pass at least one name -> [(labels, accuracy)].")
+    fig, (axis,) = _new_axes(1, ax, (7.0, 4.5))
+    for i, (name, runs) in enumerate(curves.items()):
+        labels = np.asarray(runs[0][0])
+        if any(not np.array_equal(np.asarray(r[0]), labels) for r in runs):
+            raise ValueError(f"the repeats of {name!r} were evaluated at different label counts.")
+        acc = np.array([r[1] for r in runs], dtype=float) * 100
+        mean, sd = acc.mean(0), acc.std(0)
+        colour = _METHOD_COLOURS[i % len(_METHOD_COLOURS)]
+        axis.plot(labels, mean, color=colour, lw=1.8, label=f"{name} (n={len(runs)})")
+        if len(runs) > 1:
+            axis.fill_between(labels, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+    top = max(float(np.max(np.array(r[1]))) for runs in curves.values() for r in runs) * 100
+    axis.set_ylim(max(0.0, min(80.0, top - 20)), 100)
+    for level in (90, 95, 98):
+        axis.axhline(level, color=_GREY, lw=0.6, ls=":")
+    axis.set_xlabel("number of labelled images")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(title)
+    axis.grid(alpha=0.25)
+    axis.legend(loc="lower right", fontsize=9)
     _save(fig, path)
     return fig

@@ -31,11 +31,15 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_contract(name, dtype, tmp_path):
-    x, y = _data(dtype=dtype)
-    method = bdl.get_method(name)(_net(dtype))
+@pytest.mark.parametrize("device", DEVICES)
+def test_contract(name, dtype, device, tmp_path):
+    x, y = (t.to(device) for t in _data(dtype=dtype))
+    method = bdl.get_method(name)(_net(dtype).to(device))
     assert isinstance(method, bdl.methods.Method)
     report = method.fit((x, y), epochs=2, batch_size=16, progress=False, generator=_gen())
     assert len(report.losses) == 2 and report.n_data == 64 and report.wall_time_s > 0
@@ -47,7 +51,7 @@ def test_contract(name, dtype, tmp_path):
     again = method.predict(x[:10], samples=5, generator=_gen())
     assert_close(pred.samples, again.samples, rtol=0, atol=0)
     path = bdl.save(method, tmp_path / "m.safetensors")
-    loaded = bdl.load(path, _net(dtype).apply(_scramble))
+    loaded = bdl.load(path, _net(dtype).apply(_scramble).to(device))
     assert_close(loaded.predict(x[:10], samples=5, generator=_gen()).samples, pred.samples)
 
 

@@ -1,0 +1,179 @@
+"""Reproduce Gal, Islam & Ghahramani (2017) active learning on MNIST with bayesdl.
+
+Protocol: their CNN with MC dropout; 20 class-balanced initial labels; 10 acquired per step
+up to 1,000; weight decay c / N_labelled (c = 3.5); MC samples at acquisition and test
+time; a random 2,000-point pool subset scored per step; the full 10,000-image test set.
+Each (acquisition, repeat) is an independent run (seed = repeat) in its own process and
+checkpoint directory, so runs proceed in parallel (``--jobs``) and resume (``--resume``).
+BatchBALD (b = 10) runs on the same protocol up to ``--batchbald-budget`` labels.
+
+``--merge-only`` rebuilds the combined results from whatever the run directories hold; an
+unfinished run contributes its curve so far, marked ``"complete": false``.
+
+Outputs in ``--out``: ``active_mnist.json``, ``active_mnist.csv``, ``active_mnist.md``
+(table beside the published numbers) and ``active_mnist.png`` (curves, mean +- sd).
+
+Example (the committed results)::
+
+    python benchmarks/active_mnist.py --device cuda --jobs 10 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bayesdl.active import _checkpoint as ckpt
+from bayesdl.active.experiment import (
+    PUBLISHED,
+    ExperimentConfig,
+    format_summary,
+    run_experiment,
+    summarize,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--runs", default="bald:3,random:3,var-ratios:1,entropy:1,mean-std:1",
+                   help="acquisition:repeats, comma-separated")  # fmt: skip
+    p.add_argument("--batchbald-budget", type=int, default=300, help="0 to skip BatchBALD")
+    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--train-steps", type=int, default=500)
+    p.add_argument("--mc-samples", type=int, default=20)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--work", default="active-mnist-runs", help="directory of the runs")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--merge-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    jobs = []
+    for item in args.runs.split(","):
+        name, _, reps = item.partition(":")
+        jobs += [(name.strip(), r, args.budget) for r in range(int(reps or 1))]
+    if args.batchbald_budget:
+        jobs.append(("batchbald", 0, args.batchbald_budget))
+    return jobs
+
+
+def _config(args: argparse.Namespace, acq: str, repeat: int, budget: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        dataset=args.dataset, acquisitions=[acq], budget=budget, seed=repeat,
+        train_steps=args.train_steps, mc_samples=args.mc_samples, test_size=args.test_size,
+        device=args.device,
+    )  # fmt: skip
+
+
+def _worker(payload: tuple[argparse.Namespace, str, int, int]) -> str:
+    args, acq, repeat, budget = payload
+    torch.set_num_threads(args.threads)
+    out = Path(args.work) / f"{acq}-{repeat}"
+    run_experiment(_config(args, acq, repeat, budget), out, resume=True, progress=False)
+    return str(out)
+
+
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """Collect every run (finished or not) into one results dictionary."""
+    runs = []
+    for acq, repeat, budget in _jobs(args):
+        part = Path(args.work) / f"{acq}-{repeat}"
+        done = part / "results.json"
+        if done.exists():
+            run = json.loads(done.read_text())["runs"][0]
+            run.update(repeat=repeat, complete=True)
+        elif ckpt.has_checkpoint(part / "runs" / f"{acq}-0"):
+            state = ckpt.read_state(part / "runs" / f"{acq}-0")
+            h = state["history"]
+            run = {
+                "acquisition": acq, "repeat": repeat, "labels": h["labels"],
+                "accuracy": h["accuracy"], "nll": h["nll"],
+                "labelled_indices": h["labelled_indices"], "wall_time_s": h["wall_time_s"],
+                "train_time_s": h["train_time_s"], "score_time_s": h["score_time_s"],
+                "test_time_s": h["test_time_s"], "complete": False,
+            }  # fmt: skip
+        else:
+            continue
+        run["budget"] = budget
+        runs.append(run)
+    cfg = _config(args, "bald", 0, args.budget).__dict__ | {
+        "acquisitions": sorted({r[0] for r in _jobs(args)})
+    }
+    results = {"config": cfg, "published": PUBLISHED, "runs": runs, "device": args.device}
+    results["summary"] = summarize(results) if runs else {}
+    return results
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    pub95, pub_acc = PUBLISHED["labels_to_95"], PUBLISHED["accuracy_at_1000"]
+    lines = [
+        "| acquisition | runs (complete) | labels to 90% | labels to 95% | labels to 98% | accuracy at last label count | time/run | paper: labels to 95% | paper: acc at 1,000 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v: Any) -> str:
+        return "not reached" if v is None else f"{v:.0f}"
+
+    for acq, row in results["summary"].items():
+        done = sum(r["complete"] for r in results["runs"] if r["acquisition"] == acq)
+        paper = pub_acc.get(acq)
+        lines.append(
+            f"| {acq} | {row['repeats']} ({done}) | {f(row['labels_to_90'])} | {f(row['labels_to_95'])} "
+            f"| {f(row['labels_to_98'])} | {row['accuracy_at_budget'] * 100:.2f}% +- "
+            f"{row['accuracy_at_budget_sd'] * 100:.2f} @ {row['final_labels']} "
+            f"| {row['wall_time_s'] / 60:.1f} min | {pub95.get(acq, '-')} "
+            f"| {'-' if paper is None else f'{paper * 100:.1f}%'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """Write the JSON, CSV, markdown table and curves PNG."""
+    from bayesdl.active.experiment import _plot, _write_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "active_mnist.json").write_text(json.dumps(results, indent=1))
+    (out / "active_mnist.md").write_text(_markdown(results))
+    _write_csv(out / "active_mnist.csv", results)
+    try:
+        _plot(out / "active_mnist.png", results)
+    except ImportError:
+        print("matplotlib missing: no PNG")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.merge_only:
+        start = time.perf_counter()
+        payloads = [(args, a, r, b) for a, r, b in _jobs(args)]
+        if args.jobs > 1:
+            with mp.get_context("spawn").Pool(args.jobs) as pool:
+                for done in pool.imap_unordered(_worker, payloads):
+                    print(f"finished {done} after {time.perf_counter() - start:.0f} s", flush=True)
+        else:
+            for p in payloads:
+                print(
+                    f"finished {_worker(p)} after {time.perf_counter() - start:.0f} s", flush=True
+                )
+    results = merge(args)
+    write(results, Path(args.out))
+    if results["runs"]:
+        print(format_summary(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,271 @@
+"""Active-learning experiments: several acquisition functions x repeats on one data set.
+
+This is what ``bayesdl active-learn`` and ``benchmarks/active_mnist.py`` run. Each
+(acquisition, repeat) pair is one ``ActiveLearner`` run with its own checkpoint directory
+``OUT/runs/<acquisition>-<repeat>/``, so an interrupted experiment resumes run by run.
+Outputs in ``OUT``: ``results.json``, ``results.csv`` (test accuracy against labels),
+``curves.png`` (mean +- sd over repeats) and a printed summary table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayesdl import data as bdata
+from bayesdl.active.acquisition import get_acquisition
+from bayesdl.active.loop import ActiveLearner
+from bayesdl.models import gal_cnn
+
+__all__ = ["ExperimentConfig", "run_experiment", "summarize", "format_summary", "PUBLISHED"]
+
+PUBLISHED = {
+    "labels_to_95": {
+        "bald": 335,
+        "var-ratios": 295,
+        "entropy": 355,
+        "mean-std": 695,
+        "random": 835,
+    },
+    "accuracy_at_1000": {"bald": 0.982, "var-ratios": 0.984, "entropy": 0.983, "random": 0.953},
+    "source": "Gal, Islam & Ghahramani (2017), Deep Bayesian Active Learning with Image Data",
+}
+"""Published MNIST numbers (Gal et al. 2017, table 1 and figure 1) to compare with."""
+
+_DATASETS = {"mnist": 3.5, "fashion-mnist": 3.5, "digits": 0.5}  # default weight decay
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings of an active-learning experiment (the CLI flags, one to one).
+
+    Attributes:
+        dataset: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
+        method: Registered method name (``"mc-dropout"`` or ``"vi"``).
+        acquisitions: Acquisition function names, one series of runs each.
+        initial: Class-balanced initial labelled set size.
+        step: Points acquired per step.
+        budget: Final labelled set size.
+        repeats: Runs per acquisition function (seeds ``seed``, ``seed + 1``, ...).
+        pool_subset: Random unlabelled points scored per step (``None``: all).
+        mc_samples: MC samples at acquisition and test time.
+        train_steps: Gradient steps per retraining (fixed, whatever the labelled size).
+        weight_decay: ``c`` in Gal et al.'s ``c / N_labelled * ||w||^2``; ``None`` picks the
+            data set's default (3.5 as Gal et al. for MNIST-sized images; 0.5 for the tiny
+            8x8 digits CNN, whose 32 features a prior that strong switches off).
+        lr: Adam learning rate.
+        batch_size: Minibatch size.
+        eval_every: Evaluate on the test set every this many steps.
+        test_size: Use the first ``test_size`` test points (``None``: all).
+        seed: Base seed.
+        device: Torch device for the model (``"cpu"``, ``"cuda"``).
+    """
+
+    dataset: str = "mnist"
+    method: str = "mc-dropout"
+    acquisitions: list[str] = field(default_factory=lambda: ["bald"])
+    initial: int = 20
+    step: int = 10
+    budget: int = 1000
+    repeats: int = 1
+    pool_subset: int | None = 2000
+    mc_samples: int = 20
+    train_steps: int = 500
+    weight_decay: float | None = None
+    lr: float = 1e-3
+    batch_size: int = 64
+    eval_every: int = 1
+    test_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if self.dataset not in _DATASETS:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {sorted(_DATASETS)}."
+            )
+        if not self.acquisitions:
+            raise ValueError("give at least one acquisition function.")
+        for name in self.acquisitions:
+            get_acquisition(name)  # unknown names fail with the list of known ones
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}.")
+
+
+def _load(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
+    if cfg.dataset == "mnist":
+        train, test = bdata.mnist("train"), bdata.mnist("test")
+    elif cfg.dataset == "fashion-mnist":
+        train, test = bdata.fashion_mnist("train"), bdata.fashion_mnist("test")
+    else:
+        train, test = bdata.digits("train"), bdata.digits("test")
+    if cfg.test_size is not None:
+        test = test.subset(torch.arange(min(cfg.test_size, len(test))))
+    size, classes = train.x.shape[-1], train.num_classes or 10
+    device = torch.device(cfg.device)
+
+    def factory() -> torch.nn.Module:
+        return gal_cnn(classes, train.x.shape[1], size).to(device)
+
+    return train, test, factory
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run every (acquisition, repeat) and write results.json, results.csv and curves.png.
+
+    Args:
+        cfg: The experiment's settings.
+        out: Output directory; refuses to reuse one holding results unless ``resume``.
+        resume: Continue an interrupted experiment from its checkpoints.
+        progress: Show progress bars.
+
+    Returns:
+        The results dictionary written to ``results.json``.
+
+    Raises:
+        FileExistsError: If ``out`` holds results and ``resume`` is False.
+        ValueError: On a bad setting (named in the message).
+    """
+    cfg.validate()
+    out = Path(out)
+    if (out / "results.json").exists() and not resume:
+        raise FileExistsError(f"{out} holds results.json; pass --resume or choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    train, test, factory = _load(cfg)
+    results: dict[str, Any] = {"config": asdict(cfg), "published": PUBLISHED, "runs": []}
+    for acq in cfg.acquisitions:
+        for r in range(cfg.repeats):
+            start = time.perf_counter()
+            learner = ActiveLearner(
+                factory, train, test, method=cfg.method,
+                weight_decay=cfg.weight_decay or _DATASETS[cfg.dataset],
+                acquisition=acq, initial=cfg.initial, step=cfg.step, budget=cfg.budget,
+                pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples,
+                eval_every=cfg.eval_every, train_steps=cfg.train_steps,
+                fit_kwargs={"lr": cfg.lr, "batch_size": cfg.batch_size},
+                checkpoint_dir=out / "runs" / f"{acq}-{r}", resume=resume,
+                seed=cfg.seed + r, progress=progress,
+            )  # fmt: skip
+            hist = learner.run().to_dict()
+            results["runs"].append({
+                "acquisition": acq, "repeat": r, "labels": hist["labels"],
+                "accuracy": hist["accuracy"], "nll": hist["nll"],
+                "labelled_indices": hist["labelled_indices"],
+                "wall_time_s": time.perf_counter() - start,
+                "train_time_s": hist["train_time_s"], "score_time_s": hist["score_time_s"],
+                "test_time_s": hist["test_time_s"],
+            })  # fmt: skip
+            _atomic_json(out / "results.json", results)
+    results["summary"] = summarize(results)
+    _atomic_json(out / "results.json", results)
+    _write_csv(out / "results.csv", results)
+    _plot(out / "curves.png", results)
+    return results
+
+
+def labels_to_reach(labels: list[int], accuracy: list[float], target: float) -> int | None:
+    """First labelled-set size at which test accuracy reaches ``target`` (None if never).
+
+    Args:
+        labels: Labelled-set sizes, increasing.
+        accuracy: Test accuracy at each size.
+        target: Accuracy to reach, a fraction.
+    """
+    for n, a in zip(labels, accuracy, strict=True):
+        if a >= target:
+            return n
+    return None
+
+
+def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per acquisition: labels to reach 90/95/98% (mean over repeats), accuracy at budget.
+
+    A repeat that never reaches a target counts as missing; ``reached`` says how many did.
+
+    Args:
+        results: The dictionary ``run_experiment`` writes.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for acq in dict.fromkeys(r["acquisition"] for r in results["runs"]):
+        runs = [r for r in results["runs"] if r["acquisition"] == acq]
+        row: dict[str, Any] = {"repeats": len(runs)}
+        for target in (0.90, 0.95, 0.98):
+            hits = [labels_to_reach(r["labels"], r["accuracy"], target) for r in runs]
+            found = [h for h in hits if h is not None]
+            row[f"labels_to_{round(target * 100)}"] = float(np.mean(found)) if found else None
+            row[f"reached_{round(target * 100)}"] = len(found)
+        final = [r["accuracy"][-1] for r in runs]
+        row["final_labels"] = runs[0]["labels"][-1]
+        row["accuracy_at_budget"] = float(np.mean(final))
+        row["accuracy_at_budget_sd"] = float(np.std(final))
+        row["wall_time_s"] = float(np.mean([r["wall_time_s"] for r in runs]))
+        table[acq] = row
+    return table
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The summary as a fixed-width text table, with the published numbers beside it.
+
+    Args:
+        results: The dictionary ``run_experiment`` writes.
+    """
+    pub95, pub_acc = PUBLISHED["labels_to_95"], PUBLISHED["accuracy_at_1000"]
+    lines = [
+        f"{'acquisition':<12} {'runs':>4} {'to 90%':>7} {'to 95%':>7} {'to 98%':>7} "
+        f"{'acc@budget':>12} {'time/run':>9} | {'paper 95%':>9} {'paper acc':>9}"
+    ]
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    for acq, row in results["summary"].items():
+        acc = f"{row['accuracy_at_budget'] * 100:.2f}%@{row['final_labels']}"
+        paper_acc = pub_acc.get(acq)
+        lines.append(
+            f"{acq:<12} {row['repeats']:>4} {fmt(row['labels_to_90']):>7} "
+            f"{fmt(row['labels_to_95']):>7} {fmt(row['labels_to_98']):>7} {acc:>12} "
+            f"{row['wall_time_s'] / 60:>7.1f}m | {fmt(pub95.get(acq)):>9} "
+            f"{'-' if paper_acc is None else f'{paper_acc * 100:.1f}%':>9}"
+        )
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, results: dict[str, Any]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["acquisition", "repeat", "labels", "accuracy", "nll"])
+        for r in results["runs"]:
+            for n, a, nll in zip(r["labels"], r["accuracy"], r["nll"], strict=True):
+                w.writerow([r["acquisition"], r["repeat"], n, f"{a:.5f}", f"{nll:.5f}"])
+
+
+def _plot(path: Path, results: dict[str, Any]) -> None:
+    from bayesdl.plotting import plot_learning_curves
+
+    curves: dict[str, list[tuple[list[int], list[float]]]] = {}
+    for r in results["runs"]:
+        curves.setdefault(r["acquisition"], []).append((r["labels"], r["accuracy"]))
+    plot_learning_curves(
+        curves, path=path, title=f"Active learning on {results['config']['dataset']}"
+    )

@@ -1,0 +1,51 @@
+"""Reference architectures used by the CLI, the benchmarks and the docs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["gal_cnn", "mlp"]
+
+
+def gal_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Sequential:
+    """The MNIST CNN of Gal, Islam & Ghahramani (2017), "Deep Bayesian Active Learning".
+
+    conv 32 4x4 - relu - conv 32 4x4 - relu - maxpool 2 - dropout 0.25 - dense 128 - relu -
+    dropout 0.5 - dense ``num_classes``.
+
+    Args:
+        num_classes: Output classes.
+        in_channels: Input channels.
+        image_size: Side of the square input images (28 for MNIST, 8 for digits).
+    """
+    side = (image_size - 6) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(32 * side * side, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes),
+    )  # fmt: skip
+
+
+def mlp(
+    in_features: int,
+    out_features: int,
+    hidden: tuple[int, ...] = (1200, 1200),
+    dropout: float = 0.5,
+) -> nn.Sequential:
+    """Flatten, then Linear-ReLU-Dropout blocks of widths ``hidden``, then a Linear output.
+
+    Args:
+        in_features: Input size after flattening.
+        out_features: Output size.
+        hidden: Hidden layer widths.
+        dropout: Dropout rate after each hidden layer (0 for none).
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
