@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=500)
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=1, help="test-set evaluation every k steps")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
@@ -75,7 +76,7 @@ def _config(args: argparse.Namespace, acq: str, repeat: int, budget: int) -> Exp
     return ExperimentConfig(
         dataset=args.dataset, acquisitions=[acq], budget=budget, seed=repeat,
         train_steps=args.train_steps, mc_samples=args.mc_samples, test_size=args.test_size,
-        device=args.device,
+        eval_every=args.eval_every, device=args.device,
     )  # fmt: skip
 
 
