@@ -198,6 +198,14 @@ def coin_posterior(
 
 
 # -- b. regression with a gap ----------------------------------------------------------------
+def _two_hidden_layers(n_in: int, n_out: int, dropout: float, hidden: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out)]
+    return nn.Sequential(*layers)
+
+
 def regression_mlp(dropout: float = 0.0, hidden: int = 64) -> nn.Sequential:
     """The 1-d toy network: ``1 -> hidden -> hidden -> 1`` with ReLU.
 
@@ -214,11 +222,7 @@ def regression_mlp(dropout: float = 0.0, hidden: int = 64) -> nn.Sequential:
     Returns:
         A freshly initialised ``nn.Sequential``.
     """
-    layers: list[nn.Module] = [nn.Linear(1, hidden), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers += [nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)]
-    return nn.Sequential(*layers)
+    return _two_hidden_layers(1, 1, dropout, hidden)
 
 
 def fit_regression(
@@ -408,11 +412,7 @@ def moons_mlp(dropout: float = 0.0, hidden: int = 64) -> nn.Sequential:
     Returns:
         A freshly initialised ``nn.Sequential``.
     """
-    layers: list[nn.Module] = [nn.Linear(2, hidden), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers += [nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2)]
-    return nn.Sequential(*layers)
+    return _two_hidden_layers(2, 2, dropout, hidden)
 
 
 def fit_classifier(
