@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.distributions import Laplace as _Laplace
-from torch.distributions import Normal as _Normal
+from torch.distributions import Laplace as _LaplaceDist
+from torch.distributions import Normal as _NormalDist
 from torch.distributions import kl_divergence
 
 from bayesdl._checks import draw
@@ -27,6 +27,17 @@ from bayesdl._checks import draw
 __all__ = ["Prior", "Normal", "ScaleMixture", "Laplace", "Centered", "from_config"]
 
 Scale = float | Mapping[str, float]
+
+
+def _normal(loc: Tensor | float, scale: Tensor | float) -> _NormalDist:
+    # argument validation costs more than the KL itself in a training step
+    return _NormalDist(loc, scale, validate_args=False)
+
+
+def _laplace(loc: Tensor | float, scale: Tensor | float) -> _LaplaceDist:
+    return _LaplaceDist(loc, scale, validate_args=False)
+
+
 _REGISTRY: dict[str, type[Prior]] = {}
 
 
@@ -92,7 +103,7 @@ class Prior:
         """
         eps = draw("randn", tuple(mu.shape), mu, generator)
         w = mu + sigma * eps
-        log_q = _Normal(mu, sigma).log_prob(w).sum()
+        log_q = _normal(mu, sigma).log_prob(w).sum()
         return log_q - self.log_prob_param(name, w)
 
     def kl(
@@ -140,8 +151,8 @@ class Normal(Prior):
         _check_scale(scale)
         self.scale = scale
 
-    def _dist(self, name: str, like: Tensor) -> _Normal:
-        return _Normal(
+    def _dist(self, name: str, like: Tensor) -> _NormalDist:
+        return _normal(
             torch.zeros((), dtype=like.dtype, device=like.device), _resolve(self.scale, name)
         )
 
@@ -149,8 +160,8 @@ class Normal(Prior):
         return self._dist(name, value).log_prob(value).sum()
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
-        prior = _Normal(torch.zeros_like(mu), torch.full_like(mu, _resolve(self.scale, name)))
-        return kl_divergence(_Normal(mu, sigma), prior).sum()
+        scale = torch.tensor(_resolve(self.scale, name), dtype=mu.dtype, device=mu.device)
+        return kl_divergence(_normal(mu, sigma), _normal(torch.zeros_like(scale), scale)).sum()
 
     def config(self) -> dict[str, Any]:
         scale = dict(self.scale) if isinstance(self.scale, Mapping) else self.scale
@@ -181,8 +192,8 @@ class Centered(Normal):
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
         loc = self._loc(name, mu).expand_as(mu)
-        prior = _Normal(loc, torch.full_like(mu, _resolve(self.scale, name)))
-        return kl_divergence(_Normal(mu, sigma), prior).sum()
+        prior = _normal(loc, torch.full_like(mu, _resolve(self.scale, name)))
+        return kl_divergence(_normal(mu, sigma), prior).sum()
 
 
 class ScaleMixture(Prior):
@@ -208,8 +219,8 @@ class ScaleMixture(Prior):
 
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
         zero = torch.zeros((), dtype=value.dtype, device=value.device)
-        lp1 = _Normal(zero, self.sigma1).log_prob(value) + math.log(self.pi)
-        lp2 = _Normal(zero, self.sigma2).log_prob(value) + math.log1p(-self.pi)
+        lp1 = _normal(zero, self.sigma1).log_prob(value) + math.log(self.pi)
+        lp2 = _normal(zero, self.sigma2).log_prob(value) + math.log1p(-self.pi)
         return torch.logaddexp(lp1, lp2).sum()
 
     def config(self) -> dict[str, Any]:
@@ -235,15 +246,15 @@ class Laplace(Prior):
 
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
         zero = torch.zeros((), dtype=value.dtype, device=value.device)
-        return _Laplace(zero, _resolve(self.scale, name)).log_prob(value).sum()
+        return _laplace(zero, _resolve(self.scale, name)).log_prob(value).sum()
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
         b = _resolve(self.scale, name)
-        std_normal = _Normal(torch.zeros_like(mu), torch.ones_like(mu))
+        std_normal = _normal(torch.zeros_like(mu), torch.ones_like(mu))
         abs_mean = sigma * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (mu / sigma) ** 2) + mu * (
             1 - 2 * std_normal.cdf(-mu / sigma)
         )
-        neg_entropy = -_Normal(mu, sigma).entropy()
+        neg_entropy = -_normal(mu, sigma).entropy()
         return (neg_entropy + math.log(2 * b) + abs_mean / b).sum()
 
     def config(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 import bayesdl as bdl
 from bayesdl.methods.mc_dropout import dropout_mask
+from bayesdl.models import gal_cnn
 
 METHODS = bdl.method_names()
 
@@ -123,11 +124,13 @@ class _Custom(nn.Module):
         return self.classifier(self.features(x))
 
 
-@pytest.mark.parametrize("case", ["sequential", "custom_head", "custom_whole"])
+@pytest.mark.parametrize("case", ["sequential", "gal_cnn", "custom_head", "custom_whole"])
 def test_mc_dropout_vectorised_predict_equals_a_python_loop(case):
     torch.manual_seed(0)
     if case == "sequential":
         model, x, head = _net(), _data(12)[0], None
+    elif case == "gal_cnn":  # Dropout -> Flatten -> Linear is folded into the weights
+        model, x, head = gal_cnn(image_size=12), torch.randn(12, 1, 12, 12), None
     else:
         model, x = _Custom(), torch.randn(12, 1, 6, 6)
         head = "classifier" if case == "custom_head" else None
@@ -163,3 +166,14 @@ def test_mc_dropout_keeps_batchnorm_in_eval_mode():
     stats = model[1].running_mean.clone()
     mc.predict(_data(32)[0], samples=4)
     assert_close(model[1].running_mean, stats, rtol=0, atol=0)
+
+
+def test_predict_restores_every_module_mode():
+    model = _net()
+    model.train()
+    model[2].eval()  # a mixed state the user chose
+    method = bdl.MCDropout(model)
+    method.train()
+    model[2].eval()
+    method.predict(_data(4)[0], samples=3)
+    assert model.training and not model[2].training and model[5].training

@@ -19,8 +19,17 @@ __all__ = ["Method", "BaseMethod", "register_method", "get_method", "method_name
 
 _REGISTRY: dict[str, type[BaseMethod]] = {}
 
-DEFAULT_CHUNK_ROWS = 8192
-"""Default ``chunk_size``: (sample, input) rows evaluated per vectorised call."""
+
+def default_chunk_rows(device: torch.device) -> int:
+    """Default ``chunk_size``: (sample, input) rows per vectorised call on ``device``.
+
+    Measured in ``benchmarks/predict_speed.py``: on a CPU cache-sized calls (about one
+    sample of 1,000 inputs) are fastest and leanest; a GPU needs large calls to fill it.
+
+    Args:
+        device: The model's device.
+    """
+    return 65536 if device.type == "cuda" else 1024
 
 
 @runtime_checkable
@@ -230,7 +239,7 @@ class BaseMethod(nn.Module):
             x: Inputs, shape (N, ...), on any device (moved to the model's).
             samples: Number of Monte Carlo samples S.
             chunk_size: Most (sample, input) pairs evaluated in one vectorised call; bounds
-                peak memory independently of S. Default ``DEFAULT_CHUNK_ROWS``.
+                peak memory independently of S. Default ``default_chunk_rows(device)``.
             generator: Random generator for the posterior draws (reproducible predictions).
                 Every input sees the same S draws, whatever the chunking; without a
                 generator a private one is seeded from torch's global RNG.
@@ -243,7 +252,7 @@ class BaseMethod(nn.Module):
         """
         check_input(x)
         check_positive_int(samples, "samples")
-        rows = DEFAULT_CHUNK_ROWS if chunk_size is None else chunk_size
+        rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = self._to_model(x)
         if generator is None:  # a private generator, so every input block sees the same draws
@@ -252,7 +261,7 @@ class BaseMethod(nn.Module):
         start = generator.get_state()
         block = min(rows, x.shape[0])
         self._chunk = max(1, rows // block)  # samples per vectorised call, same for all blocks
-        was_training = self.training
+        modes = [(m, m.training) for m in self.modules()]  # restored exactly afterwards
         self.eval()
         outs = []
         try:
@@ -260,7 +269,8 @@ class BaseMethod(nn.Module):
                 generator.set_state(start)  # the same S posterior draws for every input
                 outs.append(self._sample_outputs(xb, samples, generator))
         finally:
-            self.train(was_training)
+            for m, mode in modes:
+                m.training = mode
         return self.likelihood.predictive(torch.cat(outs, dim=1))
 
     def _chunks(self, samples: int) -> Iterator[int]:

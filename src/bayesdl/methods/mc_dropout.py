@@ -8,8 +8,9 @@ Prediction draws S weight samples, i.e. one dropout mask per sample *shared by e
 pool consistent, which BatchBALD needs). It is vectorised without a loop over S:
 
 * everything before the first dropout layer is computed once per input;
-* a dropout followed by a ``Linear`` is applied to the weights, so the S masked layers
-  become one matrix product ``h @ [W_1 ... W_S]^T`` and the input is never copied S times;
+* a dropout followed by a ``Linear`` (possibly through ``nn.Flatten``) is applied to the
+  weights, so the S masked layers become one matrix product ``h @ [W_1 ... W_S]^T`` and
+  the input is never copied S times;
 * any other layer runs on the (S x N) batch; dropout layers nested inside custom modules
   are handled by forward hooks that apply the per-sample masks.
 
@@ -48,6 +49,10 @@ def dropout_mask(
     keep = 1.0 - module.p
     u = draw("rand", (samples, *shape), like, generator)
     return (u < keep).to(like.dtype) / keep if keep > 0 else torch.zeros_like(u)
+
+
+def _flattens_features(m: nn.Module) -> bool:
+    return type(m) is nn.Flatten and m.start_dim == 1 and m.end_dim == -1
 
 
 def _flat_modules(module: nn.Module) -> Iterator[nn.Module]:
@@ -107,19 +112,27 @@ class MCDropout(BaseMethod):
             return self._run_hooked(self.split.tail, args, samples, generator)
         h, shared = args[0], True  # shared: h is (N, ...) and the same for every sample
         mods = list(_flat_modules(self.split.tail))
-        pending: Tensor | None = None
-        for i, m in enumerate(mods):
+        i = 0
+        while i < len(mods):
+            m = mods[i]
             if _is_dropout(m):
                 feat = h.shape[1:] if shared else h.shape[2:]
                 mask = dropout_mask(m, samples, feat, h, generator)
-                nxt = mods[i + 1] if i + 1 < len(mods) else None
-                if type(m) is nn.Dropout and isinstance(nxt, nn.Linear) and len(feat) == 1:
-                    pending = mask  # fold into the next layer's weights
-                else:
-                    h = (h.unsqueeze(0) if shared else h) * mask.unsqueeze(1)
-                    shared = False
-            elif pending is not None:
-                h, shared, pending = self._masked_linear(m, h, pending, shared), False, None
+                j = i + 1  # an elementwise mask commutes with flattening the features
+                while j < len(mods) and _flattens_features(mods[j]):
+                    j += 1
+                nxt = mods[j] if j < len(mods) else None
+                if (
+                    type(m) is nn.Dropout
+                    and isinstance(nxt, nn.Linear)
+                    and (len(feat) == 1 or j > i + 1)
+                ):
+                    h = h.flatten(1 if shared else 2)  # fold the mask into the Linear's weights
+                    h, shared = self._masked_linear(nxt, h, mask.flatten(1), shared), False
+                    i = j + 1
+                    continue
+                h = (h.unsqueeze(0) if shared else h) * mask.unsqueeze(1)
+                shared = False
             elif any(_is_dropout(c) for c in m.modules()):
                 h = self._run_hooked(m, (h.expand(samples, *h.shape) if shared else h,), samples,
                                      generator, stacked=True)  # fmt: skip
@@ -128,6 +141,7 @@ class MCDropout(BaseMethod):
                 h = m(h)
             else:
                 h = m(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+            i += 1
         return h.expand(samples, *h.shape) if shared else h
 
     @staticmethod
