@@ -1,0 +1,72 @@
+"""Smoke-run the benchmark scripts with tiny sizes (they are not part of the package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_predict_speed_tiny(tmp_path, restore_threads):
+    bench = _load("predict_speed")
+    args = bench.parse_args([
+        "--num-inputs", "8", "--samples", "2", "--repeats", "1", "--threads", "1",
+        "--batch-size", "8", "--chunk-sizes", "16", "--memory-cases", "deterministic",
+        "--out", str(tmp_path), "--no-progress",
+    ])  # fmt: skip
+    bench.main(args)
+
+    report = json.loads((tmp_path / "predict_speed.json").read_text())
+    assert set(report) == {"config", "models", "targets"}
+    assert report["config"]["num_inputs"] == 8
+    assert set(report["models"]) == {"cnn", "mlp"}
+    cases = {"python_loop", "prefix_repeat", "mc_dropout", "vi_all", "vi_last_layer"}
+    for m in report["models"].values():
+        assert m["deterministic_s"] > 0 and m["deterministic_train_step_s"] > 0
+        assert {r["case"] for r in m["predict"]} == cases
+        assert {r["chunk_size"] for r in m["predict"] if r["case"] == "mc_dropout"} == {None, 16}
+        for r in m["predict"]:
+            assert r["samples"] == 2 and r["repeats"] == 1
+            assert r["ratio"] > 0 and r["flop_floor"] >= 1.0
+        assert {(r["case"], r["estimator"]) for r in m["train"]} == {
+            (f"vi_{s}", e) for s in ("all", "last_layer") for e in ("reparam", "local", "flipout")
+        }
+        assert [r["case"] for r in m["memory"]] == ["deterministic"]
+        assert m["memory"][0]["peak_mib"] is not None, m["memory"][0]["how"]
+    table = (tmp_path / "predict_speed.md").read_text()
+    assert "| cnn | MCDropout | 2 |" in table
+
+
+def test_predict_speed_flop_floor_matches_reference():
+    """The published FLOP floor of the Gal et al. CNN: ~2.1x at S=20, ~6.7x at S=100.
+
+    Counting Conv/Linear multiply-adds only gives 2.08x and 6.62x (biases and
+    activations make up the rest).
+    """
+    bench = _load("predict_speed")
+    model = bench.build_model("cnn")
+    x, _ = bench.make_inputs(2, 0, torch.device("cpu"))
+    cut = bench.stochastic_start(model, "mc_dropout")
+    assert bench.flop_floor(model, x, 20, cut) == pytest.approx(2.1, abs=0.1)
+    assert bench.flop_floor(model, x, 100, cut) == pytest.approx(6.7, abs=0.1)
