@@ -462,8 +462,8 @@ def plot_learning_curves(
         axis.plot(labels, mean, color=colour, lw=1.8, label=f"{name} (n={len(runs)})")
         if len(runs) > 1:
             axis.fill_between(labels, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
-    top = max(float(np.max(np.array(r[1]))) for runs in curves.values() for r in runs) * 100
-    axis.set_ylim(max(0.0, min(80.0, top - 20)), 100)
+    low = min(float(np.min(np.array(r[1]))) for runs in curves.values() for r in runs) * 100
+    axis.set_ylim(max(0.0, math.floor(low / 10) * 10), 100)
     for level in (90, 95, 98):
         axis.axhline(level, color=_GREY, lw=0.6, ls=":")
     axis.set_xlabel("number of labelled images")
