@@ -15,10 +15,10 @@ def test_nan_in_x():
     x = torch.randn(10, 3)
     x[4, 1] = float("nan")
     with pytest.raises(
-        ValueError, match=r"X contains NaN or inf in 1 row\(s\), first indices \[4\]"
+        ValueError, match=r"X contains 1 NaN value\(s\) in 1 row\(s\), first indices \[4\]"
     ):
         bdl.MAP(_net()).fit((x, torch.zeros(10, dtype=torch.long)), epochs=1, progress=False)
-    with pytest.raises(ValueError, match=r"x contains NaN.*\[4\]"):
+    with pytest.raises(ValueError, match=r"x contains 1 NaN.*\[4\]"):
         bdl.MCDropout(_net()).predict(x)
 
 

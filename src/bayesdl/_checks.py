@@ -9,14 +9,21 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from bayesdl.types import DataLike
 
 
-def check_finite(t: Tensor, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` and the first offending indices if ``t`` has NaN/inf."""
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()
-        raise ValueError(
-            f"{name} contains NaN or inf in {bad.numel()} row(s), first indices "
-            f"{bad[:5].tolist()}; clean or impute the data first."
-        )
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming how many rows of ``x`` hold NaN/inf and the first rows."""
+    if not x.is_floating_point():
+        return
+    bad = ~torch.isfinite(x)
+    if not bad.any():
+        return
+    rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(bad.sum()) - n_nan
+    kinds = ", ".join(f"{c} {kind}" for c, kind in ((n_nan, "NaN"), (n_inf, "inf")) if c)
+    raise ValueError(
+        f"{name} contains {kinds} value(s) in {rows.numel()} row(s), first indices "
+        f"{rows[:5].tolist()}; remove or fix those examples first."
+    )
 
 
 def check_input(x: Tensor, name: str = "x") -> None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from bayesdl._checks import check_finite
+
 PROB_SUM_ATOL = 1e-3
 """How far a row of ``probs`` may sum from 1 before it is rejected."""
 
@@ -24,25 +26,6 @@ def check_tensor(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
     return x
-
-
-def check_finite(x: Tensor, name: str) -> None:
-    """Raise ``ValueError`` naming how many rows hold NaN/inf and the first row indices."""
-    if not x.is_floating_point():
-        return
-    bad = ~torch.isfinite(x)
-    if not bad.any():
-        return
-    rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()
-    n_nan = int(torch.isnan(x).sum())
-    n_inf = int(bad.sum()) - n_nan
-    kinds = ", ".join(
-        f"{count} {kind}" for count, kind in ((n_nan, "NaN"), (n_inf, "inf")) if count
-    )
-    raise ValueError(
-        f"{name} contains {kinds} value(s) in {rows.numel()} row(s), first indices "
-        f"{rows[:_MAX_INDICES_SHOWN].tolist()}; remove or fix those examples first."
-    )
 
 
 def _check_rows(x: Tensor, name: str, shape_text: str) -> None:
