@@ -84,6 +84,8 @@ def _worker(payload: tuple[argparse.Namespace, str, int, int]) -> str:
     args, acq, repeat, budget = payload
     torch.set_num_threads(args.threads)
     out = Path(args.work) / f"{acq}-{repeat}"
+    if (out / "results.json").exists():  # finished earlier: keep its record (and timing)
+        return str(out)
     run_experiment(_config(args, acq, repeat, budget), out, resume=True, progress=False)
     return str(out)
 
