@@ -82,9 +82,7 @@ def test_active_learn_writes_the_documented_layout(tmp_path, capsys):
         == 0
     )
     again = json.loads((out / "results.json").read_text())
-    assert [r["labelled_indices"] for r in again["runs"]] == [
-        r["labelled_indices"] for r in results["runs"]
-    ]
+    assert again["runs"] == results["runs"]  # finished runs keep their records and timings
 
 
 @pytest.mark.parametrize(

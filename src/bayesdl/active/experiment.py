@@ -154,8 +154,16 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     train, test, factory = _load(cfg)
     results: dict[str, Any] = {"config": asdict(cfg), "published": PUBLISHED, "runs": []}
+    finished = {}  # runs recorded by an interrupted experiment keep their record and timing
+    if resume and (out / "results.json").exists():
+        earlier = json.loads((out / "results.json").read_text())
+        if earlier.get("config") == results["config"]:
+            finished = {(r["acquisition"], r["repeat"]): r for r in earlier["runs"]}
     for acq in cfg.acquisitions:
         for r in range(cfg.repeats):
+            if (acq, r) in finished:
+                results["runs"].append(finished[acq, r])
+                continue
             start = time.perf_counter()
             learner = ActiveLearner(
                 factory, train, test, method=cfg.method,
