@@ -86,7 +86,7 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class BaseMethod(nn.Module):
+class BaseMethod(nn.Module, Method):
     """Shared machinery: the training loop, chunked prediction, device handling.
 
     Subclasses implement ``loss`` and ``_sample_outputs`` and record their constructor
