@@ -69,8 +69,14 @@ def test_every_public_argument_is_documented(qualname, obj):
         "bayesdl.active.acquisition",
         "bayesdl.active.pool",
         "bayesdl.active.loop",
+        "bayesdl.metrics.calibration",
+        "bayesdl.metrics.ood",
+        "bayesdl.metrics.referral",
+        "bayesdl.metrics.regression",
     ],
 )
 def test_doctests(modname):
-    result = doctest.testmod(importlib.import_module(modname))
+    result = doctest.testmod(
+        importlib.import_module(modname), optionflags=doctest.NORMALIZE_WHITESPACE
+    )
     assert result.failed == 0 and result.attempted > 0
