@@ -80,6 +80,29 @@ def test_plot_reliability_one_panel_per_method(tmp_path):
     assert (tmp_path / "rel.png").exists()
 
 
+def test_plot_referral_draws_each_curve_in_percent(tmp_path):
+    y = torch.randint(0, 3, (100,), generator=_gen(7))
+    curves = {}
+    for i, name in enumerate(["MAP", "MC dropout"]):
+        probs = torch.softmax(torch.randn(100, 3, generator=_gen(i)), -1)
+        curves[name] = metrics.referral_curve(probs, y, -probs.max(-1).values)
+    fig = plotting.plot_referral(curves, path=tmp_path / "ref.png")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["MAP", "MC dropout"]
+    assert lines[1].get_ydata() == pytest.approx(curves["MC dropout"].accuracy_retained * 100)
+    assert (tmp_path / "ref.png").exists()
+
+
+def test_plot_score_histograms_one_panel_per_method_two_sets_each(tmp_path):
+    scores = {name: (torch.rand(50), torch.rand(60) + 1) for name in ["MAP", "VI", "MCD"]}
+    fig = plotting.plot_score_histograms(scores, bins=10, path=tmp_path / "h.png")
+    assert len(fig.axes) == 3 and (tmp_path / "h.png").exists()
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert len(heights) == 20  # two histograms of 10 bins on shared edges
+    width = fig.axes[0].patches[0].get_width()
+    assert sum(heights[:10]) * width == pytest.approx(1.0)  # densities integrate to 1
+
+
 def test_draws_into_given_axes():
     from matplotlib.figure import Figure
 
@@ -111,6 +134,10 @@ def test_bad_input_is_rejected():
         )
     with pytest.raises(ValueError, match="empty"):
         plotting.plot_reliability({})
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_referral({})
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_score_histograms({})
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):

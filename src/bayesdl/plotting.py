@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from bayesdl.metrics import ReliabilityBins
+    from bayesdl.metrics import ReferralCurve, ReliabilityBins
 
 __all__ = [
     "beta_interval",
@@ -37,6 +37,8 @@ __all__ = [
     "plot_regression",
     "plot_reliability",
     "plot_learning_curves",
+    "plot_referral",
+    "plot_score_histograms",
 ]
 
 PathLike = str | os.PathLike
@@ -471,5 +473,93 @@ def plot_learning_curves(
     axis.set_title(title)
     axis.grid(alpha=0.25)
     axis.legend(loc="lower right", fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+# -- decisions: referral and out-of-distribution alarms --------------------------------------
+def plot_referral(
+    curves_by_method: Mapping[str, ReferralCurve],
+    ax: Axes | None = None,
+    *,
+    score_name: str = "predictive entropy",
+    path: PathLike | None = None,
+) -> Figure:
+    """Accuracy on the cases kept against the fraction referred to a human, per method.
+
+    Each curve refers the most uncertain cases first; a useful uncertainty makes it rise.
+
+    Args:
+        curves_by_method: Method name -> ``bayesdl.metrics.referral_curve(...)`` result.
+        ax: Axes to draw into; a new figure when ``None``.
+        score_name: The uncertainty score the curves were sorted by (axis title).
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (one axes).
+
+    Raises:
+        ValueError: If ``curves_by_method`` is empty.
+    """
+    if not curves_by_method:
+        raise ValueError("curves_by_method is empty; pass at least one name -> ReferralCurve.")
+    fig, (axis,) = _new_axes(1, ax, (5.5, 4.0))
+    for i, (name, curve) in enumerate(curves_by_method.items()):
+        colour = _METHOD_COLOURS[i % len(_METHOD_COLOURS)]
+        axis.plot(
+            _np(curve.fraction_referred) * 100, _np(curve.accuracy_retained) * 100,
+            color=colour, lw=1.8, marker="o", ms=3, label=name,
+        )  # fmt: skip
+    axis.set_xlabel("cases referred to a human (%)")
+    axis.set_ylabel("accuracy on the cases kept (%)")
+    axis.set_title(f"Referral by {score_name}")
+    axis.grid(alpha=0.25)
+    axis.legend(loc="lower right", fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+def plot_score_histograms(
+    scores_by_method: Mapping[str, tuple[Tensor, Tensor]],
+    ax: Axes | Sequence[Axes] | None = None,
+    *,
+    score_name: str = "predictive entropy",
+    labels: tuple[str, str] = ("in distribution", "out of distribution"),
+    bins: int = 40,
+    path: PathLike | None = None,
+) -> Figure:
+    """Histograms of an uncertainty score on in- and out-of-distribution inputs, per method.
+
+    The less the two histograms overlap, the better the score works as an OOD alarm.
+
+    Args:
+        scores_by_method: Method name -> ``(score_in, score_out)``, 1-d tensors.
+        ax: One Axes per method, in order; a new figure when ``None``.
+        score_name: What the score is (x-axis label).
+        labels: Legend names of the two sets.
+        bins: Histogram bins, shared by both sets of a panel.
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (``len(scores_by_method)`` axes).
+
+    Raises:
+        ValueError: If ``scores_by_method`` is empty.
+    """
+    if not scores_by_method:
+        raise ValueError("scores_by_method is empty; pass at least one name -> (in, out).")
+    fig, axes = _new_axes(len(scores_by_method), ax, (4.0, 3.2))
+    for axis, (name, (score_in, score_out)) in zip(axes, scores_by_method.items(), strict=True):
+        s_in, s_out = _np(score_in), _np(score_out)
+        top = max(float(np.max(s_in, initial=0.0)), float(np.max(s_out, initial=0.0)), 1e-6)
+        edges = np.linspace(0.0, top, bins + 1)
+        axis.hist(s_in, bins=edges, density=True, alpha=0.6, color=_BLUE, label=labels[0])
+        axis.hist(s_out, bins=edges, density=True, alpha=0.6, color=_ORANGE, label=labels[1])
+        axis.set_yscale("log")
+        axis.set_xlabel(score_name)
+        axis.set_title(name, fontsize=10)
+        axis.grid(alpha=0.25)
+    axes[0].set_ylabel("density (log scale)")
+    axes[0].legend(fontsize=8, frameon=False)
     _save(fig, path)
     return fig
