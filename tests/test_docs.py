@@ -14,6 +14,9 @@ MODULES = [
     "bayesdl.metrics",
     "bayesdl.data",
     "bayesdl.active",
+    "bayesdl.evaluate",
+    "bayesdl.report",
+    "bayesdl.plotting",
 ]
 
 

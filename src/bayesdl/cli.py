@@ -162,6 +162,74 @@ def run_active_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate --------------------------------------------------------------------------------
+def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare ``bayesdl evaluate`` and its options.
+
+    Args:
+        sub: The top-level parser's subparsers.
+
+    Returns:
+        The subcommand's parser.
+    """
+    p = sub.add_parser(
+        "evaluate",
+        help="calibration, OOD alarms, referral and cost of each method; HTML report",
+        description=(
+            "Train (or --load) each method on the data set, then measure accuracy, NLL, "
+            "ECE, Brier, referral curves, OOD AUROC/AUPR/FPR95 against the OOD set and the "
+            "predict cost as a ratio to one deterministic pass. Writes metrics.json, "
+            "metrics.csv, PNGs and a self-contained report.html to --out."
+        ),
+    )
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
+    p.add_argument("--methods", default="map,vi,mc-dropout", help="comma-separated method names")
+    p.add_argument("--ood", default=None, choices=["mnist", "fashion-mnist", "digits", "noise"],
+                   help="OOD test set (default: fashion-mnist; mnist for fashion-mnist)")  # fmt: skip
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default: 5; 60 for digits)")  # fmt: skip
+    p.add_argument("--samples", type=_positive_int, default=20, help="posterior samples S")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--train-size", type=_positive_int, default=None, help="first N training points")
+    p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points")
+    p.add_argument("--load", default=None, help="directory of saved posteriors (OUT/posteriors)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``bayesdl evaluate`` and print the summary table.
+
+    Args:
+        args: Parsed arguments of ``add_evaluate``.
+
+    Returns:
+        The exit status, 0.
+    """
+    import torch
+
+    from bayesdl.evaluate import EvaluateConfig, evaluate, format_summary
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EvaluateConfig(
+        dataset=args.dataset, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        ood=args.ood, epochs=args.epochs, samples=args.samples, lr=args.lr,
+        batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
+        load=args.load, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(format_summary(results))
+    print(f"written to {args.out} (open {args.out}/report.html in a browser)")
+    return 0
+
+
 # -- the command table -----------------------------------------------------------------------
 _COMMANDS: dict[
     str,
@@ -172,6 +240,7 @@ _COMMANDS: dict[
 ] = {
     "demo": (add_demo, run_demo),
     "active-learn": (add_active_learn, run_active_learn),
+    "evaluate": (add_evaluate, run_evaluate),
 }
 
 

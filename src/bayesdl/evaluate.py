@@ -1,0 +1,426 @@
+"""``bayesdl evaluate``: measure methods the way a decision-maker needs them measured.
+
+For each method (any registered name, trained here or loaded with ``load=``) on one image
+data set and its out-of-distribution (OOD) partner:
+
+- in distribution: accuracy, NLL, ECE (15 equal-width bins), adaptive (equal-mass) ECE,
+  MCE and Brier score of the Bayesian model average;
+- referral to a human: accuracy on the cases kept when the most uncertain 10% / 20% are
+  referred (by predictive entropy) and the area under the risk-coverage curve (AURC);
+- OOD alarms: AUROC, AUPR and FPR at 95% TPR of predictive entropy (total uncertainty)
+  and of mutual information (epistemic uncertainty), OOD as the positive class;
+- cost: the time of ``predict(x, samples=S)`` as a ratio to one deterministic forward pass
+  of the same network on the same inputs, measured in the same run.
+
+Every method is built and used through the common interface (``get_method(name)(model)``,
+``fit``, ``predict``), so a method added to the registry is evaluated without changes here.
+
+Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``reliability.png``,
+``ood_entropy.png``, ``ood_mi.png``, ``referral.png``, a self-contained ``report.html``
+and the fitted posteriors under ``posteriors/<method>.safetensors`` (reload them with
+``load=out/posteriors``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bayesdl import data as bdata
+from bayesdl import metrics
+from bayesdl.io import load, save
+from bayesdl.methods.base import BaseMethod, default_chunk_rows, get_method, method_names
+from bayesdl.models import gal_cnn
+from bayesdl.predictive import CategoricalPredictive
+
+__all__ = ["EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS"]
+
+_DEFAULT_OOD = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "digits": "fashion-mnist"}
+_DEFAULT_EPOCHS = {"mnist": 5, "fashion-mnist": 5, "digits": 60}
+_OOD_SETS = ("mnist", "fashion-mnist", "digits", "noise")
+
+METRIC_COLUMNS = [
+    "accuracy", "nll", "ece", "adaptive_ece", "mce", "brier", "aurc",
+    "referral_acc_at_10", "referral_acc_at_20",
+    "ood_auroc_entropy", "ood_auroc_mi", "ood_aupr_entropy", "ood_aupr_mi",
+    "ood_fpr95_entropy", "ood_fpr95_mi",
+    "predict_ratio", "predict_s", "fit_s",
+]  # fmt: skip
+"""Per-method entries of ``metrics.json`` and columns of ``metrics.csv`` (fractions)."""
+
+_OUTPUTS = [
+    "metrics.json", "metrics.csv", "reliability.png", "ood_entropy.png", "ood_mi.png",
+    "referral.png", "report.html",
+]  # fmt: skip
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of ``bayesdl evaluate`` (the CLI flags, one to one).
+
+    Attributes:
+        dataset: In-distribution data: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
+        methods: Registered method names, e.g. ``["map", "vi", "mc-dropout"]``.
+        ood: OOD test set (``"mnist"``, ``"fashion-mnist"``, ``"digits"`` or ``"noise"``,
+            uniform-noise images); ``None`` picks the data set's partner (Fashion-MNIST
+            for MNIST and digits, MNIST for Fashion-MNIST). Images of another size are
+            resized to the in-distribution size (area interpolation).
+        epochs: Training epochs; ``None``: 5 for the MNIST-sized sets, 60 for digits.
+        samples: Posterior samples S per prediction.
+        lr: Adam learning rate.
+        batch_size: Training minibatch size.
+        train_size: Train on the first ``train_size`` training points (``None``: all).
+        test_size: Evaluate on the first ``test_size`` test (and OOD) points.
+        load: Directory of ``<method>.safetensors`` files saved by an earlier run
+            (``OUT/posteriors``); the methods are loaded instead of trained.
+        seed: Seed of initialisation, shuffling and posterior sampling.
+        device: Torch device of the models.
+    """
+
+    dataset: str = "mnist"
+    methods: list[str] = field(default_factory=lambda: ["map", "vi", "mc-dropout"])
+    ood: str | None = None
+    epochs: int | None = None
+    samples: int = 20
+    lr: float = 1e-3
+    batch_size: int = 128
+    train_size: int | None = None
+    test_size: int | None = None
+    load: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def resolved(self) -> EvaluateConfig:
+        """A copy with the defaults filled in, after checking every setting.
+
+        Raises:
+            ValueError: Naming the first bad setting.
+        """
+        if self.dataset not in _DEFAULT_OOD:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {sorted(_DEFAULT_OOD)}."
+            )
+        if not self.methods:
+            raise ValueError("give at least one method, e.g. --methods map,vi,mc-dropout.")
+        unknown = [m for m in self.methods if m not in method_names()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {method_names()}.")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods are listed twice: {self.methods}.")
+        ood = _DEFAULT_OOD[self.dataset] if self.ood is None else self.ood
+        if ood not in _OOD_SETS or ood == self.dataset:
+            raise ValueError(
+                f"ood must be one of {[s for s in _OOD_SETS if s != self.dataset]}, got {ood!r}."
+            )
+        for name in ("samples", "batch_size", "epochs", "train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
+        return EvaluateConfig(**(asdict(self) | {"ood": ood, "epochs": epochs}))
+
+
+# -- data ------------------------------------------------------------------------------------
+def _images(name: str, split: str) -> bdata.Data:
+    loader = {"mnist": bdata.mnist, "fashion-mnist": bdata.fashion_mnist, "digits": bdata.digits}
+    return loader[name](split)
+
+
+def _ood_inputs(name: str, like: Tensor, seed: int) -> Tensor:
+    """``len(like)`` OOD images (fewer if the set is smaller), shaped like ``like``."""
+    if name == "noise":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(like.shape, generator=g, dtype=like.dtype)
+    x = _images(name, "test").x[: len(like)].to(like.dtype)
+    if x.shape[1:] != like.shape[1:]:
+        x = F.interpolate(x, size=tuple(like.shape[-2:]), mode="area")
+    return x
+
+
+# -- timing ----------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+def deterministic_pass_seconds(model: nn.Module, x: Tensor, batch: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of one eval-mode forward pass over ``x`` in batches.
+
+    Args:
+        model: The network (moved inputs follow its first parameter's device).
+        x: Inputs.
+        batch: Rows per forward call (the methods' default chunk on this device).
+        repeats: Timed repetitions after one warm-up; the fastest is returned.
+
+    Returns:
+        Seconds.
+    """
+    device = next(model.parameters()).device
+    best = float("inf")
+    with torch.no_grad(), _eval_mode(model):
+        for i in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            for chunk in x.split(batch):
+                model(chunk.to(device))
+            _sync(device)
+            if i:  # the first pass is a warm-up
+                best = min(best, time.perf_counter() - start)
+    return best
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def decision_metrics(
+    pred_in: CategoricalPredictive, y: Tensor, pred_out: CategoricalPredictive
+) -> dict[str, float]:
+    """Calibration, referral and OOD metrics of one method's predictions.
+
+    Args:
+        pred_in: Predictive on the in-distribution test inputs.
+        y: Their labels, shape (N,).
+        pred_out: Predictive on the OOD inputs.
+
+    Returns:
+        Metric name -> value (fractions, not percents); the keys of ``METRIC_COLUMNS``
+        except the timings.
+    """
+    probs, y = pred_in.probs.cpu(), y.cpu()
+    ent_in, ent_out = pred_in.entropy().cpu(), pred_out.entropy().cpu()
+    mi_in, mi_out = pred_in.mutual_information().cpu(), pred_out.mutual_information().cpu()
+    out = {
+        "accuracy": metrics.accuracy(probs, y),
+        "nll": metrics.nll(probs, y),
+        "ece": metrics.ece(probs, y),
+        "adaptive_ece": metrics.adaptive_ece(probs, y),
+        "mce": metrics.mce(probs, y),
+        "brier": metrics.brier(probs, y),
+        "aurc": metrics.aurc(probs, y, ent_in),
+        "referral_acc_at_10": metrics.accuracy_at_referral(probs, y, ent_in, 0.1),
+        "referral_acc_at_20": metrics.accuracy_at_referral(probs, y, ent_in, 0.2),
+    }
+    for tag, s_in, s_out in (("entropy", ent_in, ent_out), ("mi", mi_in, mi_out)):
+        out[f"ood_auroc_{tag}"] = metrics.ood_auroc(s_in, s_out)
+        out[f"ood_aupr_{tag}"] = metrics.ood_aupr(s_in, s_out)
+        out[f"ood_fpr95_{tag}"] = metrics.fpr_at_tpr(s_in, s_out, 0.95)
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------------
+def _obtain(
+    name: str, cfg: EvaluateConfig, train: bdata.Data, factory: Any, out: Path, progress: bool
+) -> tuple[BaseMethod, float | None]:
+    """Train (or load) one method; returns it and its fit time (``None`` when loaded)."""
+    if cfg.load is not None:
+        path = Path(cfg.load) / f"{name}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--load: no saved posterior {path}; an earlier `bayesdl evaluate --out DIR` "
+                f"writes them to DIR/posteriors."
+            )
+        method = load(path, factory())
+        if method.cli_name != name:
+            raise ValueError(f"{path} holds a {method.cli_name!r} posterior, not {name!r}.")
+        return method, None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # same initial weights for every method
+        method = get_method(name)(factory())
+    g = torch.Generator().manual_seed(cfg.seed)
+    if progress:
+        print(f"training {name} ({cfg.epochs} epochs on {len(train)} examples)", flush=True)
+    report = method.fit(
+        train, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, progress=progress,
+        generator=g,
+    )  # fmt: skip
+    (out / "posteriors").mkdir(exist_ok=True)
+    save(method, out / "posteriors" / f"{name}.safetensors", overwrite=True)
+    return method, report.wall_time_s
+
+
+def _predict(method: BaseMethod, x: Tensor, cfg: EvaluateConfig) -> tuple[Any, float]:
+    method.predict(x[:8], samples=cfg.samples)  # warm-up, as for the deterministic pass
+    g = torch.Generator(device=method.device).manual_seed(cfg.seed)
+    _sync(method.device)
+    start = time.perf_counter()
+    pred = method.predict(x, samples=cfg.samples, generator=g)
+    _sync(method.device)
+    return pred.cpu(), time.perf_counter() - start
+
+
+def evaluate(
+    config: EvaluateConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train or load each method, measure it, and write the results and the report.
+
+    Args:
+        config: The settings (checked and completed with ``resolved()``).
+        out: Output directory (created).
+        overwrite: Replace the results of an earlier evaluation in ``out``; refused by
+            default.
+        progress: Print what is happening and show training progress bars.
+
+    Returns:
+        ``{"config": ..., "methods": {name: {metric: value}}, "runtime_s": ...}``, as
+        written to ``metrics.json``.
+
+    Raises:
+        ValueError: On a bad setting or a saved posterior of another method.
+        FileExistsError: If ``out`` holds results and ``overwrite`` is false.
+        FileNotFoundError: If a data set or a posterior to load is missing.
+    """
+    cfg = config.resolved()
+    out = Path(out)
+    existing = [n for n in [*_OUTPUTS, "posteriors"] if (out / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {existing}; pass --overwrite to replace them or pick "
+            f"another --out."
+        )
+    start = time.perf_counter()
+    train, test = _images(cfg.dataset, "train"), _images(cfg.dataset, "test")
+    if cfg.train_size is not None:
+        train = train.subset(torch.arange(min(cfg.train_size, len(train))))
+    if cfg.test_size is not None:
+        test = test.subset(torch.arange(min(cfg.test_size, len(test))))
+    x_ood = _ood_inputs(cfg.ood, test.x, cfg.seed)
+    classes, channels, size = train.num_classes or 10, train.x.shape[1], train.x.shape[-1]
+    device = torch.device(cfg.device)
+
+    def factory() -> nn.Module:
+        return gal_cnn(classes, channels, size).to(device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
+    by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]] = {}
+    for name in cfg.methods:
+        method, fit_s = _obtain(name, cfg, train, factory, out, progress)
+        pred_in, predict_s = _predict(method, test.x, cfg)
+        pred_out, _ = _predict(method, x_ood, cfg)
+        det_s = deterministic_pass_seconds(method.model, test.x, default_chunk_rows(method.device))
+        row = decision_metrics(pred_in, test.y, pred_out)
+        row |= {"predict_ratio": predict_s / det_s, "predict_s": predict_s, "fit_s": fit_s}
+        results["methods"][name] = {c: row[c] for c in METRIC_COLUMNS}
+        by_method[name] = (pred_in, pred_out)
+        if progress:
+            print(f"  {name}: accuracy {row['accuracy']:.4f}, ECE {row['ece']:.4f}, "
+                  f"OOD AUROC {row['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
+    results["runtime_s"] = time.perf_counter() - start
+    results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
+    _write(out, results, by_method, test.y)
+    return results
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def _write(
+    out: Path,
+    results: dict[str, Any],
+    by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]],
+    y: Tensor,
+) -> None:
+    from bayesdl import plotting
+    from bayesdl.report import html_report
+
+    (out / "metrics.json").write_text(json.dumps(results, indent=1))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", *METRIC_COLUMNS])
+        for name, row in results["methods"].items():
+            writer.writerow([name, *(row[c] for c in METRIC_COLUMNS)])
+    bins = {n: metrics.reliability(p.probs, y) for n, (p, _) in by_method.items()}
+    plotting.plot_reliability(bins, path=out / "reliability.png")
+    for tag, label, score in (
+        ("entropy", "predictive entropy", CategoricalPredictive.entropy),
+        ("mi", "mutual information", CategoricalPredictive.mutual_information),
+    ):
+        scores = {n: (score(p), score(q)) for n, (p, q) in by_method.items()}
+        plotting.plot_score_histograms(
+            scores, score_name=label, labels=("in distribution", f"OOD ({results['config']['ood']})"),
+            path=out / f"ood_{tag}.png",
+        )  # fmt: skip
+    curves = {n: metrics.referral_curve(p.probs, y, p.entropy()) for n, (p, _) in by_method.items()}
+    plotting.plot_referral(curves, path=out / "referral.png")
+    cfg = results["config"]
+    html_report(
+        out / "report.html",
+        title=f"bayesdl evaluate: {cfg['dataset']} (OOD: {cfg['ood']})",
+        intro=(
+            f"{len(by_method)} method(s) on {results['n_test']} test images, OOD alarms "
+            f"against {results['n_ood']} {cfg['ood']} images, S = {cfg['samples']} posterior "
+            f"samples. Metrics are fractions; OOD is the positive class; the predict ratio "
+            f"is the cost of predict(samples=S) over one deterministic pass."
+        ),
+        tables=[
+            (
+                "In distribution",
+                results["methods"],
+                ["accuracy", "nll", "ece", "adaptive_ece", "mce", "brier"],
+            ),
+            (
+                "Referral to a human (by predictive entropy)",
+                results["methods"],
+                ["aurc", "referral_acc_at_10", "referral_acc_at_20"],
+            ),
+            (
+                "Out-of-distribution alarms",
+                results["methods"],
+                [
+                    "ood_auroc_entropy",
+                    "ood_auroc_mi",
+                    "ood_aupr_entropy",
+                    "ood_aupr_mi",
+                    "ood_fpr95_entropy",
+                    "ood_fpr95_mi",
+                ],
+            ),
+            ("Cost", results["methods"], ["predict_ratio", "predict_s", "fit_s"]),
+        ],  # fmt: skip
+        images=[
+            (out / "reliability.png", "Reliability diagrams (15 equal-width bins)"),
+            (out / "referral.png", "Accuracy on the cases kept vs the fraction referred"),
+            (out / "ood_entropy.png", "Predictive entropy, in distribution vs OOD"),
+            (out / "ood_mi.png", "Mutual information (epistemic), in distribution vs OOD"),
+        ],
+        settings=cfg | {"runtime_s": round(results["runtime_s"], 1)},
+    )
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The printed table: one row per method, the headline metrics.
+
+    Args:
+        results: What ``evaluate`` returned.
+
+    Returns:
+        The table as text.
+    """
+    cols = [
+        ("accuracy", "acc"), ("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"),
+        ("referral_acc_at_10", "acc@10%ref"), ("ood_auroc_entropy", "AUROC(H)"),
+        ("ood_auroc_mi", "AUROC(MI)"), ("predict_ratio", "predict x"),
+    ]  # fmt: skip
+    lines = [f"{'method':<14}" + "".join(f"{h:>11}" for _, h in cols)]
+    for name, row in results["methods"].items():
+        lines.append(f"{name:<14}" + "".join(f"{row[c]:>11.4f}" for c, _ in cols))
+    return "\n".join(lines)

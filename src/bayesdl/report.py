@@ -1,0 +1,106 @@
+"""A self-contained HTML report: tables of metrics and the PNGs, embedded.
+
+The page has no scripts, no external style sheets and no links to other files: images
+are embedded as base64 ``data:`` URIs, so the one file can be mailed or archived and
+opens in any browser. Every text that comes from outside (method names, settings) is
+HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["html_report"]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.4; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f0f0f0; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], caption: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *columns])
+    body = []
+    for name, row in rows.items():
+        cells = "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns)
+        body.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    alt = html.escape(caption, quote=True)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def html_report(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    intro: str,
+    tables: Sequence[tuple[str, Mapping[str, Mapping[str, Any]], Sequence[str]]],
+    images: Sequence[tuple[str | os.PathLike, str]],
+    settings: Mapping[str, Any],
+) -> Path:
+    """Write one self-contained HTML page.
+
+    Args:
+        path: Destination ``.html`` file (replaced if it exists; the caller decides).
+        title: Page title and heading.
+        intro: A paragraph of plain text under the heading.
+        tables: ``(caption, rows, columns)`` per table; ``rows`` maps a method name to
+            its metric values, ``columns`` picks and orders the metrics shown.
+        images: ``(png_path, caption)`` per figure, embedded in that order.
+        settings: Run settings listed at the end of the page.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError: If an image does not exist.
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
+    ]
+    for caption, rows, columns in tables:
+        parts.append(_table(rows, columns, caption))
+    for image, caption in images:
+        parts.append(_image(Path(image), caption))
+    items = "".join(
+        f"<li><code>{html.escape(str(k))}</code>: {html.escape(str(v))}</li>"
+        for k, v in settings.items()
+    )
+    parts.append(f"<h2>Settings</h2><ul>{items}</ul></body></html>")
+    out = Path(path)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
