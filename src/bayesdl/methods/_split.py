@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 
 class _Captured(Exception):
@@ -95,3 +96,23 @@ def split_model(
                 front = nn.Sequential(OrderedDict(items[:i]))
                 return Split(lambda x, f=front: (f(x),), nn.Sequential(OrderedDict(items[i:])), "")
     return Split(lambda x: (x,), model, "")
+
+
+def stacked_forward(split: Split, args: tuple[Any, ...], params: dict[str, Tensor]) -> Tensor:
+    """Outputs of ``split.tail`` for S parameter sets at once (``vmap`` over them).
+
+    Args:
+        split: Where the tail starts.
+        args: The prefix's outputs for the inputs (computed once, shared by all S sets).
+        params: Model parameter name -> tensor with a leading dimension S; parameters not
+            given keep the tail's own values.
+
+    Returns:
+        Tensor of shape (S, N, ...).
+    """
+
+    def one(p: dict[str, Tensor], *a: Tensor) -> Tensor:
+        return functional_call(split.tail, p, a)
+
+    run = vmap(one, in_dims=(0,) + (None,) * len(args))
+    return run({split.tail_name(k): v for k, v in params.items()}, *args)

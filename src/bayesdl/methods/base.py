@@ -98,6 +98,10 @@ class BaseMethod(nn.Module, Method):
     """
 
     cli_name: ClassVar[str]
+    max_samples: int | None = None
+    """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
+    members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
+    outputs. ``None``: unlimited (a continuous approximate posterior)."""
 
     def __init__(self, model: nn.Module, likelihood: Likelihood | None = None) -> None:
         super().__init__()
@@ -245,13 +249,16 @@ class BaseMethod(nn.Module, Method):
                 generator a private one is seeded from torch's global RNG.
 
         Returns:
-            A ``Predictive`` holding S outputs, sample dimension first.
+            A ``Predictive`` holding S outputs, sample dimension first; S is
+            ``min(samples, max_samples)`` for methods with finitely many draws.
 
         Raises:
             ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
         """
         check_input(x)
         check_positive_int(samples, "samples")
+        if self.max_samples is not None:
+            samples = min(samples, self.max_samples)
         rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = self._to_model(x)

@@ -30,12 +30,12 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
-from bayesdl.methods._split import split_model
+from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import ParamDict
@@ -233,14 +233,9 @@ class MeanFieldVI(BaseMethod):
     # -- prediction --------------------------------------------------------------------------
     def _sample_outputs(self, x, samples, generator):
         args = self.split.prefix(x)
-        tail = self.split.tail
-
-        def one(params: ParamDict, *a: Tensor) -> Tensor:
-            return functional_call(tail, params, a)
-
-        run = vmap(one, in_dims=(0,) + (None,) * len(args))
-        outs = []
-        for s in self._chunks(samples):
-            params = self.sample_params(s, generator)
-            outs.append(run({self.split.tail_name(k): v for k, v in params.items()}, *args))
-        return torch.cat(outs)
+        return torch.cat(
+            [
+                stacked_forward(self.split, args, self.sample_params(s, generator))
+                for s in self._chunks(samples)
+            ]
+        )

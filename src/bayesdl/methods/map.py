@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.predictive import Predictive
 from bayesdl.priors import Normal, Prior
 
 
@@ -42,12 +41,7 @@ class MAP(BaseMethod):
         nll = self.likelihood.nll(self._forward_checked(x, y), y)
         return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
 
+    max_samples = 1
+
     def _sample_outputs(self, x, samples, generator):
         return self.model(x).unsqueeze(0)
-
-    def predict(self, x: Tensor, samples: int = 1, **kw) -> Predictive:  # type: ignore[override]
-        """The deterministic prediction for inputs ``x`` as a one-sample Predictive.
-
-        ``samples`` is ignored; the keyword arguments of ``BaseMethod.predict`` apply.
-        """
-        return super().predict(x, 1, **kw)
