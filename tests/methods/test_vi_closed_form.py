@@ -16,39 +16,25 @@ is the optimum; Adam's per-coordinate rescaling of the very noisy rho gradients 
 
 import pytest
 import torch
+from _blr import SIGMA, D, N, S, batch_means_se, blr_data, blr_posterior
 from _policy import Z
 from torch import nn
 
 import bayesdl as bdl
 
-N, D, SIGMA, S = 40, 3, 0.5, 1.0
 BURN_IN, KEEP = 1500, 3000
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D, generator=g, dtype=torch.float64)
-    w = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
-    y = x @ w.T + 0.3 + SIGMA * torch.randn(N, 1, generator=g, dtype=torch.float64)
-    return x, y
-
-
-def _batch_means_se(trace, batches=10):
-    means = trace[: len(trace) // batches * batches].unflatten(0, (batches, -1)).mean(1)
-    return means.std(0) / batches**0.5
-
-
 def _exact(x, y):
-    a = torch.cat([x, torch.ones(N, 1, dtype=x.dtype)], 1)
-    prec = a.T @ a / SIGMA**2 + torch.eye(D + 1, dtype=x.dtype) / S**2
-    mean = torch.linalg.solve(prec, a.T @ y / SIGMA**2).squeeze(-1)
-    return mean, prec.diagonal().rsqrt()
+    """Mean-field optimum: the exact means and sds 1 / sqrt(diag(Lambda))."""
+    mean, cov = blr_posterior(x, y)
+    return mean, torch.linalg.inv(cov).diagonal().rsqrt()
 
 
 @pytest.mark.parametrize("estimator", ["reparam", "local", "flipout"])
 def test_vi_recovers_the_mean_field_optimum(estimator):
     torch.manual_seed(0)  # the model's initialisation
-    x, y = _data()
+    x, y = blr_data()
     model = nn.Linear(D, 1).double()
     vi = bdl.MeanFieldVI(
         model, likelihood=bdl.likelihoods.Gaussian(sigma=SIGMA), prior=bdl.priors.Normal(S),
@@ -72,7 +58,7 @@ def test_vi_recovers_the_mean_field_optimum(estimator):
             trace_s.append(torch.cat([std["weight"].flatten(), std["bias"]]).detach())
     mean, sd = _exact(x, y)
     tm, ts = torch.stack(trace_m), torch.stack(trace_s)
-    se_m, se_s = _batch_means_se(tm), _batch_means_se(ts)
+    se_m, se_s = batch_means_se(tm), batch_means_se(ts)
     assert (se_m < 0.05 * sd).all() and (se_s < 0.05 * sd).all()  # a meaningful test
     assert ((tm.mean(0) - mean).abs() <= Z * se_m).all(), (tm.mean(0), mean, se_m)
     assert ((ts.mean(0) - sd).abs() <= Z * se_s).all(), (ts.mean(0), sd, se_s)
