@@ -13,12 +13,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from bayesdl import active, data, likelihoods, metrics, priors
 from bayesdl.io import load, save
-from bayesdl.methods import MAP, MCDropout, MeanFieldVI, get_method, method_names
+from bayesdl.methods import MAP, Laplace, MCDropout, MeanFieldVI, get_method, method_names
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesdl.types import FitReport
 
 __all__ = [
     "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
-    "MAP", "MCDropout", "MeanFieldVI", "get_method", "method_names",
+    "MAP", "MCDropout", "MeanFieldVI", "Laplace", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
 ]  # fmt: skip

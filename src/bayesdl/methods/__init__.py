@@ -2,10 +2,11 @@
 
 from bayesdl.methods.base import BaseMethod, Method, get_method, method_names, register_method
 from bayesdl.methods.bbb import MeanFieldVI
+from bayesdl.methods.laplace import Laplace
 from bayesdl.methods.map import MAP
 from bayesdl.methods.mc_dropout import MCDropout
 
 __all__ = [
     "BaseMethod", "Method", "get_method", "method_names", "register_method",
-    "MAP", "MCDropout", "MeanFieldVI",
+    "MAP", "MCDropout", "MeanFieldVI", "Laplace",
 ]  # fmt: skip

@@ -1,0 +1,752 @@
+"""The Laplace approximation (MacKay, 1992; Daxberger et al., 2021, "Laplace Redux").
+
+A Gaussian around the MAP weights, ``N(theta_MAP, (GGN + delta I)^-1)``, where the
+generalised Gauss-Newton ``GGN = sum_n J_n^T Lambda_n J_n`` uses the Jacobian ``J_n`` of the
+network output with respect to the chosen weights and the Hessian ``Lambda_n`` of the
+negative log-likelihood in the output: ``diag(p) - p p^T`` for ``Categorical`` (softmax)
+and ``I / sigma^2`` for ``Gaussian`` (with the learned sigma when ``sigma=None``).
+
+Hyperparameters:
+
+* ``subset``: which weights are Bayesian (``"last_layer"``: the last ``nn.Linear``; its
+  input features are computed once, by the deterministic prefix of the network);
+* ``hessian``: ``"full"`` (exact GGN, P x P), ``"diag"`` (its diagonal) or ``"kfac"``
+  (Kronecker factors per ``nn.Linear``/``nn.Conv2d``, Martens & Grosse 2015; "expand"
+  weight sharing for convolutions, Eschenhagen et al. 2023);
+* ``prior_precision`` ``delta``: maximiser of the Laplace log evidence (``"marglik"``),
+  best validation NLL on a grid (``"gridsearch"``), the MAP prior's (``"prior"``) or a
+  number. The MAP weights stay those of the training prior (post-hoc tuning, as in
+  Laplace Redux).
+* ``pred_type``: ``"glm"`` (the linearised network ``f(x, theta_MAP) + J(x) (theta -
+  theta_MAP)``, recommended) or ``"nn"`` (the network at sampled weights).
+
+Every curvature type is held in its eigenbasis, ``GGN = U diag(lambda) U^T``, so the
+posterior for any ``delta`` costs nothing more: ``Sigma = U diag(1 / (lambda + delta)) U^T``.
+The factors are buffers whose shapes follow from the model and ``subset``/``hessian``, so
+``bayesdl.save``/``load`` restore a fitted approximation exactly.
+
+Prediction draws S weight samples ``theta_s = theta_MAP + U diag((lambda + delta)^-1/2) z_s``
+(the same S draws for every input). For ``"glm"`` the S outputs ``f(x) + J(x) (theta_s -
+theta_MAP)`` are one ``vmap`` of forward-mode ``jvp`` over the draws: exact samples of the
+linearised Gaussian ``N(f(x), J Sigma J^T)`` over the outputs, jointly consistent across
+inputs. The closed forms are ``glm_moments`` (mean and covariance of the outputs; for
+regression the predictive variance is ``diag(J Sigma J^T) + sigma^2``) and, for
+classification, ``predict_probit`` (the probit approximation
+``softmax(f / sqrt(1 + pi/8 diag(J Sigma J^T)))``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, jvp, vmap
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from bayesdl._checks import check_input, draw, to_loader
+from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
+from bayesdl.methods._split import split_model, stacked_forward
+from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.methods.bbb import _LAYERS, _select
+from bayesdl.priors import Centered, Normal, Prior
+from bayesdl.types import DataLike, FitReport, ParamDict
+
+Subset = Literal["all", "last_layer"] | Sequence[str]
+Hessian = Literal["full", "diag", "kfac"]
+"""GGN structure: ``"full"`` (P x P), ``"diag"`` (P), ``"kfac"`` (two factors per layer)."""
+PredType = Literal["glm", "nn"]
+"""``"glm"``: linearised network (recommended); ``"nn"``: network at sampled weights."""
+PriorPrecision = Literal["marglik", "gridsearch", "prior"] | float
+"""``"marglik"``: maximise the log evidence; ``"gridsearch"``: lowest NLL on ``val_data``
+over ``GRID``; ``"prior"``: ``1 / scale^2`` of the ``Normal`` training prior; a number."""
+
+GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)
+"""Prior precisions tried by ``prior_precision="gridsearch"`` (four per decade)."""
+GRID_SAMPLES = 100
+"""Posterior draws per validation prediction in the grid search with ``pred_type="nn"``
+(fixed seed 0); ``"glm"`` uses the closed form (probit for classification)."""
+_MARGLIK_START = torch.linspace(-6 * math.log(10), 6 * math.log(10), 49, dtype=torch.float64)
+
+
+def _check_kfac_layer(name: str, layer: nn.Module) -> None:
+    conv_ok = (
+        isinstance(layer, nn.Conv2d)
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+        and not isinstance(layer.padding, str)
+    )
+    if not (isinstance(layer, nn.Linear) or conv_ok):
+        raise ValueError(
+            f"hessian='kfac' supports nn.Linear and nn.Conv2d (groups=1, integer zero padding); "
+            f"layer {name!r} is {layer!r}. Use hessian='diag' or hessian='full' for it, or "
+            "subset='last_layer'."
+        )
+
+
+class _Curvature(nn.Module):
+    """The GGN in an orthonormal eigenbasis: ``GGN = U diag(eigenvalues()) U^T``.
+
+    Eigen-coordinates are flat vectors of length P in the curvature's own order; parameter
+    coordinates are the subset parameters flattened in model order.
+    """
+
+    def update(self, method: Laplace, args: tuple, y: Tensor) -> Tensor:
+        """Add one batch's GGN; return the network outputs (B, K)."""
+        raise NotImplementedError
+
+    def finish(self, n_data: int) -> None:
+        """Turn the accumulated sums into the stored eigen-decomposition."""
+
+    def eigenvalues(self) -> Tensor:
+        """GGN eigenvalues, shape (P,), in eigen-coordinate order."""
+        raise NotImplementedError
+
+    def to_params(self, z: Tensor) -> Tensor:
+        """``U z`` for rows ``z`` (..., P): eigen- to parameter coordinates."""
+        raise NotImplementedError
+
+    def to_eigen(self, j: Tensor) -> Tensor:
+        """``j U`` for rows ``j`` (..., P): parameter to eigen-coordinates."""
+        raise NotImplementedError
+
+
+class _Dense(_Curvature):
+    """Full or diagonal GGN from per-example Jacobians (torch.func ``vmap(jacrev)``)."""
+
+    def __init__(self, method: Laplace, diag: bool) -> None:
+        super().__init__()
+        p = method.num_params
+        like = next(iter(method.mean().values()))
+        self.diag = diag
+        if diag:
+            self.register_buffer("ggn_diag", like.new_zeros(p))
+        else:
+            self.register_buffer("eigvals", like.new_zeros(p))
+            self.register_buffer("eigvecs", like.new_zeros(p, p))
+        self._sum: Tensor | None = None
+
+    def update(self, method, args, y):
+        out, jac = method._jacobian(args)
+        method.likelihood.check_target(out, y)
+        m = torch.einsum("bkp,bkc->bcp", jac, method._loss_hessian_sqrt(out))  # (L^T J)
+        if self.diag:
+            part = m.square().sum((0, 1))
+        else:
+            part = torch.einsum("bcp,bcq->pq", m, m)
+        self._sum = part if self._sum is None else self._sum + part
+        return out
+
+    def finish(self, n_data):
+        if self.diag:
+            self.ggn_diag.copy_(self._sum)
+        else:
+            vals, vecs = torch.linalg.eigh(self._sum)
+            self.eigvals.copy_(vals.clamp_min(0.0))  # PSD up to rounding
+            self.eigvecs.copy_(vecs)
+        self._sum = None
+
+    def eigenvalues(self):
+        return self.ggn_diag if self.diag else self.eigvals
+
+    def to_params(self, z):
+        return z if self.diag else z @ self.eigvecs.T
+
+    def to_eigen(self, j):
+        return j if self.diag else j @ self.eigvecs
+
+
+class _KFAC(_Curvature):
+    """Per layer ``GGN ~ G kron A`` on the weights augmented with the bias, ``[W | b]``.
+
+    ``A = sum_{n,t} a a^T / (N T)`` over layer inputs ``a`` (with a 1 for the bias; for
+    convolutions the unfolded patches at the T output positions) and ``G = sum_{n,t,c}
+    g g^T`` over the output gradients ``g`` of the network output contracted with the
+    columns of ``Lambda_n^(1/2)`` (one batched backward pass per batch). For one output
+    position (T = 1) and a Gaussian likelihood with a single output this is the exact GGN.
+    """
+
+    def __init__(self, method: Laplace) -> None:
+        super().__init__()
+        self.layers = []  # (name, module, out, in, bias, offset)
+        offset = 0
+        for i, (name, layer) in enumerate(method.layers.items()):
+            _check_kfac_layer(name, layer)
+            w = layer.weight
+            out, fan_in, bias = w.shape[0], w[0].numel(), layer.bias is not None
+            self.layers.append((name, layer, out, fan_in, bias, offset))
+            offset += out * fan_in + (out if bias else 0)
+            aug = fan_in + bias
+            self.register_buffer(f"A_vals_{i}", w.new_zeros(aug))
+            self.register_buffer(f"A_vecs_{i}", w.new_zeros(aug, aug))
+            self.register_buffer(f"G_vals_{i}", w.new_zeros(out))
+            self.register_buffer(f"G_vecs_{i}", w.new_zeros(out, out))
+        self._sums: list[list[Tensor]] | None = None
+        self._positions: list[int] = []
+
+    def _factor(self, kind: str, i: int) -> tuple[Tensor, Tensor]:
+        return getattr(self, f"{kind}_vals_{i}"), getattr(self, f"{kind}_vecs_{i}")
+
+    def update(self, method, args, y):
+        inputs: dict[str, Tensor] = {}
+        outputs: dict[str, Tensor] = {}
+
+        def hook_for(name: str):
+            def hook(module: nn.Module, inp: tuple, out: Tensor) -> Tensor:
+                out = out if out.requires_grad else out.detach().requires_grad_()
+                inputs[name], outputs[name] = inp[0].detach(), out
+                return out
+
+            return hook
+
+        handles = [lay.register_forward_hook(hook_for(n)) for n, lay, *_ in self.layers]
+        try:
+            with torch.enable_grad():
+                out = method.split.tail(*args)
+        finally:
+            for h in handles:
+                h.remove()
+        method.likelihood.check_target(out, y)
+        sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
+        grads = torch.autograd.grad(
+            out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
+            is_grads_batched=True,
+        )  # fmt: skip
+        if self._sums is None:
+            self._sums = [[] for _ in self.layers]
+        self._positions = []
+        for i, ((name, layer, o, fan_in, bias, _), g) in enumerate(
+            zip(self.layers, grads, strict=True)
+        ):
+            a = inputs[name]
+            if isinstance(layer, nn.Conv2d):
+                a = F.unfold(a, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+                a = a.transpose(1, 2)  # (B, T, C kh kw)
+                g = g.flatten(3).transpose(2, 3)  # (C, B, T, out)
+            else:  # a Linear applied to (B, ..., in)
+                a = a.reshape(a.shape[0], -1, fan_in)
+                g = g.reshape(g.shape[0], g.shape[1], -1, o)
+            if bias:
+                a = torch.cat([a, a.new_ones(*a.shape[:-1], 1)], -1)
+            self._positions.append(a.shape[1])
+            parts = (torch.einsum("bti,btj->ij", a, a), torch.einsum("cbto,cbtp->op", g, g))
+            acc = self._sums[i]
+            self._sums[i] = (
+                list(parts) if not acc else [s + p for s, p in zip(acc, parts, strict=True)]
+            )
+        return out
+
+    def finish(self, n_data):
+        for i, (a_sum, g_sum) in enumerate(self._sums):
+            for kind, mat in (("A", a_sum / (n_data * self._positions[i])), ("G", g_sum)):
+                vals, vecs = torch.linalg.eigh(mat)
+                self._factor(kind, i)[0].copy_(vals.clamp_min(0.0))
+                self._factor(kind, i)[1].copy_(vecs)
+        self._sums = None
+
+    def eigenvalues(self):
+        parts = []
+        for i in range(len(self.layers)):
+            parts.append(torch.outer(self._factor("G", i)[0], self._factor("A", i)[0]).flatten())
+        return torch.cat(parts)
+
+    def _blocks(self, t: Tensor):
+        """Yield (layer index, layer info, slice of t's last dimension)."""
+        for i, info in enumerate(self.layers):
+            _, _, o, fan_in, bias, offset = info
+            yield i, info, t[..., offset : offset + o * fan_in + (o if bias else 0)]
+
+    def to_params(self, z):
+        out = []
+        for i, (_, _, o, fan_in, bias, _), zl in self._blocks(z):
+            m = self._factor("G", i)[1] @ zl.unflatten(-1, (o, -1)) @ self._factor("A", i)[1].T
+            out.append(self._unaugment(m, fan_in, bias))
+        return torch.cat(out, -1)
+
+    def to_eigen(self, j):
+        out = []
+        for i, (_, _, o, fan_in, bias, _), jl in self._blocks(j):
+            m = self._augment(jl, o, fan_in, bias)
+            out.append((self._factor("G", i)[1].T @ m @ self._factor("A", i)[1]).flatten(-2))
+        return torch.cat(out, -1)
+
+    @staticmethod
+    def _augment(flat: Tensor, out: int, fan_in: int, bias: bool) -> Tensor:
+        """Parameter order (weight, then bias) -> the (out, fan_in + bias) matrix [W | b]."""
+        w = flat[..., : out * fan_in].unflatten(-1, (out, fan_in))
+        return torch.cat([w, flat[..., out * fan_in :].unsqueeze(-1)], -1) if bias else w
+
+    @staticmethod
+    def _unaugment(m: Tensor, fan_in: int, bias: bool) -> Tensor:
+        w = m[..., :fan_in].flatten(-2)
+        return torch.cat([w, m[..., fan_in]], -1) if bias else w
+
+
+@register_method("laplace")
+class Laplace(BaseMethod):
+    """Laplace approximation with a GGN (full, diagonal or KFAC) posterior precision.
+
+    Use it post hoc on a trained network (``fit(data, epochs=0)`` or ``fit_posterior``) or
+    let ``fit`` train the MAP weights first (``NLL + (-log prior) / N``, the ``MAP``
+    objective). The network keeps the MAP weights; the posterior is stored beside them.
+
+    Args:
+        model: The user's network (its parameters are the posterior mean).
+        likelihood: ``Categorical()`` (default) or ``Gaussian(sigma)``; a learned sigma
+            (``sigma=None``) is trained with the MAP weights and used in the GGN.
+        prior: Training prior (weight decay) of the MAP fit; ``priors.Normal(1.0)`` by
+            default. ``prior_precision="prior"`` takes ``1 / scale^2`` from it; a
+            ``Centered`` prior also centres the Laplace prior in the log evidence.
+        subset: ``"last_layer"`` (the last ``nn.Linear``, default), ``"all"`` Linear/Conv
+            layers, or a list of module names. Other parameters are point estimates.
+        hessian: ``"kfac"`` (default), ``"full"`` or ``"diag"``; see ``Hessian``.
+        prior_precision: ``"marglik"`` (default), ``"gridsearch"`` (needs ``val_data`` in
+            ``fit``), ``"prior"`` or a positive number; see ``PriorPrecision``.
+        pred_type: ``"glm"`` (default) or ``"nn"``; see ``PredType``.
+        head: For non-Sequential models, the submodule holding every Bayesian layer whose
+            output is the model's output (the rest is computed once per input).
+
+    Raises:
+        ValueError: On an unknown option, a model without Linear layers, a likelihood
+            other than Categorical/Gaussian, or ``hessian="kfac"`` on unsupported layers.
+
+    Examples:
+        >>> import torch, bayesdl as bdl
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(8, 3))
+        >>> la = bdl.Laplace(net)
+        >>> x, y = torch.randn(32, 2), torch.randint(0, 3, (32,))
+        >>> _ = la.fit((x, y), epochs=5, progress=False)
+        >>> la.predict(x[:4], samples=10).samples.shape
+        torch.Size([10, 4, 3])
+        >>> la.predict_probit(x[:4]).sum(-1)
+        tensor([1.0000, 1.0000, 1.0000, 1.0000])
+
+    References:
+        MacKay, "A Practical Bayesian Framework for Backpropagation Networks", 1992.
+        Daxberger et al., "Laplace Redux - Effortless Bayesian Deep Learning", NeurIPS 2021.
+        Martens & Grosse, "Optimizing Neural Networks with Kronecker-factored Approximate
+        Curvature", ICML 2015.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: Likelihood | None = None,
+        prior: Prior | None = None,
+        subset: Subset = "last_layer",
+        hessian: Hessian = "kfac",
+        prior_precision: PriorPrecision = "marglik",
+        pred_type: PredType = "glm",
+        head: str | None = None,
+    ) -> None:
+        super().__init__(model, likelihood)
+        if type(self.likelihood) not in (Categorical, Gaussian):
+            raise ValueError(
+                "Laplace supports the Categorical and Gaussian likelihoods, got "
+                f"{type(self.likelihood).__name__}."
+            )
+        if hessian not in ("full", "diag", "kfac"):
+            raise ValueError(f"hessian must be 'full', 'diag' or 'kfac', got {hessian!r}.")
+        if pred_type not in ("glm", "nn"):
+            raise ValueError(f"pred_type must be 'glm' or 'nn', got {pred_type!r}.")
+        if isinstance(prior_precision, str):
+            if prior_precision not in ("marglik", "gridsearch", "prior"):
+                raise ValueError(
+                    "prior_precision must be 'marglik', 'gridsearch', 'prior' or a positive "
+                    f"number, got {prior_precision!r}."
+                )
+        elif isinstance(prior_precision, bool) or not float(prior_precision) > 0:
+            raise ValueError(f"prior_precision must be positive, got {prior_precision!r}.")
+        self.prior = Normal(1.0) if prior is None else prior
+        self.hessian, self.pred_type, self.tuning = hessian, pred_type, prior_precision
+        if not any(isinstance(m, _LAYERS) for m in model.modules()):
+            raise ValueError("Laplace found no nn.Linear or nn.Conv layers in the model.")
+        if subset == "last_layer":
+            linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            if not linear:
+                raise ValueError("subset='last_layer' needs an nn.Linear layer in the model.")
+            self.layers = dict(linear[-1:])
+        else:
+            self.layers = _select(model, subset)
+        self.names = [
+            f"{ln}.{pn}" if ln else pn
+            for ln, layer in self.layers.items()
+            for pn, _ in layer.named_parameters(recurse=False)
+        ]
+        bayesian = set(map(id, self.layers.values()))
+        self.split = split_model(model, lambda m: id(m) in bayesian, head)
+        like = next(iter(self.mean().values()))
+        self.register_buffer("prior_precision", like.new_ones(()))
+        self.register_buffer("log_likelihood", like.new_zeros(()))
+        self.register_buffer("n_data", torch.zeros((), dtype=torch.long, device=like.device))
+        self.curvature = _KFAC(self) if hessian == "kfac" else _Dense(self, hessian == "diag")
+        subset_h = subset if isinstance(subset, str) else list(subset)
+        tuning_h = prior_precision if isinstance(prior_precision, str) else float(prior_precision)
+        self.hparams = {
+            "subset": subset_h, "hessian": hessian, "prior_precision": tuning_h,
+            "pred_type": pred_type, "head": head,
+        }  # fmt: skip
+
+    # -- the posterior -------------------------------------------------------------------------
+    @property
+    def num_params(self) -> int:
+        """Number P of Bayesian parameters (entries of the subset's weights and biases)."""
+        return sum(p.numel() for p in self.mean().values())
+
+    def mean(self) -> ParamDict:
+        """Posterior mean: the model's own (MAP) parameters of the subset, name -> tensor."""
+        params = dict(self.model.named_parameters())
+        return {n: params[n] for n in self.names}
+
+    def _flat_mean(self) -> Tensor:
+        return torch.cat([p.detach().flatten() for p in self.mean().values()])
+
+    def _unflatten(self, flat: Tensor) -> ParamDict:
+        """Rows (S, P) in parameter order -> name -> (S, *shape)."""
+        means = self.mean()
+        parts = flat.split([p.numel() for p in means.values()], -1)
+        return {n: t.unflatten(-1, means[n].shape) for n, t in zip(self.names, parts, strict=True)}
+
+    def _check_fitted(self) -> None:
+        if int(self.n_data) == 0:
+            raise RuntimeError("Laplace has no posterior yet; call fit or fit_posterior first.")
+
+    def _spectrum(self, prior_precision: Tensor | None = None) -> Tensor:
+        delta = self.prior_precision if prior_precision is None else prior_precision
+        return self.curvature.eigenvalues() + delta
+
+    def _dense(self, power: float) -> Tensor:
+        root = self.curvature.to_params(torch.diag(self._spectrum() ** power))
+        return root.T @ root
+
+    def posterior_covariance(self) -> Tensor:
+        """Dense posterior covariance ``(GGN + delta I)^-1``, shape (P, P), parameter order.
+
+        Parameters are flattened in model order (weight, then bias, layer by layer). Dense,
+        so meant for inspection of small subsets (P^2 entries).
+        """
+        self._check_fitted()
+        return self._dense(-0.5)
+
+    def posterior_precision(self) -> Tensor:
+        """Dense posterior precision ``GGN + delta I``, shape (P, P), parameter order."""
+        self._check_fitted()
+        return self._dense(0.5)
+
+    def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
+        """Draw ``n`` weight samples ``theta_MAP + Sigma^(1/2) z``: name -> (n, *shape).
+
+        Only the subset's parameters are returned; the others are point estimates.
+
+        Args:
+            n: Number of samples.
+            generator: Random generator (reproducible samples).
+        """
+        self._check_fitted()
+        return {k: self.mean()[k].detach() + v for k, v in self._deltas(n, generator).items()}
+
+    def _deltas(self, n: int, generator: torch.Generator | None) -> ParamDict:
+        like = self.prior_precision
+        z = draw("randn", (n, self.num_params), like, generator)
+        return self._unflatten(self.curvature.to_params(z * self._spectrum().rsqrt()))
+
+    def log_marginal_likelihood(self, prior_precision: Tensor | float | None = None) -> Tensor:
+        """Laplace approximation of the log evidence ``log p(D | delta)``, a scalar tensor.
+
+        ``log p(D | theta*) - delta/2 |theta* - mu|^2 + P/2 log delta - 1/2 log det(GGN +
+        delta I)``; exact for a linear-Gaussian model when ``theta*`` is the MAP at ``delta``.
+
+        Args:
+            prior_precision: ``delta`` (a tensor keeps the graph, for tuning); ``None``:
+                the current one.
+        """
+        self._check_fitted()
+        delta = self.prior_precision if prior_precision is None else prior_precision
+        delta = torch.as_tensor(delta, dtype=self.log_likelihood.dtype)
+        dist = self._flat_mean() - self._prior_mean()
+        return (
+            self.log_likelihood
+            - 0.5 * delta * dist.square().sum()
+            + 0.5 * self.num_params * delta.log()
+            - 0.5 * self._spectrum(delta).log().sum()
+        )
+
+    def _prior_mean(self) -> Tensor:
+        if isinstance(self.prior, Centered):
+            return torch.cat([self.prior._loc(n, p).flatten() for n, p in self.mean().items()])
+        return torch.zeros_like(self._flat_mean())
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        nll = self.likelihood.nll(self._forward_checked(x, y), y)
+        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+
+    def fit(
+        self,
+        data: DataLike,
+        *,
+        epochs: int = 10,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        progress: bool = True,
+        generator: torch.Generator | None = None,
+        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        val_data: DataLike | None = None,
+    ) -> FitReport:
+        """Train the MAP weights for ``epochs`` (0: post hoc), then ``fit_posterior``.
+
+        Args:
+            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
+            epochs: Passes of MAP training; 0 keeps the model's weights as they are.
+            lr: Learning rate of the MAP training.
+            batch_size: Minibatch size (ignored for a ``DataLoader``).
+            progress: Show tqdm progress bars.
+            generator: Random generator for shuffling.
+            optimizer: Optimiser class for the MAP training, called as
+                ``optimizer(params, lr=lr)`` (closure-based ones such as LBFGS: use your
+                own loop on ``loss``, then ``fit_posterior``).
+            val_data: Validation data for ``prior_precision="gridsearch"``.
+
+        Returns:
+            A ``FitReport``; ``extras`` holds ``prior_precision`` and ``log_marglik``.
+
+        Raises:
+            ValueError: On bad data, ``epochs < 0``, or ``val_data`` missing for (or given
+                without) the grid search.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
+        self._check_val_data(val_data)
+        if epochs:
+            report = super().fit(
+                data, epochs=epochs, lr=lr, batch_size=batch_size, progress=progress,
+                generator=generator, optimizer=optimizer,
+            )  # fmt: skip
+        else:
+            report = FitReport()
+        post = self.fit_posterior(data, batch_size=batch_size, progress=progress, val_data=val_data)
+        report.n_data, report.wall_time_s = post.n_data, report.wall_time_s + post.wall_time_s
+        report.extras.update(post.extras)
+        return report
+
+    def _check_val_data(self, val_data: DataLike | None) -> None:
+        if self.tuning == "gridsearch" and val_data is None:
+            raise ValueError("prior_precision='gridsearch' needs val_data=(X_val, y_val).")
+        if self.tuning != "gridsearch" and val_data is not None:
+            raise ValueError(
+                f"val_data is only used by prior_precision='gridsearch', not {self.tuning!r}."
+            )
+
+    def fit_posterior(
+        self,
+        data: DataLike,
+        *,
+        batch_size: int = 128,
+        progress: bool = True,
+        val_data: DataLike | None = None,
+    ) -> FitReport:
+        """Compute the GGN at the model's current weights and set the prior precision.
+
+        Args:
+            data: The training data (the GGN is a sum over it).
+            batch_size: Examples per vectorised Jacobian/backward call (memory ~ B K P).
+            progress: Show a tqdm progress bar.
+            val_data: Validation data for ``prior_precision="gridsearch"``.
+
+        Returns:
+            A ``FitReport`` (no losses); ``extras`` holds ``prior_precision`` and
+            ``log_marglik``.
+
+        Raises:
+            ValueError: On bad data or targets, or ``val_data`` missing for the grid search.
+        """
+        self._check_val_data(val_data)
+        start = time.perf_counter()
+        loader, n = to_loader(data, batch_size, shuffle=False)
+        self.eval()
+        log_lik = self.log_likelihood.new_zeros(())
+        for x, y in tqdm(loader, desc="fit laplace GGN", disable=not progress, leave=False):
+            x, y = self._to_model(x), y.to(self.device)
+            check_input(x)
+            with torch.no_grad():
+                out = self.curvature.update(self, self.split.prefix(x), y)
+                log_lik -= self.likelihood.nll(out.detach(), y) * x.shape[0]
+        with torch.no_grad():
+            self.curvature.finish(n)
+            self.log_likelihood.copy_(log_lik)
+            self.n_data.fill_(n)
+            self.prior_precision.fill_(self._tune(val_data, batch_size))
+            extras = {
+                "prior_precision": float(self.prior_precision),
+                "log_marglik": float(self.log_marginal_likelihood()),
+            }
+        return FitReport(n_data=n, wall_time_s=time.perf_counter() - start, extras=extras)
+
+    def _tune(self, val_data: DataLike | None, batch_size: int) -> float:
+        if not isinstance(self.tuning, str):
+            return float(self.tuning)
+        if self.tuning == "prior":
+            scale = getattr(self.prior, "scale", None)
+            if not isinstance(self.prior, Normal) or isinstance(scale, Mapping):
+                raise ValueError(
+                    "prior_precision='prior' needs a Normal prior with one global scale, got "
+                    f"{type(self.prior).__name__}; pass prior_precision as a number instead."
+                )
+            return 1.0 / float(scale) ** 2
+        if self.tuning == "gridsearch":
+            loader, _ = to_loader(val_data, batch_size, shuffle=False)
+            nlls = [self._val_nll(loader, float(delta)) for delta in GRID]
+            return float(GRID[int(torch.tensor(nlls).argmin())])
+        return self._maximise_marglik()
+
+    def _val_nll(self, loader, delta: float) -> float:
+        """Validation NLL at ``delta``: closed-form linearised predictive for "glm" (probit
+        for classification), ``GRID_SAMPLES`` draws with a fixed seed for "nn"."""
+        self.prior_precision.fill_(delta)
+        total = 0.0
+        for x, y in loader:
+            y = y.to(self.device)
+            if self.pred_type == "nn":
+                gen = torch.Generator(self.device).manual_seed(0)  # same draws, every batch
+                log_lik = self.predict(x, samples=GRID_SAMPLES, generator=gen).log_likelihood(y)
+            elif isinstance(self.likelihood, Categorical):
+                log_lik = self._probit_logits(x).log_softmax(-1).gather(-1, y.unsqueeze(-1))
+            else:
+                mean, cov = self.glm_moments(x)
+                std = (cov.diagonal(dim1=1, dim2=2) + self.likelihood.sigma.square()).sqrt()
+                log_lik = torch.distributions.Normal(mean, std).log_prob(y.to(mean.dtype))
+            total -= float(log_lik.sum())
+        return total
+
+    def _maximise_marglik(self) -> float:
+        """``argmax_delta log_marginal_likelihood``: a grid in log delta, then LBFGS."""
+        dtype = self.log_likelihood.dtype
+        values = [float(self.log_marginal_likelihood(math.exp(t))) for t in _MARGLIK_START]
+        log_delta = _MARGLIK_START[int(torch.tensor(values).argmax())].to(dtype).clone()
+        log_delta.requires_grad_(True)
+        opt = torch.optim.LBFGS(
+            [log_delta], lr=1.0, max_iter=100, line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9, tolerance_change=1e-12,
+        )  # fmt: skip
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = -self.log_marginal_likelihood(log_delta.exp())
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        delta = math.exp(float(log_delta))
+        if not math.isfinite(delta) or delta <= 0:
+            raise FloatingPointError(f"marginal-likelihood tuning diverged (delta = {delta}).")
+        return delta
+
+    # -- curvature helpers ---------------------------------------------------------------------
+    def _loss_hessian_sqrt(self, out: Tensor) -> Tensor:
+        """``L_n`` with ``L_n L_n^T`` the Hessian of the NLL in the outputs, shape (B, K, K)."""
+        if isinstance(self.likelihood, Categorical):  # diag(p) - p p^T
+            p = out.softmax(-1)
+            root = p.sqrt()
+            return torch.diag_embed(root) - p.unsqueeze(-1) * root.unsqueeze(-2)
+        eye = torch.eye(out.shape[-1], dtype=out.dtype, device=out.device)
+        return (eye / self.likelihood.sigma.detach()).expand(out.shape[0], -1, -1)
+
+    def _jacobian(self, args: tuple) -> tuple[Tensor, Tensor]:
+        """Outputs (B, K) and their Jacobians (B, K, P) w.r.t. the subset's parameters."""
+        params = {self.split.tail_name(n): p.detach() for n, p in self.mean().items()}
+
+        def one(p: ParamDict, *a: Tensor) -> tuple[Tensor, Tensor]:
+            out = functional_call(self.split.tail, p, tuple(t.unsqueeze(0) for t in a))
+            return out.squeeze(0), out.squeeze(0)
+
+        jac, out = vmap(jacrev(one, has_aux=True), in_dims=(None,) + (0,) * len(args))(
+            params, *args
+        )
+        return out, torch.cat([jac[self.split.tail_name(n)].flatten(2) for n in self.names], 2)
+
+    # -- prediction ----------------------------------------------------------------------------
+    def _sample_outputs(self, x, samples, generator):
+        self._check_fitted()
+        args = self.split.prefix(x)
+        mean = {self.split.tail_name(n): p.detach() for n, p in self.mean().items()}
+        base = self.split.tail(*args) if self.pred_type == "glm" else None
+
+        def tangent(d: ParamDict) -> Tensor:
+            return jvp(lambda p: functional_call(self.split.tail, p, args), (mean,), (d,))[1]
+
+        outs = []
+        for s in self._chunks(samples):
+            deltas = self._deltas(s, generator)
+            if self.pred_type == "nn":
+                theta = {n: self.mean()[n].detach() + d for n, d in deltas.items()}
+                outs.append(stacked_forward(self.split, args, theta))
+            else:
+                d = {self.split.tail_name(n): t for n, t in deltas.items()}
+                outs.append(base + vmap(tangent)(d))
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def glm_moments(self, x: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """Closed-form linearised predictive over the network outputs (no sampling).
+
+        Args:
+            x: Inputs, shape (N, ...).
+            chunk_size: Inputs per vectorised Jacobian call (memory ~ chunk_size K P);
+                default ``2^20 // P``.
+
+        Returns:
+            ``(mean, cov)``: ``f(x, theta_MAP)`` of shape (N, K) and ``J Sigma J^T`` of
+            shape (N, K, K). For regression the predictive variance is
+            ``diag(cov) + sigma^2``.
+
+        Raises:
+            RuntimeError: Before ``fit``.
+            ValueError: If ``x`` is empty or holds NaN/inf.
+        """
+        self._check_fitted()
+        check_input(x)
+        x = self._to_model(x)
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        means, covs = [], []
+        try:
+            for xb in x.split(chunk_size or max(1, 2**20 // self.num_params)):
+                out, jac = self._jacobian(self.split.prefix(xb))
+                w = self.curvature.to_eigen(jac) * self._spectrum().rsqrt()
+                means.append(out)
+                covs.append(w @ w.transpose(1, 2))
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return torch.cat(means), torch.cat(covs)
+
+    def predict_probit(self, x: Tensor, chunk_size: int | None = None) -> Tensor:
+        """Class probabilities by the probit approximation of the linearised predictive.
+
+        ``softmax(f / sqrt(1 + pi/8 diag(J Sigma J^T)))`` (MacKay, 1992), per input.
+
+        Args:
+            x: Inputs, shape (N, ...).
+            chunk_size: Inputs per vectorised Jacobian call (see ``glm_moments``).
+
+        Returns:
+            Probabilities, shape (N, C).
+
+        Raises:
+            ValueError: For a regression likelihood, or an empty/non-finite ``x``.
+        """
+        return self._probit_logits(x, chunk_size).softmax(-1)
+
+    def _probit_logits(self, x: Tensor, chunk_size: int | None = None) -> Tensor:
+        if not isinstance(self.likelihood, Categorical):
+            raise ValueError("predict_probit is for classification (Categorical likelihood).")
+        mean, cov = self.glm_moments(x, chunk_size)
+        return mean * (1 + math.pi / 8 * cov.diagonal(dim1=1, dim2=2)).rsqrt()
