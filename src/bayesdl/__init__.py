@@ -12,6 +12,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 from bayesdl import active, data, likelihoods, metrics, priors
+from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods import MAP, Laplace, MCDropout, MeanFieldVI, get_method, method_names
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
@@ -21,4 +22,5 @@ __all__ = [
     "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
+    "TemperatureScaling",
 ]  # fmt: skip
