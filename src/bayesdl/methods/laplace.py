@@ -325,8 +325,8 @@ class Laplace(BaseMethod):
         >>> _ = la.fit((x, y), epochs=5, progress=False)
         >>> la.predict(x[:4], samples=10).samples.shape
         torch.Size([10, 4, 3])
-        >>> la.predict_probit(x[:4]).sum(-1)
-        tensor([1.0000, 1.0000, 1.0000, 1.0000])
+        >>> la.predict_probit(x[:4]).shape  # closed-form probit approximation
+        torch.Size([4, 3])
 
     References:
         MacKay, "A Practical Bayesian Framework for Backpropagation Networks", 1992.
@@ -386,7 +386,7 @@ class Laplace(BaseMethod):
         self.register_buffer("prior_precision", like.new_ones(()))
         self.register_buffer("log_likelihood", like.new_zeros(()))
         self.register_buffer("n_data", torch.zeros((), dtype=torch.long, device=like.device))
-        self.curvature = _KFAC(self) if hessian == "kfac" else _Dense(self, hessian == "diag")
+        self.curvature = _KFAC(self) if hessian == "kfac" else _Dense(self, diag=hessian == "diag")
         subset_h = subset if isinstance(subset, str) else list(subset)
         tuning_h = prior_precision if isinstance(prior_precision, str) else float(prior_precision)
         self.hparams = {
