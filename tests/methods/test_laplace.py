@@ -451,3 +451,17 @@ def test_errors():
         reg.predict_probit(x)
     with pytest.raises(ValueError, match="NaN"):
         reg.glm_moments(torch.full((2, 2), math.nan, dtype=torch.float64))
+
+
+def test_a_failed_fit_leaves_no_partial_sums():
+    x, y = _classes()
+    bad = y.clone()
+    bad[-1] = 7  # fails in the last batch, after the first ones were summed
+    for hessian in ("full", "kfac"):
+        la = bdl.Laplace(_mlp(), hessian=hessian, prior_precision=1.0)
+        with pytest.raises(ValueError, match="labels must lie in"):
+            la.fit_posterior((x, bad), batch_size=7, progress=False)
+        la.fit_posterior((x, y), batch_size=7, progress=False)
+        fresh = bdl.Laplace(_mlp(), hessian=hessian, prior_precision=1.0)
+        fresh.fit_posterior((x, y), batch_size=7, progress=False)
+        assert_close(la.posterior_precision(), fresh.posterior_precision())

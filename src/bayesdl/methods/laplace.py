@@ -95,8 +95,12 @@ class _Curvature(nn.Module):
     coordinates are the subset parameters flattened in model order.
     """
 
+    def reset(self) -> None:
+        """Forget partial sums (a new ``fit_posterior`` starts from zero)."""
+        self._sums = None  # running sums of the current fit_posterior
+
     def update(self, method: Laplace, args: tuple, y: Tensor) -> Tensor:
-        """Add one batch's GGN; return the network outputs (B, K)."""
+        """Add one batch's GGN to ``_sums``; return the network outputs (B, K)."""
         raise NotImplementedError
 
     def finish(self, n_data: int) -> None:
@@ -128,7 +132,7 @@ class _Dense(_Curvature):
         else:
             self.register_buffer("eigvals", like.new_zeros(p))
             self.register_buffer("eigvecs", like.new_zeros(p, p))
-        self._sum: Tensor | None = None
+        self.reset()
 
     def update(self, method, args, y):
         out, jac = method._jacobian(args)
@@ -138,17 +142,17 @@ class _Dense(_Curvature):
             part = m.square().sum((0, 1))
         else:
             part = torch.einsum("bcp,bcq->pq", m, m)
-        self._sum = part if self._sum is None else self._sum + part
+        self._sums = part if self._sums is None else self._sums + part
         return out
 
     def finish(self, n_data):
         if self.diag:
-            self.ggn_diag.copy_(self._sum)
+            self.ggn_diag.copy_(self._sums)
         else:
-            vals, vecs = torch.linalg.eigh(self._sum)
+            vals, vecs = torch.linalg.eigh(self._sums)
             self.eigvals.copy_(vals.clamp_min(0.0))  # PSD up to rounding
             self.eigvecs.copy_(vecs)
-        self._sum = None
+        self.reset()
 
     def eigenvalues(self):
         return self.ggn_diag if self.diag else self.eigvals
@@ -185,8 +189,8 @@ class _KFAC(_Curvature):
             self.register_buffer(f"A_vecs_{i}", w.new_zeros(aug, aug))
             self.register_buffer(f"G_vals_{i}", w.new_zeros(out))
             self.register_buffer(f"G_vecs_{i}", w.new_zeros(out, out))
-        self._sums: list[list[Tensor]] | None = None
         self._positions: list[int] = []
+        self.reset()
 
     def _factor(self, kind: str, i: int) -> tuple[Tensor, Tensor]:
         return getattr(self, f"{kind}_vals_{i}"), getattr(self, f"{kind}_vecs_{i}")
@@ -246,7 +250,7 @@ class _KFAC(_Curvature):
                 vals, vecs = torch.linalg.eigh(mat)
                 self._factor(kind, i)[0].copy_(vals.clamp_min(0.0))
                 self._factor(kind, i)[1].copy_(vecs)
-        self._sums = None
+        self.reset()
 
     def eigenvalues(self):
         parts = []
@@ -571,6 +575,7 @@ class Laplace(BaseMethod):
         start = time.perf_counter()
         loader, n = to_loader(data, batch_size, shuffle=False)
         self.eval()
+        self.curvature.reset()
         log_lik = self.log_likelihood.new_zeros(())
         for x, y in tqdm(loader, desc="fit laplace GGN", disable=not progress, leave=False):
             x, y = self._to_model(x), y.to(self.device)
