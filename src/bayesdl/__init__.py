@@ -14,13 +14,25 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from bayesdl import active, data, likelihoods, metrics, priors
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
-from bayesdl.methods import L0, MAP, Laplace, MCDropout, MeanFieldVI, get_method, method_names
+from bayesdl.methods import (
+    L0,
+    MAP,
+    SWAG,
+    DeepEnsemble,
+    Laplace,
+    MCDropout,
+    MeanFieldVI,
+    MultiSWAG,
+    get_method,
+    method_names,
+)
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesdl.types import FitReport
 
 __all__ = [
     "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
-    "MAP", "MCDropout", "MeanFieldVI", "Laplace", "L0", "get_method", "method_names",
+    "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
+    "L0", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
     "TemperatureScaling",
 ]  # fmt: skip

@@ -2,12 +2,15 @@
 
 from bayesdl.methods.base import BaseMethod, Method, get_method, method_names, register_method
 from bayesdl.methods.bbb import MeanFieldVI
+from bayesdl.methods.ensemble import DeepEnsemble
 from bayesdl.methods.l0 import L0
 from bayesdl.methods.laplace import Laplace
 from bayesdl.methods.map import MAP
 from bayesdl.methods.mc_dropout import MCDropout
+from bayesdl.methods.swag import SWAG, MultiSWAG
 
 __all__ = [
     "BaseMethod", "Method", "get_method", "method_names", "register_method",
-    "MAP", "MCDropout", "MeanFieldVI", "Laplace", "L0",
+    "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
+    "L0",
 ]  # fmt: skip
