@@ -18,6 +18,7 @@ from bayesdl.methods import (
     L0,
     MAP,
     SWAG,
+    ConcreteDropout,
     DeepEnsemble,
     Laplace,
     MCDropout,
@@ -32,7 +33,7 @@ from bayesdl.types import FitReport
 __all__ = [
     "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
-    "L0", "get_method", "method_names",
+    "L0", "ConcreteDropout", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
     "TemperatureScaling",
 ]  # fmt: skip

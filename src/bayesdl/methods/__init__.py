@@ -2,6 +2,7 @@
 
 from bayesdl.methods.base import BaseMethod, Method, get_method, method_names, register_method
 from bayesdl.methods.bbb import MeanFieldVI
+from bayesdl.methods.concrete_dropout import ConcreteDropout
 from bayesdl.methods.ensemble import DeepEnsemble
 from bayesdl.methods.l0 import L0
 from bayesdl.methods.laplace import Laplace
@@ -12,5 +13,5 @@ from bayesdl.methods.swag import SWAG, MultiSWAG
 __all__ = [
     "BaseMethod", "Method", "get_method", "method_names", "register_method",
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
-    "L0",
+    "L0", "ConcreteDropout",
 ]  # fmt: skip
