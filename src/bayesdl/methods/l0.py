@@ -24,7 +24,7 @@ Objective per example (``n_data = N``)::
 where ``|g|`` is the number of weights gate ``g`` controls (``out_features`` for a Linear
 input unit, ``out_channels / groups * kh * kw`` for a Conv2d input channel; biases are not
 gated), as in the paper's group-sparsity penalty (eq. 14 and its code), and ``p(theta)``
-is the weight prior (plain weight decay on the ungated weights). Training draws
+is the weight prior (plain weight decay on the model's own parameters). Training draws
 independent gates per example (lower-variance gradients); prediction draws S gate
 vectors, each shared by every input like a weight-space posterior sample, or uses the
 deterministic test-time gates ``z = min(1, max(0, sigmoid(log_alpha) (zeta - gamma) + gamma))``.
@@ -113,8 +113,9 @@ class L0(BaseMethod):
         model: The user's network; its ``nn.Linear`` input units and ``nn.Conv2d`` input
             channels get one gate each.
         likelihood: Observation model; ``Categorical()`` by default.
-        prior: Weight prior (weight decay on the ungated weights); ``Normal(1.0)`` by
-            default, as for ``MAP``.
+        prior: Weight prior: plain weight decay ``-log p(theta) / N`` on the model's own
+            parameters (not weighted by the gates); ``Normal(1.0)`` by default, as for
+            ``MAP``.
         l0_weight: ``lambda``, the cost of one expected active weight in nats (the
             penalty is ``l0_weight * E[L0] / N`` per example).
         droprate_init: Initial probability of dropping a unit; every ``log_alpha``
