@@ -1,0 +1,166 @@
+"""Full-batch NUTS (Pyro's kernel) against closed forms, and its convergence diagnostics.
+
+Targets are conjugate Bayesian linear regressions (tests/_blr.py), whose posterior is
+Gaussian with known mean m and covariance C. Monte Carlo error comes from the chains' own
+effective sample sizes (``pyro.ops.stats.effective_sample_size``, as Stan computes it): the
+mean of a trace f(theta) has standard error sd(f) / sqrt(ESS(f)). That gives the mean
+(f = theta_i) and the covariance (f = (theta_i - m_i)(theta_j - m_j), whose mean is C_ij)
+tolerances of Z standard errors.
+"""
+
+import math
+import sys
+import warnings
+
+import pytest
+import torch
+from _blr import SIGMA, N, S, blr_data, blr_posterior
+from _policy import Z
+from torch import nn
+
+import bayesdl as bdl
+
+pytest.importorskip("pyro")
+from pyro.ops.stats import effective_sample_size  # noqa: E402
+
+
+def _correlated_data(n=N, seed=0):
+    """One feature far from 0: slope and intercept are correlated about -0.97."""
+    g = torch.Generator().manual_seed(seed)
+    x = 2.0 + 0.5 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return x, 0.7 * x - 0.4 + SIGMA * torch.randn(n, 1, generator=g, dtype=torch.float64)
+
+
+def _blr_hmc(x, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Linear(x.shape[1], 1).double()
+    lik, prior = bdl.likelihoods.Gaussian(sigma=SIGMA), bdl.priors.Normal(S)
+    return bdl.HMC(model, likelihood=lik, prior=prior, **kwargs)
+
+
+def _se(traces):
+    """Standard error of the mean of each column of ``traces`` (chains, draws, k)."""
+    flat = traces.flatten(0, 1)
+    return flat.std(0) / effective_sample_size(traces).sqrt()
+
+
+@pytest.mark.parametrize("target", ["blr", "correlated"])
+def test_nuts_matches_the_closed_form_posterior(target):
+    x, y = blr_data() if target == "blr" else _correlated_data()
+    mean, cov = blr_posterior(x, y)
+    chains, draws = 2, 300
+    # a dense mass matrix makes the correlated target isotropic for the sampler
+    hmc = _blr_hmc(x, num_samples=draws, num_chains=chains, full_mass=target == "correlated")
+    report = hmc.fit((x, y), warmup=150, progress=False, generator=torch.Generator().manual_seed(1))
+    diag = hmc.diagnostics()
+    assert diag.max_r_hat < 1.01 and diag.divergences == 0
+    assert report.extras["max_r_hat"] == diag.max_r_hat and report.losses == []
+    bank = hmc.bank()
+    theta = torch.cat([bank["weight"].flatten(1), bank["bias"]], 1).unflatten(0, (chains, draws))
+    d = len(mean)
+    dev = theta - mean
+    second = (dev.unsqueeze(-1) * dev.unsqueeze(-2)).flatten(2)  # (chains, draws, d * d)
+    se_m, se_c = _se(theta), _se(second)
+    sd = cov.diagonal().sqrt()
+    assert (se_m < 0.1 * sd).all()  # precise enough to mean something
+    assert (se_c.view(d, d).diagonal() < 0.15 * cov.diagonal()).all()
+    est_m, est_c = theta.flatten(0, 1).mean(0), second.flatten(0, 1).mean(0)
+    assert ((est_m - mean).abs() <= Z * se_m).all(), (est_m, mean, se_m)
+    assert ((est_c - cov.flatten()).abs() <= Z * se_c).all(), (est_c.view(d, d), cov)
+
+
+def test_a_broken_run_is_flagged():
+    """No adaptation, a step size 25x the posterior's scale and 5 warm-up steps: every
+    trajectory diverges at once, the chains never move, and R-hat is undefined or huge."""
+    x, y = blr_data()
+    hmc = _blr_hmc(x, num_samples=10, num_chains=2, step_size=2.0, adapt_step_size=False,
+                   adapt_mass_matrix=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="divergent transitions"):
+        report = hmc.fit((x, y), warmup=5, progress=False, generator=torch.Generator())
+    with pytest.warns(UserWarning, match=r"max R-hat .* > 1\.01"):
+        diag = hmc.diagnostics()
+    assert diag.divergences == 20 and report.extras["divergences"] == 20
+    assert not diag.max_r_hat <= 1.01
+
+
+def test_thresholds_decide_the_warnings():
+    x, y = blr_data()
+    hmc = _blr_hmc(x, num_samples=20)
+    with pytest.warns(UserWarning, match="min ESS") as record:  # 20 draws: ESS < 100
+        hmc.fit((x, y), warmup=30, progress=False, generator=torch.Generator().manual_seed(0))
+    assert "divergent" not in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diag = hmc.diagnostics(max_r_hat=math.inf, min_ess=0.0)
+    assert diag.divergences == 0 and diag.min_ess < 100
+
+
+def test_generic_fit_interface_runs_a_map_initialisation_and_is_reproducible(tmp_path):
+    """``epochs``/``lr``/``batch_size`` drive the initialising MAP fit; the generator alone
+    decides the draws, and torch's global RNG is left as it was."""
+    x, y = blr_data()
+    banks = []
+    for _ in range(2):
+        hmc = _blr_hmc(x, num_samples=8)
+        torch.manual_seed(123)
+        state = torch.get_rng_state()
+        with pytest.warns(UserWarning, match="min ESS"):
+            report = hmc.fit((x, y), epochs=3, lr=0.05, batch_size=10, warmup=10,
+                             progress=False, generator=torch.Generator().manual_seed(2))  # fmt: skip
+        assert torch.equal(torch.get_rng_state(), state)
+        assert len(report.losses) == 3 and report.losses[-1] < report.losses[0]
+        banks.append(hmc.bank())
+    torch.testing.assert_close(banks[0], banks[1], rtol=0, atol=0)
+    path = bdl.save(hmc, tmp_path / "hmc.safetensors")
+    loaded = bdl.load(path, nn.Linear(3, 1).double())
+    torch.testing.assert_close(loaded.bank(), banks[1], rtol=0, atol=0)
+    with pytest.warns(UserWarning):
+        assert loaded.diagnostics() == hmc.diagnostics()  # divergences saved too
+
+
+def test_without_pyro_fit_says_how_to_install_it(monkeypatch):
+    x, y = blr_data()
+    hmc = _blr_hmc(x)
+    monkeypatch.setitem(sys.modules, "pyro", None)
+    with pytest.raises(ImportError, match=r"pip install bayesdl\[mcmc\]"):
+        hmc.fit((x, y), progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_samples": 0}, "num_samples must be a positive integer"),
+        ({"num_samples": 3}, "num_samples must be at least 4"),
+        ({"num_chains": 0}, "num_chains must be a positive integer"),
+        ({"step_size": 0.0}, "step_size must be positive"),
+        ({"target_accept": 1.0}, r"target_accept must lie in \(0, 1\)"),
+        ({"max_tree_depth": 0}, "max_tree_depth must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _blr_hmc(blr_data()[0], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"warmup": -1}, "warmup must be an integer >= 0"),
+        ({"epochs": -1}, "epochs must be an integer >= 0"),
+        ({"init_jitter": -0.1}, "init_jitter must be >= 0"),
+        ({"init_jitter": math.nan}, "init_jitter must be >= 0"),
+    ],
+)
+def test_bad_fit_arguments_are_refused(kwargs, match):
+    x, y = blr_data()
+    with pytest.raises(ValueError, match=match):
+        _blr_hmc(x).fit((x, y), progress=False, **kwargs)
+
+
+def test_bad_targets_and_early_calls_are_refused():
+    x, y = blr_data()
+    hmc = _blr_hmc(x)
+    with pytest.raises(RuntimeError, match="call fit first"):
+        hmc.diagnostics()
+    with pytest.raises(ValueError, match="regression targets must have shape"):
+        hmc.fit((x, y.squeeze(-1)), progress=False)
