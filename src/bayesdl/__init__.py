@@ -15,8 +15,11 @@ from bayesdl import active, data, likelihoods, metrics, priors
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods import (
+    HMC,
     L0,
     MAP,
+    SGHMC,
+    SGLD,
     SWAG,
     ConcreteDropout,
     DeepEnsemble,
@@ -33,7 +36,7 @@ from bayesdl.types import FitReport
 __all__ = [
     "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
-    "L0", "ConcreteDropout", "get_method", "method_names",
+    "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
     "TemperatureScaling",
 ]  # fmt: skip
