@@ -69,6 +69,12 @@ def test_every_public_argument_is_documented(qualname, obj):
     [
         "bayesdl.predictive",
         "bayesdl.methods.map",
+        "bayesdl.methods.laplace",
+        "bayesdl.methods.l0",
+        "bayesdl.methods.concrete_dropout",
+        "bayesdl.methods.ensemble",
+        "bayesdl.methods.swag",
+        "bayesdl.calibrate",
         "bayesdl.active.acquisition",
         "bayesdl.active.pool",
         "bayesdl.active.loop",

@@ -320,8 +320,7 @@ class Laplace(BaseMethod):
 
     Examples:
         >>> import torch, bayesdl as bdl
-        >>> torch.manual_seed(0)
-        <torch._C.Generator object at ...>
+        >>> _ = torch.manual_seed(0)
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
         ...                           torch.nn.Linear(8, 3))
         >>> la = bdl.Laplace(net)
