@@ -70,3 +70,32 @@ def test_predict_speed_flop_floor_matches_reference():
     cut = bench.stochastic_start(model, "mc_dropout")
     assert bench.flop_floor(model, x, 20, cut) == pytest.approx(2.1, abs=0.1)
     assert bench.flop_floor(model, x, 100, cut) == pytest.approx(6.7, abs=0.1)
+
+
+def test_uci_boston_quick(tmp_path, restore_threads):
+    pytest.importorskip("mlxtend")
+    bench = _load("uci_boston")
+    bench.main(bench.parse_args(["--quick", "--splits", "1", "--configs", "map,mc-dropout",
+                                 "--out", str(tmp_path)]))  # fmt: skip
+    report = json.loads((tmp_path / "uci_boston.json").read_text())
+    assert set(report["methods"]) == {"map", "mc-dropout"}
+    for row in report["methods"].values():
+        assert row["rmse"]["mean"] > 0 and row["ll"]["mean"] < 0
+    assert "| mc-dropout | bayesdl |" in (tmp_path / "uci_boston.md").read_text()
+
+
+def test_methods_mnist_tiny(tmp_path, restore_threads):
+    bdl = pytest.importorskip("bayesdl")
+    try:
+        bdl.data.mnist("test"), bdl.data.fashion_mnist("test")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    bench = _load("methods_mnist")
+    bench.SETTINGS["l0"]["fit"] = {"epochs": 1}
+    bench.SETTINGS["ensemble"] = {"ctor": {"members": 2}, "fit": {"epochs": 1}}
+    bench.main(["--train-size", "256", "--methods", "l0,ensemble", "--samples", "4",
+                "--out", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "methods_mnist.json").read_text())
+    assert report["methods"]["ensemble"]["samples"] == 2  # min(S, members)
+    assert 0 <= report["methods"]["l0"]["sparsity"]["weights_removed"] <= 1
+    assert "| l0 | 784-200-10 | 256 |" in (tmp_path / "methods_mnist.md").read_text()
