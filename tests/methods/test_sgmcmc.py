@@ -97,10 +97,10 @@ def test_blr_samples_follow_the_exact_stationary_law(name, batch):
     Full batch (``batch == N``) the chains are independent, so each chain's time average is
     one of K iid replicates and gives the standard error directly. Minibatches are shared by
     all chains, so there the standard errors are batch means over time of the chain
-    averages: 20 batches of about 5 autocorrelation times (SGLD's slowest mode,
+    averages: 20 batches of 90 steps, about 4 autocorrelation times (SGLD's slowest mode,
     eta lambda_min = 0.08, has tau = (2 - eta lambda) / (eta lambda) = 23 steps).
     """
-    k, steps, burn = (400, 600, 200) if batch == N else (100, 2600, 300)
+    k, steps, burn = (200, 500, 200) if batch == N else (100, 2100, 300)
     x, y = blr_data()
     mean, cov = blr_posterior(x, y)
     prec = torch.linalg.inv(cov)
