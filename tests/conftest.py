@@ -1,4 +1,4 @@
-"""Shared fixtures for the active-learning tests."""
+"""Fixtures shared by the whole test suite."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 def one_thread():
     """Run each test on one intra-op thread.
 
-    The tiny networks here gain nothing from threads, and on a loaded 2-core machine
+    The tiny networks of the tests gain nothing from threads, and on a loaded 2-core machine
     two spinning threads make a gradient step tens of times slower.
     """
     before = torch.get_num_threads()

@@ -74,6 +74,7 @@ def test_every_public_argument_is_documented(qualname, obj):
         "bayesdl.methods.concrete_dropout",
         "bayesdl.methods.ensemble",
         "bayesdl.methods.swag",
+        "bayesdl.methods.sgmcmc",
         "bayesdl.calibrate",
         "bayesdl.active.acquisition",
         "bayesdl.active.pool",

@@ -12,16 +12,6 @@ from torch.testing import assert_close
 import bayesdl as bdl
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for a training test, restored afterwards: the networks are tiny,
-    and on a loaded 2-core machine two spinning threads make each step many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -117,7 +107,7 @@ def test_relaxed_masks_drop_at_the_learned_rate(layer):
     assert abs(observed - between) <= Z * math.sqrt(between * (1 - between) / out.numel())
 
 
-def test_more_data_learns_lower_dropout_rates(one_thread):
+def test_more_data_learns_lower_dropout_rates():
     """The dropout regulariser dr K (p log p + ...) with dr = 1/N pulls p towards 1/2 and
     weakens as N grows, while the likelihood pulls p down: with 40x the data the learned
     rates must fall. 1-d regression (regression_gap, noise 0.1, known sigma), a 1-64-64-1

@@ -13,16 +13,6 @@ import bayesdl as bdl
 from bayesdl.methods.l0 import GAMMA, ZETA, _gate_weight
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for a training test, restored afterwards: the networks are tiny,
-    and on a loaded 2-core machine two spinning threads make each step many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -158,7 +148,7 @@ def test_sparsity_counts_convolution_flops_at_their_output_size():
     assert sp["layers"]["3"]["units_removed"] == pytest.approx(10 / 27)
 
 
-def test_l0_sparsifies_digits_and_keeps_map_accuracy(one_thread):
+def test_l0_sparsifies_digits_and_keeps_map_accuracy():
     """The paper's claim on a small scale: >= 90% of the weights removed at (nearly) the
     accuracy of the dense network. 64-300-100-10 MLP on scikit-learn digits (1,347 train,
     450 test images), both methods 100 epochs of batch 128 with Adam (MAP at its usual lr
