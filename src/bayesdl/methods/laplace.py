@@ -53,6 +53,7 @@ from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.bbb import _LAYERS, _select
+from bayesdl.methods.map import MAP
 from bayesdl.priors import Centered, Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
@@ -487,9 +488,7 @@ class Laplace(BaseMethod):
         return torch.zeros_like(self._flat_mean())
 
     # -- training ------------------------------------------------------------------------------
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        nll = self.likelihood.nll(self._forward_checked(x, y), y)
-        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+    loss = MAP.loss  # the MAP objective NLL + (-log p(theta)) / N, before the curvature
 
     def fit(
         self,
