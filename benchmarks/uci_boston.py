@@ -7,10 +7,11 @@ trained on; metrics in original units: test RMSE of the predictive mean and the 
 log-likelihood per point of the Bayesian model average (``log p_std(y_std) - log y_std``),
 reported as mean +- standard error (sd / sqrt(splits)) over the splits.
 
-Six configurations, each built as ``bayesdl.get_method(name)(model, likelihood=..., prior=...)``:
-``map``, ``vi`` (mean-field VI) and ``mc-dropout`` (``nn.Dropout`` before the output layer),
-with learned homoscedastic noise (``Gaussian(sigma=None)``) or, ``-hetero``, with
-``HeteroscedasticGaussian()`` (the net outputs mean and log-variance).
+Seven configurations, each built as ``bayesdl.get_method(name)(model, likelihood=...,
+prior=..., **CTOR)``: ``map``, ``vi`` (mean-field VI) and ``mc-dropout`` (``nn.Dropout``
+before the output layer), with learned homoscedastic noise (``Gaussian(sigma=None)``) or,
+``-hetero``, with ``HeteroscedasticGaussian()`` (the net outputs mean and log-variance);
+and ``laplace`` (full GGN over all weights, homoscedastic only).
 
 Hyperparameters are chosen per split on a validation set (20% of the training part; the
 test part is never looked at): every setting of the method's grid (``GRIDS``: Normal prior
@@ -25,7 +26,8 @@ table beside published numbers, which the script also prints).
 
 Example (the committed results; 2-core machine, one torch thread)::
 
-    python benchmarks/uci_boston.py --out benchmarks/results
+    python benchmarks/uci_boston.py --configs map,map-hetero,vi,vi-hetero,mc-dropout,mc-dropout-hetero --out benchmarks/results
+    python benchmarks/uci_boston.py --append --configs laplace --out benchmarks/results
 
 Smoke run (seconds)::
 
@@ -65,13 +67,20 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "vi-hetero": ("vi", True),
     "mc-dropout": ("mc-dropout", False),
     "mc-dropout-hetero": ("mc-dropout", True),
+    "laplace": ("laplace", False),
 }
+
+#: Constructor arguments beyond likelihood and prior. Laplace: the whole 13-50-1 network
+#: (751 weights) with the exact GGN; prior precision by the marginal likelihood (default).
+#: It has no heteroscedastic variant (its GGN is defined for Categorical and Gaussian).
+CTOR: dict[str, dict[str, Any]] = {"laplace": {"subset": "all", "hessian": "full"}}
 
 #: Validation grid per method: Normal prior scale (standardised units) and dropout rate.
 GRIDS: dict[str, list[dict[str, float]]] = {
     "map": [{"prior_scale": s} for s in (0.1, 0.3, 1.0)],
     "vi": [{"prior_scale": s} for s in (0.3, 1.0)],
     "mc-dropout": [{"p": p, "prior_scale": 1.0} for p in (0.005, 0.01, 0.05, 0.1)],
+    "laplace": [{"prior_scale": s} for s in (0.3, 1.0)],  # the MAP fit's prior
 }
 
 #: Published test RMSE / log-likelihood on Boston (means over 20 splits of HL&A's data).
@@ -102,6 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add --configs to the results already in --out (same splits)",
+    )
     return p.parse_args(argv)
 
 
@@ -206,7 +220,7 @@ def train_staged(
     model = build_model(name, hetero, setting.get("p", 0.0))
     lik = likelihoods.HeteroscedasticGaussian() if hetero else likelihoods.Gaussian(sigma=None)
     method = bayesdl.get_method(name)(
-        model, likelihood=lik, prior=priors.Normal(setting["prior_scale"])
+        model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **CTOR.get(name, {})
     )
     std = Standardiser(x, y)
     loader = _loader(std.x(x), std.y(y), args.batch_size, gen)
@@ -380,6 +394,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.append and (out / "uci_boston.json").exists():  # add configs to an earlier run
+        earlier = json.loads((out / "uci_boston.json").read_text())
+        for old_split, new_split in zip(earlier["splits"], splits, strict=True):
+            old_split |= new_split
+        earlier["methods"] |= methods
+        earlier["target"] = _target(earlier["methods"])
+        earlier["runtime_s"] += results["runtime_s"]
+        earlier.setdefault("appended", []).append(config)
+        results = earlier
     (out / "uci_boston.json").write_text(json.dumps(results, indent=1))
     table = markdown(results)
     (out / "uci_boston.md").write_text(table)
