@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="evaluate-mnist-run", help="evaluate's own output directory")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add these methods to an earlier evaluate_mnist.json (own HTML report)",
+    )
     args = p.parse_args(argv)
     cfg = EvaluateConfig(
         dataset="mnist", methods=args.methods.split(","), ood="fashion-mnist",
@@ -74,9 +79,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = evaluate(cfg, args.work, overwrite=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    report = out / "evaluate_mnist_report.html"
+    if args.append and (out / "evaluate_mnist.json").exists():  # keep the earlier methods
+        earlier = json.loads((out / "evaluate_mnist.json").read_text())
+        report = out / f"evaluate_mnist_report_{'_'.join(cfg.methods)}.html"
+        earlier["methods"] |= results["methods"]
+        earlier.setdefault("invocations", [earlier["config"]]).append(results["config"])
+        earlier["runtime_s"] += results["runtime_s"]
+        results = earlier
     (out / "evaluate_mnist.json").write_text(json.dumps(results, indent=1))
     (out / "evaluate_mnist.md").write_text(markdown(results))
-    shutil.copy(Path(args.work) / "report.html", out / "evaluate_mnist_report.html")
+    shutil.copy(Path(args.work) / "report.html", report)
     print(format_summary(results))
     return results
 
