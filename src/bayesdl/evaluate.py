@@ -26,8 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,13 @@ from torch import Tensor, nn
 from bayesdl import data as bdata
 from bayesdl import metrics
 from bayesdl.io import load, save
-from bayesdl.methods.base import BaseMethod, default_chunk_rows, get_method, method_names
+from bayesdl.methods.base import (
+    BaseMethod,
+    default_chunk_rows,
+    eval_mode,
+    get_method,
+    method_names,
+)
 from bayesdl.models import gal_cnn
 from bayesdl.predictive import CategoricalPredictive
 
@@ -155,17 +159,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-
-
 def deterministic_pass_seconds(model: nn.Module, x: Tensor, batch: int, repeats: int = 3) -> float:
     """Best-of-``repeats`` time of one eval-mode forward pass over ``x`` in batches.
 
@@ -180,7 +173,7 @@ def deterministic_pass_seconds(model: nn.Module, x: Tensor, batch: int, repeats:
     """
     device = next(model.parameters()).device
     best = float("inf")
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         for i in range(repeats + 1):
             _sync(device)
             start = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -18,6 +19,22 @@ from bayesdl.types import DataLike, FitReport
 __all__ = ["Method", "BaseMethod", "register_method", "get_method", "method_names"]
 
 _REGISTRY: dict[str, type[BaseMethod]] = {}
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode, then restore every submodule's own mode exactly.
+
+    Args:
+        module: Any module; its submodules may be in mixed train/eval modes.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def default_chunk_rows(device: torch.device) -> int:
@@ -268,16 +285,11 @@ class BaseMethod(nn.Module, Method):
         start = generator.get_state()
         block = min(rows, x.shape[0])
         self._chunk = max(1, rows // block)  # samples per vectorised call, same for all blocks
-        modes = [(m, m.training) for m in self.modules()]  # restored exactly afterwards
-        self.eval()
         outs = []
-        try:
+        with eval_mode(self):
             for xb in x.split(block):
                 generator.set_state(start)  # the same S posterior draws for every input
                 outs.append(self._sample_outputs(xb, samples, generator))
-        finally:
-            for m, mode in modes:
-                m.training = mode
         return self.likelihood.predictive(torch.cat(outs, dim=1))
 
     def _chunks(self, samples: int) -> Iterator[int]:
