@@ -90,7 +90,8 @@ def ood_aupr(score_in: Tensor, score_out: Tensor) -> float:
     """
     skm = _sklearn_metrics("ood_aupr")
     labels, scores = _labels_and_scores(score_in, score_out)
-    return float(skm.average_precision_score(labels, scores))
+    # a sum of precision x recall steps can round a hair above 1 (1.0000000000000002)
+    return min(1.0, float(skm.average_precision_score(labels, scores)))
 
 
 def fpr_at_tpr(score_in: Tensor, score_out: Tensor, tpr: float = 0.95) -> float:
