@@ -181,6 +181,7 @@ class BaseMethod(nn.Module, Method):
         progress: bool = True,
         generator: torch.Generator | None = None,
         optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Train the approximation with minibatch gradient descent (Adam by default).
 
@@ -192,6 +193,10 @@ class BaseMethod(nn.Module, Method):
             progress: Show a tqdm progress bar.
             generator: Random generator for shuffling and the method's own noise.
             optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
+            amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
+                run under ``torch.autocast`` (roughly halves the training time of a CNN on
+                a CPU with AVX-512 BF16 or a recent GPU) while the weights, gradients and
+                optimiser stay in full precision. ``None`` (default): full precision.
 
         Returns:
             A ``FitReport`` with the mean loss per epoch and the wall time.
@@ -200,6 +205,8 @@ class BaseMethod(nn.Module, Method):
             ValueError: On empty data, NaN inputs or targets that do not fit the model.
         """
         check_positive_int(epochs, "epochs")
+        if amp not in (None, torch.bfloat16):
+            raise ValueError(f"amp must be None or torch.bfloat16, got {amp!r}.")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
         loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
@@ -221,7 +228,8 @@ class BaseMethod(nn.Module, Method):
                     x, y = self._to_model(x), y.to(self.device)
                     check_input(x)
                     self._before_step(step, total)
-                    loss = self.loss(x, y, n)
+                    with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                        loss = self.loss(x, y, n).float()
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"training loss became {loss.item()} at step {step}; lower lr."
