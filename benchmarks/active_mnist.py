@@ -47,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="acquisition:repeats, comma-separated")  # fmt: skip
     p.add_argument("--batchbald-budget", type=int, default=300, help="0 to skip BatchBALD")
     p.add_argument("--budget", type=int, default=1000)
-    p.add_argument("--train-steps", type=int, default=500)
+    p.add_argument("--train-steps", type=int, default=100, help="minimum steps per retraining")
+    p.add_argument(
+        "--train-epochs", type=float, default=50, help="epochs per retraining (Gal et al.)"
+    )
+    p.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=1, help="test-set evaluation every k steps")
@@ -63,19 +67,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(acquisition, repeat, budget) in the order run: first repeat 0 of every acquisition
+    function and BatchBALD, then the further repeats, so a cut-short benchmark has them all."""
     jobs = []
     for item in args.runs.split(","):
         name, _, reps = item.partition(":")
         jobs += [(name.strip(), r, args.budget) for r in range(int(reps or 1))]
     if args.batchbald_budget:
         jobs.append(("batchbald", 0, args.batchbald_budget))
-    return jobs
+    return sorted(jobs, key=lambda job: job[1])
 
 
 def _config(args: argparse.Namespace, acq: str, repeat: int, budget: int) -> ExperimentConfig:
     return ExperimentConfig(
         dataset=args.dataset, acquisitions=[acq], budget=budget, seed=repeat,
-        train_steps=args.train_steps, mc_samples=args.mc_samples, test_size=args.test_size,
+        train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
+        mc_samples=args.mc_samples, test_size=args.test_size,
         eval_every=args.eval_every, device=args.device,
     )  # fmt: skip
 
@@ -124,7 +131,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
 def _markdown(results: dict[str, Any]) -> str:
     pub95, pub_acc = PUBLISHED["labels_to_95"], PUBLISHED["accuracy_at_1000"]
     lines = [
-        "| acquisition | runs (complete) | labels to 90% | labels to 95% | labels to 98% | accuracy at last label count | time/run | paper: labels to 95% | paper: acc at 1,000 |",
+        "| acquisition | runs (complete) | labels to 90% | labels to 95% | labels to 98% | accuracy at last label count | time/run (train / score pool / test) | paper: labels to 95% | paper: acc at 1,000 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -132,13 +139,18 @@ def _markdown(results: dict[str, Any]) -> str:
         return "not reached" if v is None else f"{v:.0f}"
 
     for acq, row in results["summary"].items():
-        done = sum(r["complete"] for r in results["runs"] if r["acquisition"] == acq)
+        runs = [r for r in results["runs"] if r["acquisition"] == acq]
+        done = sum(r["complete"] for r in runs)
+        parts = " / ".join(
+            f"{sum(r[k] for r in runs) / len(runs) / 60:.1f}"
+            for k in ("train_time_s", "score_time_s", "test_time_s")
+        )
         paper = pub_acc.get(acq)
         lines.append(
             f"| {acq} | {row['repeats']} ({done}) | {f(row['labels_to_90'])} | {f(row['labels_to_95'])} "
             f"| {f(row['labels_to_98'])} | {row['accuracy_at_budget'] * 100:.2f}% +- "
             f"{row['accuracy_at_budget_sd'] * 100:.2f} @ {row['final_labels']} "
-            f"| {row['wall_time_s'] / 60:.1f} min | {pub95.get(acq, '-')} "
+            f"| {row['wall_time_s'] / 60:.1f} min ({parts}) | {pub95.get(acq, '-')} "
             f"| {'-' if paper is None else f'{paper * 100:.1f}%'} |"
         )
     return "\n".join(lines) + "\n"

@@ -85,6 +85,15 @@ def test_active_learn_writes_the_documented_layout(tmp_path, capsys):
     assert again["runs"] == results["runs"]  # finished runs keep their records and timings
 
 
+def test_train_epochs_and_precision_reach_the_run(tmp_path):
+    out = tmp_path / "al"
+    flags = ["--train-epochs", "25", "--precision", "bfloat16", "--budget", "30", "--out", str(out)]
+    assert main(["active-learn", *TINY, *flags]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["train_epochs"] == 25 and results["config"]["precision"] == "bfloat16"
+    assert results["runs"][0]["labels"] == [20, 30]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -92,6 +101,8 @@ def test_active_learn_writes_the_documented_layout(tmp_path, capsys):
         (["--initial", "50"], "initial=50 is larger than budget=40"),
         (["--acquisition", "bogus"], "unknown acquisition"),
         (["--step", "0"], "expected a positive integer"),
+        (["--train-epochs", "0"], "expected a positive number, got 0.0"),
+        (["--precision", "float16"], "invalid choice: 'float16'"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, extra, message):

@@ -120,6 +120,26 @@ def test_weight_decay_sets_the_prior_scaled_by_labelled_set_size():
         _learner(factory=lambda: bdl.MCDropout(_net()), weight_decay=1.0).run()
 
 
+def test_train_epochs_sizes_the_schedule_to_the_labelled_set(monkeypatch):
+    calls = []
+    fit = bdl.MCDropout.fit
+
+    def spy(self, data, **kw):
+        calls.append((len(data[0]), kw["epochs"], kw.get("amp")))
+        return fit(self, data, **kw)
+
+    monkeypatch.setattr(bdl.MCDropout, "fit", spy)
+    _learner(initial=10, step=60, budget=250, train_steps=40, train_epochs=30).run()
+    # batch 64: 10 points are 1 batch, so the 40-step floor (40 epochs) wins; from 70
+    # points on, ceil(40 / batches) <= 20 epochs and the 30 epochs win
+    assert calls == [(10, 40, None), (70, 30, None), (130, 30, None), (190, 30, None),
+                     (250, 30, None)]  # fmt: skip
+    calls.clear()
+    _learner(budget=15, amp=torch.bfloat16).run()
+    assert [c[2] for c in calls] == [torch.bfloat16, torch.bfloat16]
+    assert [c[1] for c in calls] == [40, 40]  # fixed steps: 1 batch of 10 or 15 points
+
+
 # -- errors --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kw,message",
@@ -133,6 +153,9 @@ def test_weight_decay_sets_the_prior_scaled_by_labelled_set_size():
         ({"fit_kwargs": {"epochs": 3}}, "may not set"),
         ({"acquisition": "bald", "acquisition_kwargs": {"beta": 1}}, "takes no options"),
         ({"method": "nope"}, "unknown method"),
+        ({"train_epochs": 0}, "train_epochs must be positive"),
+        ({"amp": torch.float16}, "amp must be None or torch.bfloat16"),
+        ({"fit_kwargs": {"amp": torch.bfloat16}}, "may not set"),
     ],
 )
 def test_bad_settings(kw, message):

@@ -41,6 +41,7 @@ PUBLISHED = {
 }
 """Published MNIST numbers (Gal et al. 2017, table 1 and figure 1) to compare with."""
 
+_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 _DATASETS = {"mnist": 3.5, "fashion-mnist": 3.5, "digits": 0.5}  # default weight decay
 
 
@@ -58,7 +59,12 @@ class ExperimentConfig:
         repeats: Runs per acquisition function (seeds ``seed``, ``seed + 1``, ...).
         pool_subset: Random unlabelled points scored per step (``None``: all).
         mc_samples: MC samples at acquisition and test time.
-        train_steps: Gradient steps per retraining (fixed, whatever the labelled size).
+        train_steps: Gradient steps per retraining: fixed, or the minimum when
+            ``train_epochs`` is set.
+        train_epochs: Epochs per retraining, sized to the labelled set (``None``: a fixed
+            ``train_steps``); see ``bayesdl.active.loop``.
+        precision: ``"float32"``, or ``"bfloat16"`` to train and test in mixed precision
+            (the pool is scored in full precision).
         weight_decay: ``c`` in Gal et al.'s ``c / N_labelled * ||w||^2``; ``None`` picks the
             data set's default (3.5 as Gal et al. for MNIST-sized images; 0.5 for the tiny
             8x8 digits CNN, whose 32 features a prior that strong switches off).
@@ -80,6 +86,8 @@ class ExperimentConfig:
     pool_subset: int | None = 2000
     mc_samples: int = 20
     train_steps: int = 500
+    train_epochs: float | None = None
+    precision: str = "float32"
     weight_decay: float | None = None
     lr: float = 1e-3
     batch_size: int = 64
@@ -98,6 +106,10 @@ class ExperimentConfig:
             raise ValueError("give at least one acquisition function.")
         for name in self.acquisitions:
             get_acquisition(name)  # unknown names fail with the list of known ones
+        if self.precision not in _PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; choose one of {sorted(_PRECISIONS)}."
+            )
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}.")
 
@@ -114,8 +126,10 @@ def _load(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
     size, classes = train.x.shape[-1], train.num_classes or 10
     device = torch.device(cfg.device)
 
-    def factory() -> torch.nn.Module:
-        return gal_cnn(classes, train.x.shape[1], size).to(device)
+    def factory() -> torch.nn.Module:  # channels-last: faster convolutions on CPU and GPU
+        return gal_cnn(classes, train.x.shape[1], size).to(
+            device, memory_format=torch.channels_last
+        )
 
     return train, test, factory
 
@@ -171,6 +185,7 @@ def run_experiment(
                 acquisition=acq, initial=cfg.initial, step=cfg.step, budget=cfg.budget,
                 pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples,
                 eval_every=cfg.eval_every, train_steps=cfg.train_steps,
+                train_epochs=cfg.train_epochs, amp=_PRECISIONS[cfg.precision],
                 fit_kwargs={"lr": cfg.lr, "batch_size": cfg.batch_size},
                 checkpoint_dir=out / "runs" / f"{acq}-{r}", resume=resume,
                 seed=cfg.seed + r, progress=progress,

@@ -11,13 +11,20 @@ One step of :class:`ActiveLearner` (step 0 labels the initial set instead of acq
    steps and at the last step;
 5. **checkpoint** (when ``checkpoint_dir`` is set), atomically.
 
-Retraining schedule: a *fixed number of gradient steps* (``train_steps``) whatever the
-size of the labelled set, i.e. ``epochs = ceil(train_steps / batches_per_epoch)``. With
-a fixed number of epochs, 20 labelled points would get a handful of updates and 1,000
-points many; a fixed step count gives small sets enough updates and keeps the cost of a
-step roughly constant along the run. The prior (weight decay) is divided by the number of
-labelled points, because every bayesdl objective scales the prior term by ``1/n_data``;
-``weight_decay=c`` reproduces Gal et al.'s ``c / N_labelled * ||w||^2``.
+Retraining schedule: by default a *fixed number of gradient steps* (``train_steps``)
+whatever the size of the labelled set, i.e. ``epochs = ceil(train_steps / batches_per_epoch)``.
+With a fixed number of epochs, 20 labelled points would get a handful of updates and 1,000
+points many. ``train_epochs=E`` sizes the schedule to the labelled set instead (Gal et al.
+train 50 epochs): ``max(E, ceil(train_steps / batches_per_epoch))`` epochs, so
+``train_steps`` becomes the floor that small sets still get, and the cost of a step grows
+with the labelled set (the total over a run is roughly ``E x sum of the set sizes`` images,
+less than a fixed step count large enough for the final set). The prior (weight decay) is
+divided by the number of labelled points, because every bayesdl objective scales the prior
+term by ``1/n_data``; ``weight_decay=c`` reproduces Gal et al.'s ``c / N_labelled * ||w||^2``.
+
+Mixed precision (``amp=torch.bfloat16``): training and the test-set predictions run under
+``torch.autocast`` (about 2x faster for a CNN on a CPU with AVX-512 BF16); the pool is always
+scored in full precision, because acquisition scores are small differences of entropies.
 
 Randomness and resuming. Nothing here draws from torch's global RNG without seeding it:
 
@@ -61,7 +68,7 @@ from bayesdl.predictive import CategoricalPredictive
 __all__ = ["ActiveLearner", "ActiveHistory", "StepRecord"]
 
 _TRAIN, _POOL, _TEST, _INITIAL, _ACQUISITION, _SHUFFLE = range(6)
-_RESERVED_FIT = ("epochs", "progress", "generator")
+_RESERVED_FIT = ("epochs", "progress", "generator", "amp")
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -142,9 +149,16 @@ class ActiveLearner:
         pool_subset: Unlabelled points scored per step (random subset); ``None`` scores all.
         mc_samples: MC samples S for scoring the pool and for the test predictions.
         eval_every: Evaluate on the test set every this many steps (and at the last one).
-        train_steps: Gradient steps per (re)training; see the module docstring.
+        train_steps: Gradient steps per (re)training; with ``train_epochs`` the minimum.
+            See the module docstring.
+        train_epochs: Epochs per (re)training, sized to the labelled set (``None``: a fixed
+            ``train_steps``).
+        amp: ``torch.bfloat16`` to train and evaluate on the test set in mixed precision
+            (``None``: full precision); see the module docstring. Needs a method trained by
+            ``BaseMethod.fit`` (MAP, MC dropout, VI, concrete dropout, L0).
         fit_kwargs: Other ``Method.fit`` arguments (default ``{"lr": 1e-3,
-            "batch_size": 64}``); ``epochs``, ``progress`` and ``generator`` are the loop's.
+            "batch_size": 64}``); ``epochs``, ``progress``, ``generator`` and ``amp`` are
+            the loop's.
         warm_start: Continue training the previous step's method instead of a fresh one.
         balanced: Draw the initial set class-balanced from ``train``'s labels (Gal et al.);
             otherwise uniformly at random.
@@ -203,6 +217,8 @@ class ActiveLearner:
         mc_samples: int = 20,
         eval_every: int = 1,
         train_steps: int = 500,
+        train_epochs: float | None = None,
+        amp: torch.dtype | None = None,
         fit_kwargs: dict[str, Any] | None = None,
         warm_start: bool = False,
         balanced: bool = True,
@@ -241,6 +257,14 @@ class ActiveLearner:
         self.mc_samples = _check_int(mc_samples, "mc_samples", 1)
         self.eval_every = _check_int(eval_every, "eval_every", 1)
         self.train_steps = _check_int(train_steps, "train_steps", 1)
+        if train_epochs is not None and not (
+            isinstance(train_epochs, (int, float)) and train_epochs > 0
+        ):
+            raise ValueError(f"train_epochs must be positive or None, got {train_epochs!r}.")
+        self.train_epochs = train_epochs
+        if amp not in (None, torch.bfloat16):
+            raise ValueError(f"amp must be None or torch.bfloat16, got {amp!r}.")
+        self.amp = amp
         self.seed = _check_int(seed, "seed", 0)
         self.fit_kwargs = {"lr": 1e-3, "batch_size": 64, **(fit_kwargs or {})}
         reserved = [k for k in _RESERVED_FIT if k in self.fit_kwargs]
@@ -302,6 +326,8 @@ class ActiveLearner:
                 "mc_samples": self.mc_samples,
                 "eval_every": self.eval_every,
                 "train_steps": self.train_steps,
+                "train_epochs": self.train_epochs,
+                "amp": None if self.amp is None else str(self.amp),
                 "fit": fit,
                 "warm_start": self.warm_start,
                 "balanced": self.balanced,
@@ -355,11 +381,13 @@ class ActiveLearner:
         return labels.cpu().tolist()
 
     def _train(self, step: int) -> None:
-        """(Re)train on the labelled set with ``train_steps`` gradient steps."""
+        """(Re)train on the labelled set (schedule: see the module docstring)."""
         idx = self.pool.labelled
         x, y = self.train_x[idx], torch.tensor(self.labels, dtype=torch.long)
         batches = math.ceil(len(idx) / self.fit_kwargs["batch_size"])
         epochs = math.ceil(self.train_steps / batches)
+        if self.train_epochs is not None:
+            epochs = max(epochs, math.ceil(self.train_epochs))
         seed = derive_seed(self.seed, step, _TRAIN)
         if self.method is None or not self.warm_start:
             self.method = self._build(step)
@@ -369,6 +397,7 @@ class ActiveLearner:
                 epochs=epochs,
                 progress=False,
                 generator=_generator(self.seed, step, _SHUFFLE),
+                **({"amp": self.amp} if self.amp is not None else {}),
                 **self.fit_kwargs,
             )
 
@@ -395,7 +424,9 @@ class ActiveLearner:
         return candidates[local]
 
     def _evaluate(self, step: int) -> tuple[float, float]:
-        pred = self._predict(self.test_x, step, _TEST)
+        amp = torch.autocast(self._device().type, dtype=self.amp, enabled=self.amp is not None)
+        with amp:
+            pred = self._predict(self.test_x, step, _TEST)
         probs = pred.probs.double()
         probs = probs / probs.sum(-1, keepdim=True)
         return metrics.accuracy(probs, self.test_y), metrics.nll(probs, self.test_y)
