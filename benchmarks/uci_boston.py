@@ -11,14 +11,18 @@ Seven configurations, each built as ``bayesdl.get_method(name)(model, likelihood
 prior=..., **CTOR)``: ``map``, ``vi`` (mean-field VI) and ``mc-dropout`` (``nn.Dropout``
 before the output layer), with learned homoscedastic noise (``Gaussian(sigma=None)``) or,
 ``-hetero``, with ``HeteroscedasticGaussian()`` (the net outputs mean and log-variance);
-and ``laplace`` (full GGN over all weights, homoscedastic only).
+``laplace`` (full GGN over all weights, homoscedastic only); and ``ensemble`` (5 MAP
+networks, Lakshminarayanan et al. without their adversarial training), with either noise
+model.
 
 Hyperparameters are chosen per split on a validation set (20% of the training part; the
 test part is never looked at): every setting of the method's grid (``GRIDS``: Normal prior
 scale, and the dropout rate for MC dropout) is trained on the other 80% in stages of
 ``--epochs`` (each stage one ``fit`` call, so Adam restarts at stage boundaries), and
-scored by validation log-likelihood after each stage. The best (setting, epochs) is then
-refit on the whole training part with the same stages and evaluated once on the test part.
+scored by validation log-likelihood after each stage. A deep ensemble's ``fit`` retrains
+its members from scratch, so each of its stages is a fresh fit of that many epochs (same
+seeds). The best (setting, epochs) is then refit on the whole training part with the same
+stages and evaluated once on the test part.
 
 Outputs in ``--out``: ``uci_boston.json`` (``methods`` -> config -> rmse/ll mean and se,
 plus per-split values, chosen hyperparameters, config, runtime) and ``uci_boston.md`` (the
@@ -28,6 +32,7 @@ Example (the committed results; 2-core machine, one torch thread)::
 
     python benchmarks/uci_boston.py --configs map,map-hetero,vi,vi-hetero,mc-dropout,mc-dropout-hetero --out benchmarks/results
     python benchmarks/uci_boston.py --append --configs laplace --out benchmarks/results
+    python benchmarks/uci_boston.py --append --configs ensemble,ensemble-hetero --out benchmarks/results
 
 Smoke run (seconds)::
 
@@ -68,12 +73,23 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "mc-dropout": ("mc-dropout", False),
     "mc-dropout-hetero": ("mc-dropout", True),
     "laplace": ("laplace", False),
+    "ensemble": ("ensemble", False),
+    "ensemble-hetero": ("ensemble", True),
 }
+
+#: Methods whose ``fit`` starts from scratch (a deep ensemble re-initialises and retrains
+#: every member): their stages are fresh fits of that many epochs, not continuations.
+RESTARTS = {"ensemble"}
 
 #: Constructor arguments beyond likelihood and prior. Laplace: the whole 13-50-1 network
 #: (751 weights) with the exact GGN; prior precision by the marginal likelihood (default).
 #: It has no heteroscedastic variant (its GGN is defined for Categorical and Gaussian).
-CTOR: dict[str, dict[str, Any]] = {"laplace": {"subset": "all", "hessian": "full"}}
+#: Deep ensembles: 5 members (Lakshminarayanan et al.), each a MAP network with its own
+#: initialisation, shuffling and (learned) noise; the prediction is their uniform mixture.
+CTOR: dict[str, dict[str, Any]] = {
+    "laplace": {"subset": "all", "hessian": "full"},
+    "ensemble": {"members": 5},
+}
 
 #: Validation grid per method: Normal prior scale (standardised units) and dropout rate.
 GRIDS: dict[str, list[dict[str, float]]] = {
@@ -81,6 +97,7 @@ GRIDS: dict[str, list[dict[str, float]]] = {
     "vi": [{"prior_scale": s} for s in (0.3, 1.0)],
     "mc-dropout": [{"p": p, "prior_scale": 1.0} for p in (0.005, 0.01, 0.05, 0.1)],
     "laplace": [{"prior_scale": s} for s in (0.3, 1.0)],  # the MAP fit's prior
+    "ensemble": [{"prior_scale": s} for s in (0.3, 1.0)],  # MAP's usual choices
 }
 
 #: Published test RMSE / log-likelihood on Boston (means over 20 splits of HL&A's data).
@@ -105,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--epochs", default="10,20,40,80,160,320",
                    help="cumulative epoch counts at which validation scores are taken")  # fmt: skip
+    p.add_argument("--restart-epochs", default="10,20,40,80,160",
+                   help="epoch counts tried for methods that retrain from scratch (ensembles)")  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--samples", type=int, default=1000, help="posterior samples at prediction")
@@ -215,17 +234,24 @@ def train_staged(
         One ``{"epochs", "rmse", "ll"}`` record per stage.
     """
     name, hetero = CONFIGS[config]
-    torch.manual_seed(seed)  # initialisation and nn.Dropout (which takes no generator)
-    gen = torch.Generator().manual_seed(seed)
-    model = build_model(name, hetero, setting.get("p", 0.0))
-    lik = likelihoods.HeteroscedasticGaussian() if hetero else likelihoods.Gaussian(sigma=None)
-    method = bayesdl.get_method(name)(
-        model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **CTOR.get(name, {})
-    )
     std = Standardiser(x, y)
-    loader = _loader(std.x(x), std.y(y), args.batch_size, gen)
+
+    def build() -> tuple[Any, DataLoader, torch.Generator]:
+        torch.manual_seed(seed)  # initialisation and nn.Dropout (which takes no generator)
+        gen = torch.Generator().manual_seed(seed)
+        model = build_model(name, hetero, setting.get("p", 0.0))
+        lik = likelihoods.HeteroscedasticGaussian() if hetero else likelihoods.Gaussian(sigma=None)
+        method = bayesdl.get_method(name)(
+            model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **CTOR.get(name, {})
+        )
+        return method, _loader(std.x(x), std.y(y), args.batch_size, gen), gen
+
+    method, loader, gen = build()
     records, done = [], 0
     for epochs in stages:
+        if name in RESTARTS:
+            method, loader, gen = build()
+            done = 0
         method.fit(loader, epochs=epochs - done, lr=args.lr, progress=False, generator=gen)
         done = epochs
         scores = evaluate(method, std, x_eval, y_eval, args.samples, seed + epochs)
@@ -245,6 +271,7 @@ def run_split(
     for config in configs:
         start = time.perf_counter()
         grid = args.grids[CONFIGS[config][0]]
+        stages = args.restart_stages if CONFIGS[config][0] in RESTARTS else args.stages
         best: tuple[float, dict[str, float], int] | None = None
         validation = []
         for k, setting in enumerate(grid):
@@ -259,7 +286,9 @@ def run_split(
             raise RuntimeError(f"split {split}, {config}: no finite validation log-likelihood.")
         valid_ll, setting, epochs = best
         seed = _seed(args.seed, split, config, "test")
-        chosen_stages = [s for s in stages if s <= epochs]
+        chosen_stages = (
+            [epochs] if CONFIGS[config][0] in RESTARTS else [s for s in stages if s <= epochs]
+        )
         test_scores = train_staged(config, setting, x[train], y[train], chosen_stages, args,
                                    seed, x[test], y[test])[-1]  # fmt: skip
         out[config] = {
@@ -331,6 +360,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"S = {cfg['samples']} posterior samples, {cfg['threads']} torch thread(s); "
         f"runtime {results['runtime_s'] / 60:.1f} min.",
     ]
+    restarts = [
+        c["restart_epochs"] for c in [cfg, *results.get("appended", [])] if "restart_epochs" in c
+    ]
+    if restarts:
+        lines.append(f"Deep ensembles: fresh fits of {restarts[-1]} epochs (5 members each).")
     return "\n".join(lines) + "\n"
 
 
@@ -363,9 +397,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown configs {unknown}; choose from {list(CONFIGS)}.")
     args.stages = [int(e) for e in args.epochs.split(",") if e]
+    args.restart_stages = [int(e) for e in args.restart_epochs.split(",") if e]
     args.grids = GRIDS
     if args.quick:
         args.splits, args.stages, args.samples = min(args.splits, 2), [3, 6], 20
+        args.restart_stages = [3, 6]
         args.grids = {k: v[:2] for k, v in GRIDS.items()}
     data = bayesdl.data.boston()
     splits = []
@@ -376,7 +412,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"split {i} ({time.perf_counter() - start:.0f} s): {line}", flush=True)
     methods = summarize(splits, configs)
     config = {
-        "splits": args.splits, "seed": args.seed, "epochs": args.stages, "lr": args.lr,
+        "splits": args.splits, "seed": args.seed, "epochs": args.stages,
+        "restart_epochs": args.restart_stages, "lr": args.lr,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
