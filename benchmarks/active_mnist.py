@@ -124,8 +124,15 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         "acquisitions": sorted({r[0] for r in _jobs(args)})
     }
     results = {"config": cfg, "published": PUBLISHED, "runs": runs, "device": args.device}
-    results["summary"] = summarize(results) if runs else {}
+    results["summary"] = summarize({"runs": _shown(runs)}) if runs else {}
     return results
+
+
+def _shown(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs the summary and the plot use: an acquisition's complete runs if it has
+    any (unfinished ones would mix label counts), else its unfinished ones."""
+    done = {r["acquisition"] for r in runs if r["complete"]}
+    return [r for r in runs if r["complete"] or r["acquisition"] not in done]
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -139,7 +146,7 @@ def _markdown(results: dict[str, Any]) -> str:
         return "not reached" if v is None else f"{v:.0f}"
 
     for acq, row in results["summary"].items():
-        runs = [r for r in results["runs"] if r["acquisition"] == acq]
+        runs = [r for r in _shown(results["runs"]) if r["acquisition"] == acq]
         done = sum(r["complete"] for r in runs)
         parts = " / ".join(
             f"{sum(r[k] for r in runs) / len(runs) / 60:.1f}"
@@ -153,6 +160,17 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {row['wall_time_s'] / 60:.1f} min ({parts}) | {pub95.get(acq, '-')} "
             f"| {'-' if paper is None else f'{paper * 100:.1f}%'} |"
         )
+    left_out = [r for r in results["runs"] if r not in _shown(results["runs"])]
+    if left_out:
+        lines += [
+            "",
+            "Unfinished runs, left out of the table and the plot (their curves are in the JSON/CSV):",
+        ]
+        lines += [
+            f"- {r['acquisition']} repeat {r['repeat']}: stopped at {r['labels'][-1]} labels, "
+            f"accuracy {r['accuracy'][-1] * 100:.2f}%"
+            for r in left_out
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +183,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     (out / "active_mnist.md").write_text(_markdown(results))
     _write_csv(out / "active_mnist.csv", results)
     try:
-        _plot(out / "active_mnist.png", results)
+        _plot(out / "active_mnist.png", {**results, "runs": _shown(results["runs"])})
     except ImportError:
         print("matplotlib missing: no PNG")
 
