@@ -13,9 +13,13 @@ unfinished run contributes its curve so far, marked ``"complete": false``.
 Outputs in ``--out``: ``active_mnist.json``, ``active_mnist.csv``, ``active_mnist.md``
 (table beside the published numbers) and ``active_mnist.png`` (curves, mean +- sd).
 
-Example (the committed results)::
+Retraining: 50 epochs (Gal et al.) with a 100-step floor for tiny sets, in bfloat16
+(``--train-epochs``, ``--train-steps``, ``--precision``).
 
-    python benchmarks/active_mnist.py --device cuda --jobs 10 --out benchmarks/results
+Example (the committed results in ``results/active_mnist/``; two runs at a time, one
+thread each)::
+
+    python benchmarks/active_mnist.py --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist
 """
 
 from __future__ import annotations
@@ -137,7 +141,14 @@ def _shown(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _markdown(results: dict[str, Any]) -> str:
     pub95, pub_acc = PUBLISHED["labels_to_95"], PUBLISHED["accuracy_at_1000"]
+    c = results["config"]
     lines = [
+        f"{c['dataset']}: {c['initial']} -> {c['budget']} labels, {c['step']} per step, pool subset "
+        f"{c['pool_subset']}, S = {c['mc_samples']}; retraining {c['train_epochs']} epochs "
+        f"(floor {c['train_steps']} steps), {c['precision']}, batch {c['batch_size']}, lr {c['lr']}; "
+        f"test set every {c['eval_every']} steps; device {c['device']}. Labels-to-target are means "
+        "over the repeats that reached it; times are per run (train / score pool / test).",
+        "",
         "| acquisition | runs (complete) | labels to 90% | labels to 95% | labels to 98% | accuracy at last label count | time/run (train / score pool / test) | paper: labels to 95% | paper: acc at 1,000 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
