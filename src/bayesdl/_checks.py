@@ -41,6 +41,12 @@ def check_positive_int(value: int, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
+def check_amp(amp: torch.dtype | None) -> None:
+    """Raise ``ValueError`` unless ``amp`` (a mixed-precision dtype) is None or bfloat16."""
+    if amp not in (None, torch.bfloat16):
+        raise ValueError(f"amp must be None or torch.bfloat16, got {amp!r}.")
+
+
 def to_dataset(data: DataLike) -> Dataset:
     """Turn ``(X, y)`` into a ``TensorDataset`` after validation; pass Datasets through."""
     if isinstance(data, tuple):

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bayesdl import metrics, priors
+from bayesdl._checks import check_amp
 from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.acquisition import get_acquisition, select
 from bayesdl.active.history import ActiveHistory, StepRecord
@@ -262,8 +263,7 @@ class ActiveLearner:
         ):
             raise ValueError(f"train_epochs must be positive or None, got {train_epochs!r}.")
         self.train_epochs = train_epochs
-        if amp not in (None, torch.bfloat16):
-            raise ValueError(f"amp must be None or torch.bfloat16, got {amp!r}.")
+        check_amp(amp)  # here too, so a bad setting fails before any training
         self.amp = amp
         self.seed = _check_int(seed, "seed", 0)
         self.fit_kwargs = {"lr": 1e-3, "batch_size": 64, **(fit_kwargs or {})}

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bayesdl._checks import check_input, check_positive_int, to_loader
+from bayesdl._checks import check_amp, check_input, check_positive_int, to_loader
 from bayesdl.likelihoods import Categorical, Likelihood
 from bayesdl.predictive import Predictive
 from bayesdl.types import DataLike, FitReport
@@ -205,8 +205,7 @@ class BaseMethod(nn.Module, Method):
             ValueError: On empty data, NaN inputs or targets that do not fit the model.
         """
         check_positive_int(epochs, "epochs")
-        if amp not in (None, torch.bfloat16):
-            raise ValueError(f"amp must be None or torch.bfloat16, got {amp!r}.")
+        check_amp(amp)
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
         loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
