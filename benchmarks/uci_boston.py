@@ -266,12 +266,12 @@ def run_split(
     x, y = data
     sub, valid, test = split_indices(x.shape[0], args.seed + split)
     train = torch.cat([sub, valid])
-    stages = args.stages
     out: dict[str, Any] = {}
     for config in configs:
         start = time.perf_counter()
         grid = args.grids[CONFIGS[config][0]]
-        stages = args.restart_stages if CONFIGS[config][0] in RESTARTS else args.stages
+        restarts = CONFIGS[config][0] in RESTARTS
+        stages = args.restart_stages if restarts else args.stages
         best: tuple[float, dict[str, float], int] | None = None
         validation = []
         for k, setting in enumerate(grid):
@@ -286,9 +286,7 @@ def run_split(
             raise RuntimeError(f"split {split}, {config}: no finite validation log-likelihood.")
         valid_ll, setting, epochs = best
         seed = _seed(args.seed, split, config, "test")
-        chosen_stages = (
-            [epochs] if CONFIGS[config][0] in RESTARTS else [s for s in stages if s <= epochs]
-        )
+        chosen_stages = [epochs] if restarts else [s for s in stages if s <= epochs]
         test_scores = train_staged(config, setting, x[train], y[train], chosen_stages, args,
                                    seed, x[test], y[test])[-1]  # fmt: skip
         out[config] = {
