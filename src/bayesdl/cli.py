@@ -135,7 +135,7 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--train-epochs", type=_positive_float, default=d.train_epochs,
                    help="epochs per retraining, sized to the labelled set (default: fixed steps)")  # fmt: skip
     p.add_argument("--precision", default=d.precision, choices=["float32", "bfloat16"],
-                   help="bfloat16: mixed-precision training and testing (about 2x faster)")  # fmt: skip
+                   help="bfloat16: mixed-precision training and testing (faster with AVX-512 BF16)")  # fmt: skip
     p.add_argument("--eval-every", type=_positive_int, default=d.eval_every)
     p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points only")
     p.add_argument("--seed", type=_non_negative_int, default=d.seed)

@@ -23,7 +23,8 @@ divided by the number of labelled points, because every bayesdl objective scales
 term by ``1/n_data``; ``weight_decay=c`` reproduces Gal et al.'s ``c / N_labelled * ||w||^2``.
 
 Mixed precision (``amp=torch.bfloat16``): training and the test-set predictions run under
-``torch.autocast`` (about 2x faster for a CNN on a CPU with AVX-512 BF16); the pool is always
+``torch.autocast`` (Gal CNN on a CPU with AVX-512 BF16: training 1.8x, prediction 2x faster,
+``benchmarks/amp_speed.py``); the pool is always
 scored in full precision, because acquisition scores are small differences of entropies.
 
 Randomness and resuming. Nothing here draws from torch's global RNG without seeding it:

@@ -194,8 +194,8 @@ class BaseMethod(nn.Module, Method):
             generator: Random generator for shuffling and the method's own noise.
             optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
-                run under ``torch.autocast`` (roughly halves the training time of a CNN on
-                a CPU with AVX-512 BF16 or a recent GPU) while the weights, gradients and
+                run under ``torch.autocast`` (1.8x faster training of the Gal CNN on a CPU
+                with AVX-512 BF16, ``benchmarks/amp_speed.py``) while the weights, gradients and
                 optimiser stay in full precision. ``None`` (default): full precision.
 
         Returns:
