@@ -140,3 +140,25 @@ def test_report_renders_in_headless_chromium_with_tables_and_images(run, tmp_pat
     for name, row in results["methods"].items():
         assert f"<td>{name}</td>" in dom
         assert f"{row['accuracy']:.4f}" in dom
+
+
+def test_calibrate_adds_temperature_scaled_rows_fitted_on_held_out_images(tmp_path):
+    out = tmp_path / "cal"
+    fast = list(FAST)
+    fast[fast.index("--methods") + 1] = "map,mc-dropout"
+    assert main(["evaluate", *fast, "--calibrate", "--out", str(out)]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    assert list(results["methods"]) == ["map", "map+T", "mc-dropout", "mc-dropout+T"]
+    # digits has no validation split: the last 10% of its training split is held out
+    from bayesdl.data import digits
+
+    n_full = len(digits("train"))
+    assert results["n_valid"] == round(0.1 * n_full)
+    assert results["n_train"] == min(400, n_full - results["n_valid"])
+    temps = results["temperatures"]
+    assert set(temps) == {"map", "mc-dropout"}
+    assert all(0 < t < float("inf") and t != 1.0 for t in temps.values())
+    # one sample: dividing the logits by T > 0 never moves the arg-max
+    assert results["methods"]["map+T"]["accuracy"] == results["methods"]["map"]["accuracy"]
+    html = (out / "report.html").read_text()
+    assert "Temperature scaling" in html and "mc-dropout+T" in html

@@ -211,6 +211,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--calibrate", action="store_true",
+        help="also report each method after temperature scaling fitted on a validation split "
+        "(MNIST's 10,000 validation images, else the last 10%% of the training set), as rows "
+        "<method>+T",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
@@ -236,7 +242,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset=args.dataset, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         ood=args.ood, epochs=args.epochs, samples=args.samples, lr=args.lr,
         batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
-        load=args.load, seed=args.seed, device=args.device,
+        load=args.load, seed=args.seed, device=args.device, calibrate=args.calibrate,
     )  # fmt: skip
     results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(format_summary(results))

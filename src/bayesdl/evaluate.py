@@ -10,7 +10,9 @@ data set and its out-of-distribution (OOD) partner:
 - OOD alarms: AUROC, AUPR and FPR at 95% TPR of predictive entropy (total uncertainty)
   and of mutual information (epistemic uncertainty), OOD as the positive class;
 - cost: the time of ``predict(x, samples=S)`` as a ratio to one deterministic forward pass
-  of the same network on the same inputs, measured in the same run.
+  of the same network on the same inputs, measured in the same run;
+- with ``calibrate=True``, every metric again for each method after temperature scaling
+  (``TemperatureScaling``) fitted on a validation split, as rows ``<method>+T``.
 
 Every method is built and used through the common interface (``get_method(name)(model)``,
 ``fit``, ``predict``), so a method added to the registry is evaluated without changes here.
@@ -36,6 +38,7 @@ from torch import Tensor, nn
 
 from bayesdl import data as bdata
 from bayesdl import metrics
+from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods.base import (
     BaseMethod,
@@ -52,6 +55,9 @@ __all__ = ["EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS"]
 _DEFAULT_OOD = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "digits": "fashion-mnist"}
 _DEFAULT_EPOCHS = {"mnist": 5, "fashion-mnist": 5, "digits": 60}
 _OOD_SETS = ("mnist", "fashion-mnist", "digits", "noise")
+#: Share of the training split held out for temperature scaling when the data set has no
+#: validation split of its own (MNIST has one: 10,000 images).
+VALID_FRACTION = 0.1
 
 METRIC_COLUMNS = [
     "accuracy", "nll", "ece", "adaptive_ece", "mce", "brier", "aurc",
@@ -89,6 +95,12 @@ class EvaluateConfig:
             (``OUT/posteriors``); the methods are loaded instead of trained.
         seed: Seed of initialisation, shuffling and posterior sampling.
         device: Torch device of the models.
+        calibrate: Also report every method after temperature scaling fitted on a
+            validation split (MNIST's own 10,000 validation images; for the other data sets
+            the last ``VALID_FRACTION`` of the training split, which is then held out of
+            training), as rows ``<method>+T``; the temperatures go to ``temperatures``.
+            With ``load``, use posteriors saved by a run with the same ``calibrate``, or the
+            held-out images may have been trained on.
     """
 
     dataset: str = "mnist"
@@ -103,6 +115,7 @@ class EvaluateConfig:
     load: str | None = None
     seed: int = 0
     device: str = "cpu"
+    calibrate: bool = False
 
     def resolved(self) -> EvaluateConfig:
         """A copy with the defaults filled in, after checking every setting.
@@ -140,6 +153,21 @@ class EvaluateConfig:
 def _images(name: str, split: str) -> bdata.Data:
     loader = {"mnist": bdata.mnist, "fashion-mnist": bdata.fashion_mnist, "digits": bdata.digits}
     return loader[name](split)
+
+
+def _train_valid(cfg: EvaluateConfig) -> tuple[bdata.Data, bdata.Data | None]:
+    """The training data and, with ``calibrate``, the validation data (else ``None``)."""
+    train = _images(cfg.dataset, "train")
+    valid = None
+    if cfg.calibrate and cfg.dataset == "mnist":
+        valid = _images(cfg.dataset, "valid")
+    elif cfg.calibrate:
+        n_valid = max(1, round(VALID_FRACTION * len(train)))
+        valid = train.subset(torch.arange(len(train) - n_valid, len(train)))
+        train = train.subset(torch.arange(len(train) - n_valid))
+    if cfg.train_size is not None:
+        train = train.subset(torch.arange(min(cfg.train_size, len(train))))
+    return train, valid
 
 
 def _ood_inputs(name: str, like: Tensor, seed: int) -> Tensor:
@@ -252,6 +280,21 @@ def _obtain(
     return method, report.wall_time_s
 
 
+def _calibrated(
+    method: BaseMethod,
+    valid: bdata.Data,
+    preds: tuple[CategoricalPredictive, CategoricalPredictive],
+    cfg: EvaluateConfig,
+) -> tuple[float, tuple[CategoricalPredictive, CategoricalPredictive], float]:
+    """Fit a temperature on ``valid``; returns it, the scaled predictives and the seconds."""
+    start = time.perf_counter()
+    g = torch.Generator(device=method.device).manual_seed(cfg.seed + 1)
+    pred_valid = method.predict(valid.x, samples=cfg.samples, generator=g)
+    scaler = TemperatureScaling().fit(pred_valid, valid.y)
+    scaled = (scaler(preds[0]), scaler(preds[1]))
+    return float(scaler.temperature or 0.0), scaled, time.perf_counter() - start
+
+
 def _predict(method: BaseMethod, x: Tensor, cfg: EvaluateConfig) -> tuple[Any, float]:
     method.predict(x[:8], samples=cfg.samples)  # warm-up, as for the deterministic pass
     g = torch.Generator(device=method.device).manual_seed(cfg.seed)
@@ -276,7 +319,8 @@ def evaluate(
 
     Returns:
         ``{"config": ..., "methods": {name: {metric: value}}, "runtime_s": ...}``, as
-        written to ``metrics.json``.
+        written to ``metrics.json``; with ``calibrate`` also the rows ``<name>+T`` and
+        ``"temperatures": {name: T}``.
 
     Raises:
         ValueError: On a bad setting or a saved posterior of another method.
@@ -292,9 +336,7 @@ def evaluate(
             f"another --out."
         )
     start = time.perf_counter()
-    train, test = _images(cfg.dataset, "train"), _images(cfg.dataset, "test")
-    if cfg.train_size is not None:
-        train = train.subset(torch.arange(min(cfg.train_size, len(train))))
+    (train, valid), test = _train_valid(cfg), _images(cfg.dataset, "test")
     if cfg.test_size is not None:
         test = test.subset(torch.arange(min(cfg.test_size, len(test))))
     x_ood = _ood_inputs(cfg.ood, test.x, cfg.seed)
@@ -306,6 +348,8 @@ def evaluate(
 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
+    if valid is not None:
+        results["temperatures"] = {}
     by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]] = {}
     for name in cfg.methods:
         method, fit_s = _obtain(name, cfg, train, factory, out, progress)
@@ -316,11 +360,22 @@ def evaluate(
         row |= {"predict_ratio": predict_s / det_s, "predict_s": predict_s, "fit_s": fit_s}
         results["methods"][name] = {c: row[c] for c in METRIC_COLUMNS}
         by_method[name] = (pred_in, pred_out)
+        if valid is not None:
+            temperature, scaled, cal_s = _calibrated(method, valid, (pred_in, pred_out), cfg)
+            cal = decision_metrics(scaled[0], test.y, scaled[1])
+            cal |= {"predict_ratio": row["predict_ratio"], "predict_s": predict_s,
+                    "fit_s": None if fit_s is None else fit_s + cal_s}  # fmt: skip
+            results["methods"][f"{name}+T"] = {c: cal[c] for c in METRIC_COLUMNS}
+            results["temperatures"][name] = temperature
+            by_method[f"{name}+T"] = scaled
         if progress:
-            print(f"  {name}: accuracy {row['accuracy']:.4f}, ECE {row['ece']:.4f}, "
-                  f"OOD AUROC {row['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
+            for key in [name, f"{name}+T"] if valid is not None else [name]:
+                r = results["methods"][key]
+                print(f"  {key}: accuracy {r['accuracy']:.4f}, ECE {r['ece']:.4f}, "
+                      f"OOD AUROC {r['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
     results["runtime_s"] = time.perf_counter() - start
     results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
+    results["n_valid"] = 0 if valid is None else len(valid)
     _write(out, results, by_method, test.y)
     return results
 
@@ -355,6 +410,38 @@ def _write(
     curves = {n: metrics.referral_curve(p.probs, y, p.entropy()) for n, (p, _) in by_method.items()}
     plotting.plot_referral(curves, path=out / "referral.png")
     cfg = results["config"]
+    tables = [
+        (
+            "In distribution",
+            results["methods"],
+            ["accuracy", "nll", "ece", "adaptive_ece", "mce", "brier"],
+        ),
+        (
+            "Referral to a human (by predictive entropy)",
+            results["methods"],
+            ["aurc", "referral_acc_at_10", "referral_acc_at_20"],
+        ),
+        (
+            "Out-of-distribution alarms",
+            results["methods"],
+            [
+                "ood_auroc_entropy",
+                "ood_auroc_mi",
+                "ood_aupr_entropy",
+                "ood_aupr_mi",
+                "ood_fpr95_entropy",
+                "ood_fpr95_mi",
+            ],
+        ),
+        ("Cost", results["methods"], ["predict_ratio", "predict_s", "fit_s"]),
+    ]  # fmt: skip
+    if "temperatures" in results:
+        caption = (
+            f"Temperature scaling: T fitted on {results['n_valid']} validation images "
+            "(rows <method>+T)"
+        )
+        temperatures = {n: {"temperature": t} for n, t in results["temperatures"].items()}
+        tables.append((caption, temperatures, ["temperature"]))
     html_report(
         out / "report.html",
         title=f"bayesdl evaluate: {cfg['dataset']} (OOD: {cfg['ood']})",
@@ -364,31 +451,7 @@ def _write(
             f"samples. Metrics are fractions; OOD is the positive class; the predict ratio "
             f"is the cost of predict(samples=S) over one deterministic pass."
         ),
-        tables=[
-            (
-                "In distribution",
-                results["methods"],
-                ["accuracy", "nll", "ece", "adaptive_ece", "mce", "brier"],
-            ),
-            (
-                "Referral to a human (by predictive entropy)",
-                results["methods"],
-                ["aurc", "referral_acc_at_10", "referral_acc_at_20"],
-            ),
-            (
-                "Out-of-distribution alarms",
-                results["methods"],
-                [
-                    "ood_auroc_entropy",
-                    "ood_auroc_mi",
-                    "ood_aupr_entropy",
-                    "ood_aupr_mi",
-                    "ood_fpr95_entropy",
-                    "ood_fpr95_mi",
-                ],
-            ),
-            ("Cost", results["methods"], ["predict_ratio", "predict_s", "fit_s"]),
-        ],  # fmt: skip
+        tables=tables,
         images=[
             (out / "reliability.png", "Reliability diagrams (15 equal-width bins)"),
             (out / "referral.png", "Accuracy on the cases kept vs the fraction referred"),
