@@ -13,7 +13,8 @@ before the output layer), with learned homoscedastic noise (``Gaussian(sigma=Non
 ``-hetero``, with ``HeteroscedasticGaussian()`` (the net outputs mean and log-variance);
 ``laplace`` (full GGN over all weights, homoscedastic only); and ``ensemble`` (5 MAP
 networks, Lakshminarayanan et al. without their adversarial training), with either noise
-model.
+model; and ``hmc`` (NUTS over all 751 weights, homoscedastic: the noise is learned by the
+MAP fit that initialises the chains, then held fixed).
 
 Hyperparameters are chosen per split on a validation set (20% of the training part; the
 test part is never looked at): every setting of the method's grid (``GRIDS``: Normal prior
@@ -22,7 +23,9 @@ scale, and the dropout rate for MC dropout) is trained on the other 80% in stage
 scored by validation log-likelihood after each stage. A deep ensemble's ``fit`` retrains
 its members from scratch, so each of its stages is a fresh fit of that many epochs (same
 seeds). The best (setting, epochs) is then refit on the whole training part with the same
-stages and evaluated once on the test part.
+stages and evaluated once on the test part. HMC has nothing to choose (one prior, one
+MAP-initialisation length ``--hmc-epochs``), so it skips validation and is fitted once on
+the whole training part.
 
 Outputs in ``--out``: ``uci_boston.json`` (``methods`` -> config -> rmse/ll mean and se,
 plus per-split values, chosen hyperparameters, config, runtime) and ``uci_boston.md`` (the
@@ -75,20 +78,24 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "laplace": ("laplace", False),
     "ensemble": ("ensemble", False),
     "ensemble-hetero": ("ensemble", True),
+    "hmc": ("hmc", False),
 }
 
 #: Methods whose ``fit`` starts from scratch (a deep ensemble re-initialises and retrains
 #: every member): their stages are fresh fits of that many epochs, not continuations.
-RESTARTS = {"ensemble"}
+RESTARTS = {"ensemble", "hmc"}
 
 #: Constructor arguments beyond likelihood and prior. Laplace: the whole 13-50-1 network
 #: (751 weights) with the exact GGN; prior precision by the marginal likelihood (default).
 #: It has no heteroscedastic variant (its GGN is defined for Categorical and Gaussian).
 #: Deep ensembles: 5 members (Lakshminarayanan et al.), each a MAP network with its own
 #: initialisation, shuffling and (learned) noise; the prediction is their uniform mixture.
+#: HMC: NUTS (Pyro) with trees of depth <= 8, ``--hmc-chains`` chains of
+#: ``--hmc-samples`` kept draws (set in ``main``).
 CTOR: dict[str, dict[str, Any]] = {
     "laplace": {"subset": "all", "hessian": "full"},
     "ensemble": {"members": 5},
+    "hmc": {"max_tree_depth": 8},
 }
 
 #: Validation grid per method: Normal prior scale (standardised units) and dropout rate.
@@ -98,6 +105,7 @@ GRIDS: dict[str, list[dict[str, float]]] = {
     "mc-dropout": [{"p": p, "prior_scale": 1.0} for p in (0.005, 0.01, 0.05, 0.1)],
     "laplace": [{"prior_scale": s} for s in (0.3, 1.0)],  # the MAP fit's prior
     "ensemble": [{"prior_scale": s} for s in (0.3, 1.0)],  # MAP's usual choices
+    "hmc": [{"prior_scale": 1.0}],
 }
 
 #: Published test RMSE / log-likelihood on Boston (means over 20 splits of HL&A's data).
@@ -124,6 +132,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cumulative epoch counts at which validation scores are taken")  # fmt: skip
     p.add_argument("--restart-epochs", default="10,20,40,80,160",
                    help="epoch counts tried for methods that retrain from scratch (ensembles)")  # fmt: skip
+    p.add_argument(
+        "--hmc-epochs",
+        type=int,
+        default=200,
+        help="epochs of the MAP fit that initialises HMC (and learns the noise)",
+    )
+    p.add_argument("--hmc-warmup", type=int, default=300, help="NUTS warm-up iterations per chain")
+    p.add_argument("--hmc-samples", type=int, default=200, help="NUTS draws kept per chain")
+    p.add_argument("--hmc-chains", type=int, default=1, help="NUTS chains")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--samples", type=int, default=1000, help="posterior samples at prediction")
@@ -241,8 +258,11 @@ def train_staged(
         gen = torch.Generator().manual_seed(seed)
         model = build_model(name, hetero, setting.get("p", 0.0))
         lik = likelihoods.HeteroscedasticGaussian() if hetero else likelihoods.Gaussian(sigma=None)
+        ctor = CTOR.get(name, {})
+        if name == "hmc":
+            ctor = ctor | {"num_samples": args.hmc_samples, "num_chains": args.hmc_chains}
         method = bayesdl.get_method(name)(
-            model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **CTOR.get(name, {})
+            model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **ctor
         )
         return method, _loader(std.x(x), std.y(y), args.batch_size, gen), gen
 
@@ -252,7 +272,9 @@ def train_staged(
         if name in RESTARTS:
             method, loader, gen = build()
             done = 0
-        method.fit(loader, epochs=epochs - done, lr=args.lr, progress=False, generator=gen)
+        extra = {"warmup": args.hmc_warmup} if name == "hmc" else {}
+        method.fit(loader, epochs=epochs - done, lr=args.lr, progress=False, generator=gen,
+                   **extra)  # fmt: skip
         done = epochs
         scores = evaluate(method, std, x_eval, y_eval, args.samples, seed + epochs)
         records.append({"epochs": epochs, **scores})
@@ -272,9 +294,13 @@ def run_split(
         grid = args.grids[CONFIGS[config][0]]
         restarts = CONFIGS[config][0] in RESTARTS
         stages = args.restart_stages if restarts else args.stages
-        best: tuple[float, dict[str, float], int] | None = None
+        if CONFIGS[config][0] == "hmc":
+            stages = [args.hmc_epochs]
+        best: tuple[float | None, dict[str, float], int] | None = None
+        if len(grid) == 1 and len(stages) == 1:  # nothing to choose: no validation fits
+            best = (None, grid[0], stages[0])
         validation = []
-        for k, setting in enumerate(grid):
+        for k, setting in enumerate(grid if best is None else []):
             seed = _seed(args.seed, split, config, "valid", k)
             recs = train_staged(config, setting, x[sub], y[sub], stages, args, seed,
                                 x[valid], y[valid])  # fmt: skip
@@ -401,6 +427,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.splits, args.stages, args.samples = min(args.splits, 2), [3, 6], 20
         args.restart_stages = [3, 6]
         args.grids = {k: v[:2] for k, v in GRIDS.items()}
+        args.hmc_epochs, args.hmc_warmup, args.hmc_samples = 3, 10, 10
     data = bayesdl.data.boston()
     splits = []
     for i in range(args.splits):
@@ -415,6 +442,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
+        "hmc": {"epochs": args.hmc_epochs, "warmup": args.hmc_warmup,
+                "samples": args.hmc_samples, "chains": args.hmc_chains, **CTOR["hmc"]},
         "torch": torch.__version__, "bayesdl": bayesdl.__version__,
         "platform": platform.platform(), "load_avg_start": load_start,
         "load_avg_end": list(os.getloadavg()),

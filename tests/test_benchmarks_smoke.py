@@ -75,10 +75,15 @@ def test_predict_speed_flop_floor_matches_reference():
 def test_uci_boston_quick(tmp_path, restore_threads):
     pytest.importorskip("mlxtend")
     bench = _load("uci_boston")
-    bench.main(bench.parse_args(["--quick", "--splits", "1", "--configs", "map,mc-dropout",
+    configs = ["map", "mc-dropout"] + (["hmc"] if importlib.util.find_spec("pyro") else [])
+    bench.main(bench.parse_args(["--quick", "--splits", "1", "--configs", ",".join(configs),
                                  "--out", str(tmp_path)]))  # fmt: skip
     report = json.loads((tmp_path / "uci_boston.json").read_text())
-    assert set(report["methods"]) == {"map", "mc-dropout"}
+    assert set(report["methods"]) == set(configs)
+    if "hmc" in configs:  # nothing to choose: no validation fits, one fit of --hmc-epochs
+        split = report["splits"][0]["hmc"]
+        assert split["validation"] == [] and split["valid_ll"] is None
+        assert split["chosen"]["epochs"] == report["config"]["hmc"]["epochs"]
     for row in report["methods"].values():
         assert row["rmse"]["mean"] > 0 and row["ll"]["mean"] < 0
     assert "| mc-dropout | bayesdl |" in (tmp_path / "uci_boston.md").read_text()
