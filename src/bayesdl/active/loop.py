@@ -398,7 +398,7 @@ class ActiveLearner:
                 epochs=epochs,
                 progress=False,
                 generator=_generator(self.seed, step, _SHUFFLE),
-                **({"amp": self.amp} if self.amp is not None else {}),
+                amp=self.amp,
                 **self.fit_kwargs,
             )
 

@@ -211,6 +211,7 @@ class DeepEnsemble(SampleBank):
         progress: bool = True,
         generator: torch.Generator | None = None,
         optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Train the members in turn, each from its own initialisation and shuffling.
 
@@ -223,6 +224,8 @@ class DeepEnsemble(SampleBank):
             generator: Random generator for the member seeds and the shuffling
                 (reproducible ensembles); torch's global RNG when ``None``.
             optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
+            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
+                ``BaseMethod.fit``.
 
         Returns:
             A ``FitReport``: the members' mean loss per epoch; ``extras`` holds each
@@ -236,7 +239,7 @@ class DeepEnsemble(SampleBank):
 
         def fit_one(member: int, bar: bool) -> FitReport:
             report = train(data, epochs=epochs, lr=lr, batch_size=batch_size, progress=bar,
-                           generator=generator, optimizer=optimizer)  # fmt: skip
+                           generator=generator, optimizer=optimizer, amp=amp)  # fmt: skip
             self._store_member(member)
             return report
 

@@ -501,6 +501,7 @@ class Laplace(BaseMethod):
         generator: torch.Generator | None = None,
         optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
         val_data: DataLike | None = None,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Train the MAP weights for ``epochs`` (0: post hoc), then ``fit_posterior``.
 
@@ -515,6 +516,8 @@ class Laplace(BaseMethod):
                 ``optimizer(params, lr=lr)`` (closure-based ones such as LBFGS: use your
                 own loop on ``loss``, then ``fit_posterior``).
             val_data: Validation data for ``prior_precision="gridsearch"``.
+            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
+                ``BaseMethod.fit`` (the MAP training only; the Hessian is computed in float32).
 
         Returns:
             A ``FitReport``; ``extras`` holds ``prior_precision`` and ``log_marglik``.
@@ -529,7 +532,7 @@ class Laplace(BaseMethod):
         if epochs:
             report = super().fit(
                 data, epochs=epochs, lr=lr, batch_size=batch_size, progress=progress,
-                generator=generator, optimizer=optimizer,
+                generator=generator, optimizer=optimizer, amp=amp,
             )  # fmt: skip
         else:
             report = FitReport()

@@ -236,6 +236,7 @@ class _SGMCMC(SampleBank):
         batch_size: int = 128,
         progress: bool = True,
         generator: torch.Generator | None = None,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Run the sampler for ``epochs`` passes and fill the sample bank.
 
@@ -250,6 +251,8 @@ class _SGMCMC(SampleBank):
             batch_size: Minibatch size (ignored for a ``DataLoader``).
             progress: Show a tqdm progress bar.
             generator: Random generator for shuffling and the injected noise.
+            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
+                ``BaseMethod.fit`` (the injected noise and the updates stay in float32).
 
         Returns:
             A ``FitReport`` with the mean per-example energy ``U / N`` per epoch and, in
@@ -279,7 +282,7 @@ class _SGMCMC(SampleBank):
         try:
             report = super().fit(
                 loader, epochs=epochs, lr=lr, batch_size=batch_size, progress=progress,
-                generator=generator, optimizer=make_optimizer,
+                generator=generator, optimizer=make_optimizer, amp=amp,
             )  # fmt: skip
             if self._plan is not None and len(self._plan.factor) - 1 in self._plan.store:
                 self.store()  # the sample made by the last step

@@ -175,6 +175,7 @@ class MultiSWAG(BaseMethod):
         progress: bool = True,
         generator: torch.Generator | None = None,
         optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Pre-train, then collect SWAG moments from constant-learning-rate SGD (per member).
 
@@ -187,6 +188,8 @@ class MultiSWAG(BaseMethod):
             generator: Random generator for the shuffling and the members' initialisations.
             optimizer: Optimiser class of the pre-training, called as
                 ``optimizer(params, lr=lr)``; the SWA phase is ``torch.optim.SGD``.
+            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
+                ``BaseMethod.fit``.
 
         Returns:
             A ``FitReport`` with the mean loss per epoch (both phases); ``extras`` holds the
@@ -216,12 +219,13 @@ class MultiSWAG(BaseMethod):
             first = FitReport()
             if pre:
                 first = train(data, epochs=pre, lr=lr, batch_size=batch_size, progress=bar,
-                              generator=generator, optimizer=optimizer)  # fmt: skip
+                              generator=generator, optimizer=optimizer, amp=amp)  # fmt: skip
             self._reset(member)
             self._collecting = (member, period)
             try:
                 swa = train(data, epochs=epochs - pre, lr=self.swa_lr, batch_size=batch_size,
-                            progress=bar, generator=generator, optimizer=torch.optim.SGD)  # fmt: skip
+                            progress=bar, generator=generator, optimizer=torch.optim.SGD,
+                            amp=amp)  # fmt: skip
             finally:
                 self._collecting = None
             if steps % period == 0:  # the final iterate is due
