@@ -7,14 +7,14 @@ trained on; metrics in original units: test RMSE of the predictive mean and the 
 log-likelihood per point of the Bayesian model average (``log p_std(y_std) - log y_std``),
 reported as mean +- standard error (sd / sqrt(splits)) over the splits.
 
-Seven configurations, each built as ``bayesdl.get_method(name)(model, likelihood=...,
+The configurations, each built as ``bayesdl.get_method(name)(model, likelihood=...,
 prior=..., **CTOR)``: ``map``, ``vi`` (mean-field VI) and ``mc-dropout`` (``nn.Dropout``
 before the output layer), with learned homoscedastic noise (``Gaussian(sigma=None)``) or,
 ``-hetero``, with ``HeteroscedasticGaussian()`` (the net outputs mean and log-variance);
 ``laplace`` (full GGN over all weights, homoscedastic only); and ``ensemble`` (5 MAP
 networks, Lakshminarayanan et al. without their adversarial training), with either noise
-model; and ``hmc`` (NUTS over all 751 weights, homoscedastic: the noise is learned by the
-MAP fit that initialises the chains, then held fixed).
+model; and ``hmc`` (NUTS over all 751 weights and the log noise sd, homoscedastic,
+started at a MAP fit), or ``hmc-fixed-noise`` with the noise held at that MAP fit's value.
 
 Hyperparameters are chosen per split on a validation set (20% of the training part; the
 test part is never looked at): every setting of the method's grid (``GRIDS``: Normal prior
@@ -52,6 +52,7 @@ import platform
 import statistics
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,11 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "ensemble": ("ensemble", False),
     "ensemble-hetero": ("ensemble", True),
     "hmc": ("hmc", False),
+    "hmc-fixed-noise": ("hmc", False),
 }
+
+#: Constructor arguments of one configuration (beyond ``CTOR`` of its method).
+CONFIG_CTOR: dict[str, dict[str, Any]] = {"hmc-fixed-noise": {"sample_noise": False}}
 
 #: Methods whose ``fit`` starts from scratch (a deep ensemble re-initialises and retrains
 #: every member): their stages are fresh fits of that many epochs, not continuations.
@@ -144,7 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--samples", type=int, default=1000, help="posterior samples at prediction")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--jobs", type=int, default=1, help="splits run in parallel (processes)")
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     p.add_argument(
@@ -258,7 +264,7 @@ def train_staged(
         gen = torch.Generator().manual_seed(seed)
         model = build_model(name, hetero, setting.get("p", 0.0))
         lik = likelihoods.HeteroscedasticGaussian() if hetero else likelihoods.Gaussian(sigma=None)
-        ctor = CTOR.get(name, {})
+        ctor = CTOR.get(name, {}) | CONFIG_CTOR.get(config, {})
         if name == "hmc":
             ctor = ctor | {"num_samples": args.hmc_samples, "num_chains": args.hmc_chains}
         method = bayesdl.get_method(name)(
@@ -429,17 +435,25 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.grids = {k: v[:2] for k, v in GRIDS.items()}
         args.hmc_epochs, args.hmc_warmup, args.hmc_samples = 3, 10, 10
     data = bayesdl.data.boston()
-    splits = []
-    for i in range(args.splits):
-        splits.append(run_split(i, (data.x, data.y), configs, args))
-        line = ", ".join(f"{c} {splits[-1][c]['rmse']:.2f}/{splits[-1][c]['ll']:.2f}"
-                         for c in configs)  # fmt: skip
-        print(f"split {i} ({time.perf_counter() - start:.0f} s): {line}", flush=True)
+    done: dict[int, dict[str, Any]] = {}
+    with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads,
+                             initargs=(args.threads,)) as pool:  # fmt: skip
+        futures = {
+            pool.submit(run_split, i, (data.x, data.y), configs, args): i
+            for i in range(args.splits)
+        }
+        for future in as_completed(futures):
+            i, result = futures[future], future.result()
+            done[i] = result
+            line = ", ".join(f"{c} {result[c]['rmse']:.2f}/{result[c]['ll']:.2f}" for c in configs)
+            print(f"split {i} ({time.perf_counter() - start:.0f} s): {line}", flush=True)
+    splits = [done[i] for i in range(args.splits)]
     methods = summarize(splits, configs)
     config = {
         "splits": args.splits, "seed": args.seed, "epochs": args.stages,
         "restart_epochs": args.restart_stages, "lr": args.lr,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads,
+        "jobs": args.jobs,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
         "hmc": {"epochs": args.hmc_epochs, "warmup": args.hmc_warmup,

@@ -120,7 +120,18 @@ class Gaussian(Likelihood):
         return self.log_sigma.exp()
 
     def nll(self, output: Tensor, y: Tensor) -> Tensor:
-        var = (2 * self.log_sigma).exp()
+        return self.nll_at(output, y, self.log_sigma)
+
+    @staticmethod
+    def nll_at(output: Tensor, y: Tensor, log_sigma: Tensor) -> Tensor:
+        """``nll`` with the noise ``exp(log_sigma)`` given (HMC samples it).
+
+        Args:
+            output: Predicted means, shape (N, D).
+            y: Targets, shape (N, D).
+            log_sigma: Log noise standard deviation, a scalar tensor.
+        """
+        var = (2 * log_sigma).exp()
         return (
             F.gaussian_nll_loss(output, y, var.expand_as(output), full=True, reduction="sum")
             / (output.shape[0])

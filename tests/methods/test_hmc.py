@@ -171,3 +171,50 @@ def test_bad_targets_and_early_calls_are_refused():
         hmc.diagnostics()
     with pytest.raises(ValueError, match="regression targets must have shape"):
         hmc.fit((x, y.squeeze(-1)), progress=False)
+
+
+def test_a_learned_noise_is_sampled_against_its_exact_marginal_posterior(tmp_path):
+    """Linear regression with unknown sigma: weights N(0, S^2), flat prior on log sigma.
+    Given sigma the evidence is closed form, y ~ N(0, sigma^2 I + S^2 A A^T) with A = [x, 1],
+    so p(log sigma | D) follows by quadrature on a grid, and with it the exact posterior
+    means of sigma and of (w, b) (mixing the conjugate means of tests/_blr.py). NUTS must
+    match them within Z standard errors from the chains' effective sample sizes."""
+    from _blr import blr_posterior
+
+    x, y = blr_data()
+    a = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    grid = torch.linspace(math.log(0.2), math.log(1.2), 801, dtype=torch.float64)
+    log_ev = torch.stack([
+        torch.distributions.MultivariateNormal(
+            torch.zeros(len(x), dtype=x.dtype),
+            covariance_matrix=torch.exp(2 * g) * torch.eye(len(x), dtype=x.dtype) + S**2 * a @ a.T,
+        ).log_prob(y.squeeze(-1))
+        for g in grid
+    ])  # fmt: skip
+    weights = torch.softmax(log_ev, 0)  # flat prior in log sigma, uniform grid
+    assert weights[0] < 1e-8 and weights[-1] < 1e-8  # the grid holds the posterior
+    exact_sigma = (weights * grid.exp()).sum()
+    exact_theta = sum(
+        w * blr_posterior(x, y, sigma=float(g.exp()))[0] for w, g in zip(weights, grid, strict=True)
+    )
+
+    torch.manual_seed(0)
+    hmc = bdl.HMC(nn.Linear(3, 1).double(), likelihood=bdl.likelihoods.Gaussian(sigma=None),
+                  prior=bdl.priors.Normal(S), num_samples=300, num_chains=2)  # fmt: skip
+    hmc.likelihood.double()
+    hmc.fit((x, y), warmup=150, epochs=30, lr=0.05, batch_size=40, progress=False,
+            generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert hmc.diagnostics().max_r_hat < 1.01
+    sigma = hmc.noise_bank.exp().view(2, 300, 1)
+    bank = hmc.bank()
+    theta = torch.cat([bank["weight"].flatten(1), bank["bias"]], 1).view(2, 300, 4)
+    assert abs(sigma.mean() - exact_sigma) <= Z * _se(sigma).item()
+    assert ((theta.flatten(0, 1).mean(0) - exact_theta).abs() <= Z * _se(theta)).all()
+    # the posterior of sigma is not a point: the MAP noise is not simply kept
+    assert sigma.std() > 0.02
+    # each draw predicts with its own noise, also after save -> load
+    pred = hmc.predict(x[:5], samples=600)
+    assert torch.equal(pred.noise_variance[:, 0, 0], (2 * hmc.noise_bank).exp())
+    path = bdl.save(hmc, tmp_path / "hmc.safetensors")
+    loaded = bdl.load(path, nn.Linear(3, 1).double())
+    assert torch.equal(loaded.predict(x[:5], samples=600).noise_variance, pred.noise_variance)

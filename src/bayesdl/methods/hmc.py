@@ -22,8 +22,11 @@ Initialisation: ``fit`` first runs ``epochs`` epochs of the minibatch MAP object
 (``epochs``, ``lr`` and ``batch_size`` of the common ``fit`` interface mean exactly that; 0
 epochs starts from the model's weights), then starts each chain there plus
 ``init_jitter`` times standard normal noise, so that chains start apart as split R-hat
-assumes. A learned likelihood noise (``Gaussian(sigma=None)``) is fitted in that MAP phase
-and then held fixed: HMC samples the network's parameters only.
+assumes. A learned likelihood noise (``Gaussian(sigma=None)``) is fitted in that MAP phase,
+which gives its starting point, and is then sampled with the weights: ``log sigma`` under a
+flat prior (``p(sigma) ∝ 1 / sigma``, Jeffreys), so each draw carries its own noise and the
+predictive is the mixture over draws of ``N(f_s(x), sigma_s^2)``; ``sample_noise=False``
+keeps it at its MAP value instead. A fixed noise (``Gaussian(sigma)``) stays fixed.
 
 Pyro (``pip install bayesdl[mcmc]``) is needed by ``fit`` and ``diagnostics`` only; a saved
 posterior predicts without it.
@@ -43,13 +46,17 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bayesdl._checks import check_input, check_positive_int, draw, to_loader
-from bayesdl.likelihoods import Likelihood
+from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._bank import SampleBank
 from bayesdl.methods.base import register_method
+from bayesdl.predictive import GaussianPredictive, Predictive
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
 __all__ = ["HMC", "HMCDiagnostics"]
+
+#: Name of the sampled log noise standard deviation among the sampler's parameters.
+NOISE = "likelihood.log_sigma"
 
 
 def _pyro() -> Any:
@@ -113,6 +120,8 @@ class HMC(SampleBank):
         max_tree_depth: Most doublings of a NUTS trajectory (at most ``2**depth - 1``
             leapfrog steps, and gradient evaluations, per draw). The default 6 bounds the
             cost of a quick run; Stan and Pyro use 10, better for hard posteriors.
+        sample_noise: Sample a learned Gaussian noise with the weights (default); ``False``
+            holds it at the value of the initialising MAP fit.
 
     Examples:
         >>> import torch, bayesdl as bdl
@@ -143,6 +152,7 @@ class HMC(SampleBank):
         full_mass: bool = False,
         target_accept: float = 0.8,
         max_tree_depth: int = 6,
+        sample_noise: bool = True,
     ) -> None:
         check_positive_int(num_samples, "num_samples")
         if num_samples < 4:
@@ -165,11 +175,17 @@ class HMC(SampleBank):
             "target_accept_prob": target_accept, "max_tree_depth": max_tree_depth,
         }  # fmt: skip
         self.register_buffer("divergences", torch.zeros(num_chains, dtype=torch.long))
+        self.noise_sampled = (
+            sample_noise and isinstance(self.likelihood, Gaussian) and self.likelihood.learned
+        )
+        if self.noise_sampled:  # one log sigma per draw
+            log_sigma = self.likelihood.log_sigma.detach()
+            self.register_buffer("noise_bank", log_sigma.new_zeros(num_samples * num_chains))
         self.hparams = {
             "num_samples": num_samples, "num_chains": num_chains, "step_size": step_size,
             "adapt_step_size": adapt_step_size, "adapt_mass_matrix": adapt_mass_matrix,
             "full_mass": full_mass, "target_accept": target_accept,
-            "max_tree_depth": max_tree_depth,
+            "max_tree_depth": max_tree_depth, "sample_noise": sample_noise,
         }  # fmt: skip
 
     def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
@@ -187,15 +203,21 @@ class HMC(SampleBank):
         """Full-data potential ``U = N * mean NLL - log p(theta)`` at ``params``.
 
         Args:
-            params: Parameter name -> value for every parameter of the model.
+            params: Parameter name -> value for every parameter of the model, plus
+                ``NOISE`` (the log noise sd, flat prior) when the noise is sampled.
             x: All training inputs, shape (N, ...), on the model's device and dtype.
             y: All training targets.
 
         Returns:
             A scalar tensor, differentiable in ``params``.
         """
-        out = functional_call(self.model, params, (x,))
-        return len(x) * self.likelihood.nll(out, y) - self.prior.log_prob(params)
+        weights = {k: v for k, v in params.items() if k != NOISE}
+        out = functional_call(self.model, weights, (x,))
+        if NOISE in params:
+            nll = Gaussian.nll_at(out, y, params[NOISE])
+        else:
+            nll = self.likelihood.nll(out, y)
+        return len(x) * nll - self.prior.log_prob(weights)
 
     def fit(
         self,
@@ -208,6 +230,7 @@ class HMC(SampleBank):
         init_jitter: float = 0.1,
         progress: bool = True,
         generator: torch.Generator | None = None,
+        amp: torch.dtype | None = None,
     ) -> FitReport:
         """Initialise at a short MAP fit, run ``num_chains`` NUTS chains, fill the bank.
 
@@ -227,6 +250,8 @@ class HMC(SampleBank):
             generator: Random generator for the MAP fit's shuffling, the jitter and the
                 sampler (Pyro draws from torch's global RNG, which is then seeded from this
                 generator inside ``torch.random.fork_rng`` and restored afterwards).
+            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
+                ``BaseMethod.fit`` (the initialising MAP fit only; NUTS runs in float32).
 
         Returns:
             A ``FitReport``: ``losses`` are the MAP fit's per epoch (empty for 0 epochs);
@@ -248,13 +273,15 @@ class HMC(SampleBank):
         x, y, n = self._full_data(data, batch_size)
         if epochs:
             report = super().fit(data, epochs=epochs, lr=lr, batch_size=batch_size,
-                                 progress=progress, generator=generator)  # fmt: skip
+                                 progress=progress, generator=generator, amp=amp)  # fmt: skip
         else:
             report = FitReport(n_data=n)
         with torch.no_grad():
             self._forward_checked(x, y)  # the targets fit the model's outputs
         names = list(self.names)
         init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        if self.noise_sampled:
+            init[NOISE] = self.likelihood.log_sigma.detach().clone()
         self.clear()
         self.divergences.zero_()
         self.eval()  # the potential is that of the deterministic network
@@ -282,6 +309,8 @@ class HMC(SampleBank):
                 mcmc.run()
                 draws = mcmc.get_samples()
                 for i in range(self.num_samples):
+                    if self.noise_sampled:
+                        self.noise_bank[int(self.stored)] = draws[NOISE][i]
                     self.store({k: draws[k][i] for k in names})
                 diag = mcmc.diagnostics()
                 self.divergences[chain] = len(diag["divergences"]["chain 0"])
@@ -293,6 +322,37 @@ class HMC(SampleBank):
         )  # fmt: skip
         report.wall_time_s = time.perf_counter() - start
         return report
+
+    def predict(
+        self,
+        x: Tensor,
+        samples: int = 100,
+        *,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Predictive:
+        """Model average over ``min(samples, stored)`` draws (evenly spaced over the bank).
+
+        With a sampled noise, draw s predicts ``N(f_s(x), sigma_s^2)`` with its own sigma.
+
+        Args:
+            x: Inputs, shape (N, ...).
+            samples: Draws to use S.
+            chunk_size: Most (draw, input) pairs per vectorised call.
+            generator: Unused (the bank is fixed); accepted for the common interface.
+
+        Returns:
+            A ``Predictive`` with ``min(samples, stored)`` outputs.
+
+        Raises:
+            RuntimeError: Before ``fit``.
+            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+        """
+        pred = super().predict(x, samples, chunk_size=chunk_size, generator=generator)
+        if not self.noise_sampled:
+            return pred
+        noise = (2 * self.noise_bank[self._indices(samples)]).exp()
+        return GaussianPredictive(pred.samples, noise.to(pred.samples).view(-1, 1, 1))
 
     def _full_data(self, data: DataLike, batch_size: int) -> tuple[Tensor, Tensor, int]:
         """The whole data set as two tensors on the model's device."""
@@ -328,7 +388,10 @@ class HMC(SampleBank):
         if int(self.stored) < self.bank_size:
             raise RuntimeError("HMC has no complete run to diagnose; call fit first.")
         r_hat, ess = {}, {}
-        for name, draws in self.bank().items():
+        bank = self.bank()
+        if self.noise_sampled:
+            bank[NOISE] = self.noise_bank.unsqueeze(-1)
+        for name, draws in bank.items():
             chains = draws.detach().reshape(self.num_chains, self.num_samples, -1).double()
             r_hat[name] = float(stats.split_gelman_rubin(chains).max())
             ess[name] = float(stats.effective_sample_size(chains).min())
