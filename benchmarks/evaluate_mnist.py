@@ -64,7 +64,7 @@ def markdown(results: dict[str, Any]) -> str:
     later = results.get("invocations", [])[1:]
     if later:
         lines += ["", "Appended invocations: " + "; ".join(
-            f"{', '.join(c['methods'])} ({c['epochs']} epochs"
+            f"{', '.join(c['methods'])} ({c['epochs']} epochs, {c.get('threads', '?')} threads"
             f"{', with temperature-scaled rows' if c.get('calibrate') else ''})"
             for c in later
         ) + "."]  # fmt: skip
@@ -72,7 +72,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['n_train']} training images, {results['n_test']} test images, "
         f"{results['n_ood']} {cfg['ood']} images; {cfg['epochs']} epochs, S = {cfg['samples']}, "
-        f"device {cfg['device']}, {torch.get_num_threads()} threads; "
+        f"device {cfg['device']}, {cfg.get('threads', '?')} threads; "
         f"total {results['runtime_s'] / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         epochs=args.epochs, samples=args.samples, device=args.device, calibrate=args.calibrate,
     )  # fmt: skip
     results = evaluate(cfg, args.work, overwrite=True)
+    results["config"]["threads"] = torch.get_num_threads()
     if args.suffix:  # "mc-dropout+T" -> "mc-dropout@30ep+T"
 
         def rename(name: str) -> str:
