@@ -36,6 +36,7 @@ Example (the committed results; 2-core machine, one torch thread)::
     python benchmarks/uci_boston.py --configs map,map-hetero,vi,vi-hetero,mc-dropout,mc-dropout-hetero --out benchmarks/results
     python benchmarks/uci_boston.py --append --configs laplace --out benchmarks/results
     python benchmarks/uci_boston.py --append --configs ensemble,ensemble-hetero --out benchmarks/results
+    python benchmarks/uci_boston.py --append --configs hmc --jobs 2 --hmc-chains 2 --hmc-samples 100 --hmc-warmup 200 --out benchmarks/results
 
 Smoke run (seconds)::
 
@@ -395,6 +396,14 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if restarts:
         lines.append(f"Deep ensembles: fresh fits of {restarts[-1]} epochs (5 members each).")
+    hmc = [c["hmc"] for c in [cfg, *results.get("appended", [])] if "hmc" in c]
+    if hmc and any(c.startswith("hmc") for c in results["methods"]):
+        h = hmc[-1]
+        lines.append(
+            f"HMC: {h['chains']} chain(s) x {h['samples']} NUTS draws after {h['warmup']} "
+            f"warm-up iterations, trees of depth <= {h['max_tree_depth']}, started at a "
+            f"{h['epochs']}-epoch MAP fit; no validation (nothing to choose)."
+        )
     return "\n".join(lines) + "\n"
 
 
