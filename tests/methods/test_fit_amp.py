@@ -38,6 +38,7 @@ def test_amp_accepts_only_bfloat16():
         bdl.MAP(nn.Linear(64, 10)).fit(DIGITS, epochs=1, amp=torch.float16, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # 2-epoch fits warn about their length
 @pytest.mark.parametrize("name", bdl.method_names())
 def test_every_method_passes_amp_on_to_its_training_steps(name):
     # Methods that override fit (ensembles, SWAG, SG-MCMC, HMC, Laplace) must hand amp to
