@@ -3,6 +3,8 @@
 The bank is a set of buffers ``bank__<param>`` of shape (B, *param.shape), so it is saved
 and loaded with the method like any other state, and predictions are one ``vmap`` over
 the stored samples (the deterministic prefix before the first banked layer runs once).
+A learned Gaussian noise that differs between draws (ensemble members, HMC draws) is
+banked too, one ``log sigma`` per draw, and each draw then predicts with its own noise.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from bayesdl._checks import check_positive_int
-from bayesdl.likelihoods import Likelihood
+from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod
+from bayesdl.predictive import GaussianPredictive, Predictive
 from bayesdl.types import ParamDict
 
 
@@ -37,6 +40,9 @@ class SampleBank(BaseMethod):
         names: Parameter names to bank; ``None``: every parameter of the model.
         head: Stochastic head of a non-Sequential model (see ``MeanFieldVI``).
     """
+
+    #: Name of the buffer with one log noise sd per draw (see ``_bank_noise``), or ``None``.
+    noise_buffer: str | None = None
 
     def __init__(
         self,
@@ -63,16 +69,28 @@ class SampleBank(BaseMethod):
             model, lambda m: any(id(p) in banked for p in m.parameters(recurse=False)), head
         )
 
+    def _bank_noise(self, buffer: str) -> bool:
+        """Bank one log noise sd per draw in ``buffer`` if the likelihood is a learned
+        ``Gaussian``; returns whether it is."""
+        if not (isinstance(self.likelihood, Gaussian) and self.likelihood.learned):
+            return False
+        log_sigma = self.likelihood.log_sigma.detach()
+        self.register_buffer(buffer, log_sigma.new_zeros(self.bank_size))
+        self.noise_buffer = buffer
+        return True
+
     @property
     def bank_size(self) -> int:
         """Capacity of the bank."""
         return int(self.max_samples or 0)
 
-    def store(self, params: ParamDict | None = None) -> None:
+    def store(self, params: ParamDict | None = None, log_sigma: Tensor | None = None) -> None:
         """Add one sample (``params``, or the model's current parameters) to the bank.
 
         Args:
             params: Parameter name -> tensor for every banked name; ``None``: the model's.
+            log_sigma: The draw's log noise sd when the noise is banked; ``None``: the
+                likelihood's current value.
 
         Raises:
             RuntimeError: If the bank is full.
@@ -84,6 +102,9 @@ class SampleBank(BaseMethod):
         with torch.no_grad():
             for n in self.names:
                 getattr(self, _key(n))[i].copy_(current[n])
+            if self.noise_buffer is not None:
+                noise = self.likelihood.log_sigma if log_sigma is None else log_sigma
+                getattr(self, self.noise_buffer)[i] = noise
         self.stored.fill_(i + 1)
 
     def clear(self) -> None:
@@ -101,6 +122,38 @@ class SampleBank(BaseMethod):
             raise RuntimeError(f"{type(self).__name__} has no posterior samples yet; call fit.")
         n = min(n, k)
         return torch.linspace(0, k - 1, n, device=self.stored.device).round().long()
+
+    def predict(
+        self,
+        x: Tensor,
+        samples: int = 100,
+        *,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Predictive:
+        """Model average over ``min(samples, stored)`` draws, evenly spaced over the bank.
+
+        With a banked noise, draw s predicts ``N(f_s(x), sigma_s^2)`` with its own sigma.
+
+        Args:
+            x: Inputs, shape (N, ...).
+            samples: Draws to use S.
+            chunk_size: Most (draw, input) pairs per vectorised call.
+            generator: Unused (the bank is fixed); accepted for the common interface.
+
+        Returns:
+            A ``Predictive`` with ``min(samples, stored)`` outputs, one per draw.
+
+        Raises:
+            RuntimeError: Before ``fit``.
+            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+        """
+        pred = super().predict(x, samples, chunk_size=chunk_size, generator=generator)
+        if self.noise_buffer is None:
+            return pred
+        log_sigma = getattr(self, self.noise_buffer)[self._indices(samples)]
+        noise = (2 * log_sigma).exp().to(pred.samples).view(-1, 1, 1)
+        return GaussianPredictive(pred.samples, noise)
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
         """``min(n, stored)`` stored samples, evenly spaced over the bank.

@@ -23,16 +23,15 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from bayesdl._checks import check_positive_int
-from bayesdl.likelihoods import Gaussian, Likelihood
+from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._bank import SampleBank, _key
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.map import MAP
-from bayesdl.predictive import GaussianPredictive, Predictive
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
@@ -194,9 +193,7 @@ class DeepEnsemble(SampleBank):
                 model,
                 lambda m: any(id(t) in banked for t in [*m.parameters(False), *m.buffers(False)]),
             )
-        self.member_noise = isinstance(self.likelihood, Gaussian) and self.likelihood.learned
-        if self.member_noise:
-            self.register_buffer("member_log_sigma", torch.zeros(members))
+        self._bank_noise("member_log_sigma")  # each member learns its own noise
         self.hparams = {"members": members}
 
     loss = MAP.loss  # NLL + (-log p(theta)) / N
@@ -250,39 +247,8 @@ class DeepEnsemble(SampleBank):
         self.store()
         for n in self.buffer_names:
             getattr(self, _key(n))[member].copy_(self.model.get_buffer(n))
-        if self.member_noise:
-            self.member_log_sigma[member] = self.likelihood.log_sigma
 
     def bank(self) -> ParamDict:
         """The members: name -> (stored, ...) for every parameter and floating buffer."""
         k = int(self.stored)
         return {**super().bank(), **{n: getattr(self, _key(n))[:k] for n in self.buffer_names}}
-
-    def predict(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Predictive:
-        """Uniform mixture of ``min(samples, members)`` members' predictives.
-
-        Args:
-            x: Inputs, shape (N, ...).
-            samples: Members to use S (evenly spaced over the ensemble when S < M).
-            chunk_size: Most (member, input) pairs per vectorised call.
-            generator: Unused (the members are fixed); accepted for the common interface.
-
-        Returns:
-            A ``Predictive`` with ``min(samples, members)`` outputs, one per member.
-
-        Raises:
-            RuntimeError: If the ensemble has not been fitted.
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
-        """
-        pred = super().predict(x, samples, chunk_size=chunk_size, generator=generator)
-        if not self.member_noise:
-            return pred
-        noise = (2 * self.member_log_sigma[self._indices(samples)]).exp()
-        return GaussianPredictive(pred.samples, noise.to(pred.samples).view(-1, 1, 1))

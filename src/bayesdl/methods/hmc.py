@@ -49,7 +49,6 @@ from bayesdl._checks import check_input, check_positive_int, draw, to_loader
 from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._bank import SampleBank
 from bayesdl.methods.base import register_method
-from bayesdl.predictive import GaussianPredictive, Predictive
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
@@ -175,12 +174,7 @@ class HMC(SampleBank):
             "target_accept_prob": target_accept, "max_tree_depth": max_tree_depth,
         }  # fmt: skip
         self.register_buffer("divergences", torch.zeros(num_chains, dtype=torch.long))
-        self.noise_sampled = (
-            sample_noise and isinstance(self.likelihood, Gaussian) and self.likelihood.learned
-        )
-        if self.noise_sampled:  # one log sigma per draw
-            log_sigma = self.likelihood.log_sigma.detach()
-            self.register_buffer("noise_bank", log_sigma.new_zeros(num_samples * num_chains))
+        self.noise_sampled = sample_noise and self._bank_noise("noise_bank")
         self.hparams = {
             "num_samples": num_samples, "num_chains": num_chains, "step_size": step_size,
             "adapt_step_size": adapt_step_size, "adapt_mass_matrix": adapt_mass_matrix,
@@ -309,9 +303,8 @@ class HMC(SampleBank):
                 mcmc.run()
                 draws = mcmc.get_samples()
                 for i in range(self.num_samples):
-                    if self.noise_sampled:
-                        self.noise_bank[int(self.stored)] = draws[NOISE][i]
-                    self.store({k: draws[k][i] for k in names})
+                    noise = draws[NOISE][i] if self.noise_sampled else None
+                    self.store({k: draws[k][i] for k in names}, log_sigma=noise)
                 diag = mcmc.diagnostics()
                 self.divergences[chain] = len(diag["divergences"]["chain 0"])
                 accept.append(float(diag["acceptance rate"]["chain 0"]))
@@ -322,37 +315,6 @@ class HMC(SampleBank):
         )  # fmt: skip
         report.wall_time_s = time.perf_counter() - start
         return report
-
-    def predict(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Predictive:
-        """Model average over ``min(samples, stored)`` draws (evenly spaced over the bank).
-
-        With a sampled noise, draw s predicts ``N(f_s(x), sigma_s^2)`` with its own sigma.
-
-        Args:
-            x: Inputs, shape (N, ...).
-            samples: Draws to use S.
-            chunk_size: Most (draw, input) pairs per vectorised call.
-            generator: Unused (the bank is fixed); accepted for the common interface.
-
-        Returns:
-            A ``Predictive`` with ``min(samples, stored)`` outputs.
-
-        Raises:
-            RuntimeError: Before ``fit``.
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
-        """
-        pred = super().predict(x, samples, chunk_size=chunk_size, generator=generator)
-        if not self.noise_sampled:
-            return pred
-        noise = (2 * self.noise_bank[self._indices(samples)]).exp()
-        return GaussianPredictive(pred.samples, noise.to(pred.samples).view(-1, 1, 1))
 
     def _full_data(self, data: DataLike, batch_size: int) -> tuple[Tensor, Tensor, int]:
         """The whole data set as two tensors on the model's device."""
