@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -47,6 +48,34 @@ def test_per_layer_scales_use_the_longest_prefix():
         priors.Normal({"a": 1.0}).log_prob(p)
     with pytest.raises(ValueError, match="positive"):
         priors.Normal(-1.0)
+
+
+def test_an_infinite_normal_scale_is_a_flat_prior_on_those_layers():
+    p = {k: v.clone().requires_grad_() for k, v in _params().items()}
+    prior = priors.Normal({"": math.inf, "a": 0.5})
+    assert_close(prior.log_prob(p), TNormal(0.0, 0.5).log_prob(p["a.weight"]).sum())
+    prior.log_prob(p).backward()
+    assert_close(p["a.weight"].grad, -p["a.weight"].detach() / 0.25)  # d/dw of -w^2 / 2s^2
+    assert p["b.bias"].grad is None or not p["b.bias"].grad.any()  # no weight decay
+    centered = priors.Centered({k: torch.ones_like(v) for k, v in p.items()}, {"": math.inf})
+    assert float(centered.log_prob(p)) == 0.0
+    mu = {k: v.detach() for k, v in p.items()}
+    sigma = {k: torch.ones_like(v) for k, v in mu.items()}
+    for flat in (prior, centered):
+        with pytest.raises(
+            ValueError, match="parameter '.*' has a flat .* KL divergence is infinite"
+        ):
+            flat.kl(mu, sigma)
+    restored = priors.from_config(json.loads(json.dumps(prior.config())))
+    assert_close(restored.log_prob(mu), prior.log_prob(mu))
+    for improper in (
+        lambda: priors.Laplace(math.inf),
+        lambda: priors.ScaleMixture(sigma1=math.inf),
+    ):
+        with pytest.raises(ValueError, match="positive and finite"):
+            improper()
+    with pytest.raises(ValueError, match="positive"):
+        priors.Normal(math.nan)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,11 @@ Every prior is factorised over parameters and exposes
   ``q = N(mu, sigma^2)``, in closed form where one exists and by Monte Carlo otherwise.
 
 Scales may be global (a float) or per layer: a mapping from a module-name prefix to a
-scale, the longest matching prefix winning (``{"": 1.0, "head": 0.1}``).
+scale, the longest matching prefix winning (``{"": 1.0, "head": 0.1}``). A ``Normal`` scale
+of ``math.inf`` is a flat (improper) prior: no weight decay on those layers, as in Gal et
+al.'s active-learning CNN, which decays only its first dense layer
+(``{"": math.inf, "7": 0.4}``). Objectives that use only ``log p`` (MAP, MC dropout, SWAG,
+the samplers) accept it; VI does not (the KL to a flat prior is infinite).
 """
 
 from __future__ import annotations
@@ -57,11 +61,12 @@ def _resolve(scale: Scale, name: str) -> float:
     return float(scale[best])
 
 
-def _check_scale(scale: Scale, what: str = "scale") -> None:
+def _check_scale(scale: Scale, what: str = "scale", flat: bool = False) -> None:
     values = scale.values() if isinstance(scale, Mapping) else [scale]
     for v in values:
-        if not float(v) > 0:
-            raise ValueError(f"prior {what} must be positive, got {v}.")
+        if not (float(v) > 0 and (flat or math.isfinite(float(v)))):
+            must = "positive (math.inf: flat)" if flat else "positive and finite"
+            raise ValueError(f"prior {what} must be {must}, got {v}.")
 
 
 class Prior:
@@ -142,13 +147,14 @@ class Normal(Prior):
     """Zero-mean Gaussian prior ``N(0, scale^2)``; as MAP it is weight decay ``1/(2 scale^2)``.
 
     Args:
-        scale: Standard deviation, global or per layer (see the module docstring).
+        scale: Standard deviation, global or per layer (see the module docstring);
+            ``math.inf`` makes those layers' prior flat (log density 0, no weight decay).
     """
 
     name = "normal"
 
     def __init__(self, scale: Scale = 1.0) -> None:
-        _check_scale(scale)
+        _check_scale(scale, flat=True)
         self.scale = scale
 
     def _dist(self, name: str, like: Tensor) -> _NormalDist:
@@ -156,10 +162,23 @@ class Normal(Prior):
             torch.zeros((), dtype=like.dtype, device=like.device), _resolve(self.scale, name)
         )
 
+    def _flat(self, name: str) -> bool:
+        return math.isinf(_resolve(self.scale, name))
+
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
+        if self._flat(name):
+            return value.new_zeros(())
         return self._dist(name, value).log_prob(value).sum()
 
+    def _finite_for_kl(self, name: str) -> None:
+        if self._flat(name):
+            raise ValueError(
+                f"parameter {name!r} has a flat (infinite-scale) prior, whose KL divergence is "
+                "infinite: variational methods need a finite prior scale on every layer."
+            )
+
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+        self._finite_for_kl(name)
         scale = torch.tensor(_resolve(self.scale, name), dtype=mu.dtype, device=mu.device)
         return kl_divergence(_normal(mu, sigma), _normal(torch.zeros_like(scale), scale)).sum()
 
@@ -188,9 +207,10 @@ class Centered(Normal):
         return self.loc[name].to(like.device, like.dtype)
 
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
-        return self._dist(name, value).log_prob(value - self._loc(name, value)).sum()
+        return super().log_prob_param(name, value - self._loc(name, value))
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+        self._finite_for_kl(name)
         loc = self._loc(name, mu).expand_as(mu)
         prior = _normal(loc, torch.full_like(mu, _resolve(self.scale, name)))
         return kl_divergence(_normal(mu, sigma), prior).sum()

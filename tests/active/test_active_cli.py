@@ -91,6 +91,7 @@ def test_train_epochs_and_precision_reach_the_run(tmp_path):
     assert main(["active-learn", *TINY, *flags]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["train_epochs"] == 25 and results["config"]["precision"] == "bfloat16"
+    assert results["config"]["decay"] is None  # the experiment's default: Gal's dense layer
     assert results["runs"][0]["labels"] == [20, 30]
 
 
@@ -103,6 +104,7 @@ def test_train_epochs_and_precision_reach_the_run(tmp_path):
         (["--step", "0"], "expected a positive integer"),
         (["--train-epochs", "0"], "expected a positive number, got 0.0"),
         (["--precision", "float16"], "invalid choice: 'float16'"),
+        (["--decay", "conv"], "invalid choice: 'conv'"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, extra, message):

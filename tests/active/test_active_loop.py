@@ -120,6 +120,39 @@ def test_weight_decay_sets_the_prior_scaled_by_labelled_set_size():
         _learner(factory=lambda: bdl.MCDropout(_net()), weight_decay=1.0).run()
 
 
+def test_weight_decay_per_layer_decays_only_the_named_layers():
+    learner = _learner(weight_decay={"1": 2.0}, budget=10)
+    learner.run()
+    prior = learner.method.prior
+    for name, w in learner.method.model.named_parameters():
+        w = w.detach().clone().requires_grad_()
+        log_p = prior.log_prob_param(name, w)
+        grad = torch.autograd.grad(log_p, w)[0] if log_p.requires_grad else torch.zeros_like(w)
+        decay = 2 * 2.0 if name.startswith("1.") else 0.0  # d/dw of -c ||w||^2
+        torch.testing.assert_close(grad, -decay * w.detach(), msg=name)
+    for bad, message in [
+        ({"9": 1.0}, "weight_decay names layer '9', which the model does not have"),
+        ({}, "weight_decay mapping is empty"),
+        ({"1": -1.0}, "weight_decay must be positive, got -1.0 for layer '1'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _learner(weight_decay=bad, budget=10).run()
+
+
+def test_the_experiment_decays_the_dense_layer_as_gal_et_al_except_for_vi():
+    from bayesdl.active.experiment import ExperimentConfig, _weight_decay
+
+    assert _weight_decay(ExperimentConfig()) == {"7": 3.5}  # gal_cnn's Linear(., 128)
+    assert _weight_decay(ExperimentConfig(method="vi")) == 3.5  # VI's KL needs a proper prior
+    assert _weight_decay(ExperimentConfig(decay="all", weight_decay=1.0)) == 1.0
+    assert (
+        isinstance(bdl.models.gal_cnn()[7], nn.Linear)
+        and bdl.models.gal_cnn()[7].out_features == 128
+    )
+    with pytest.raises(ValueError, match="unknown decay 'conv'"):
+        ExperimentConfig(decay="conv").validate()
+
+
 def test_train_epochs_sizes_the_schedule_to_the_labelled_set(monkeypatch):
     calls = []
     fit = bdl.MCDropout.fit
