@@ -139,6 +139,9 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--decay", default=None, choices=["dense", "all"],
                    help="weight decay on the first dense layer only (Gal et al.'s code; default, "
                         "except for vi) or on every layer")  # fmt: skip
+    p.add_argument("--init", default=d.init, choices=["glorot", "torch"],
+                   help="CNN initialisation: Keras's Glorot-uniform, zero biases (Gal et al.) "
+                        "or PyTorch's default")  # fmt: skip
     p.add_argument("--eval-every", type=_positive_int, default=d.eval_every)
     p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points only")
     p.add_argument("--seed", type=_non_negative_int, default=d.seed)
@@ -172,7 +175,7 @@ def run_active_learn(args: argparse.Namespace) -> int:
         pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
         train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
         eval_every=args.eval_every, test_size=args.test_size, seed=args.seed, device=args.device,
-        decay=args.decay,
+        decay=args.decay, init=args.init,
     )  # fmt: skip
     results = run_experiment(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(format_summary(results))

@@ -7,7 +7,12 @@ from torch import nn
 __all__ = ["gal_cnn", "mlp"]
 
 
-def gal_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Sequential:
+_INITS = ("torch", "glorot")
+
+
+def gal_cnn(
+    num_classes: int = 10, in_channels: int = 1, image_size: int = 28, init: str = "torch"
+) -> nn.Sequential:
     """The MNIST CNN of Gal, Islam & Ghahramani (2017), "Deep Bayesian Active Learning".
 
     conv 32 4x4 - relu - conv 32 4x4 - relu - maxpool 2 - dropout 0.25 - dense 128 - relu -
@@ -17,13 +22,26 @@ def gal_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -
         num_classes: Output classes.
         in_channels: Input channels.
         image_size: Side of the square input images (28 for MNIST, 8 for digits).
+        init: ``"torch"`` (PyTorch's default initialisation) or ``"glorot"``: Glorot-uniform
+            weights and zero biases, the Keras defaults that Gal et al. trained with.
+
+    Raises:
+        ValueError: On an unknown ``init``.
     """
+    if init not in _INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {list(_INITS)}.")
     side = (image_size - 6) // 2
-    return nn.Sequential(
+    net = nn.Sequential(
         nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(),
         nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
         nn.Linear(32 * side * side, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes),
     )  # fmt: skip
+    if init == "glorot":
+        for layer in net:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return net
 
 
 def mlp(

@@ -91,7 +91,8 @@ def test_train_epochs_and_precision_reach_the_run(tmp_path):
     assert main(["active-learn", *TINY, *flags]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["train_epochs"] == 25 and results["config"]["precision"] == "bfloat16"
-    assert results["config"]["decay"] is None  # the experiment's default: Gal's dense layer
+    assert results["config"]["decay"] is None  # the defaults: Gal's dense layer, Keras init
+    assert results["config"]["init"] == "glorot"
     assert results["runs"][0]["labels"] == [20, 30]
 
 
@@ -105,6 +106,7 @@ def test_train_epochs_and_precision_reach_the_run(tmp_path):
         (["--train-epochs", "0"], "expected a positive number, got 0.0"),
         (["--precision", "float16"], "invalid choice: 'float16'"),
         (["--decay", "conv"], "invalid choice: 'conv'"),
+        (["--init", "he"], "invalid choice: 'he'"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, extra, message):

@@ -73,6 +73,8 @@ class ExperimentConfig:
         decay: ``"dense"`` applies it to the CNN's first dense layer only, as Gal et al.'s
             code does (the other layers get a flat prior); ``"all"`` to every layer;
             ``None`` picks ``"dense"``, or ``"all"`` for VI (its KL needs a proper prior).
+        init: Initialisation of the CNN (``bayesdl.models.gal_cnn``): ``"glorot"`` (the
+            Keras defaults of Gal et al.'s code) or ``"torch"``.
         lr: Adam learning rate.
         batch_size: Minibatch size.
         eval_every: Evaluate on the test set every this many steps.
@@ -95,6 +97,7 @@ class ExperimentConfig:
     precision: str = "float32"
     weight_decay: float | None = None
     decay: str | None = None
+    init: str = "glorot"
     lr: float = 1e-3
     batch_size: int = 64
     eval_every: int = 1
@@ -118,6 +121,8 @@ class ExperimentConfig:
             )
         if self.decay is not None and self.decay not in _DECAY:
             raise ValueError(f"unknown decay {self.decay!r}; choose one of {list(_DECAY)}.")
+        if self.init not in ("glorot", "torch"):
+            raise ValueError(f"unknown init {self.init!r}; choose one of ['glorot', 'torch'].")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}.")
 
@@ -135,7 +140,7 @@ def _load(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
     device = torch.device(cfg.device)
 
     def factory() -> torch.nn.Module:  # channels-last: slightly faster convs on CPU (amp_speed)
-        return gal_cnn(classes, train.x.shape[1], size).to(
+        return gal_cnn(classes, train.x.shape[1], size, init=cfg.init).to(
             device, memory_format=torch.channels_last
         )
 
