@@ -157,21 +157,14 @@ class Normal(Prior):
         _check_scale(scale, flat=True)
         self.scale = scale
 
-    def _dist(self, name: str, like: Tensor) -> _NormalDist:
-        return _normal(
-            torch.zeros((), dtype=like.dtype, device=like.device), _resolve(self.scale, name)
-        )
-
-    def _flat(self, name: str) -> bool:
-        return math.isinf(_resolve(self.scale, name))
-
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
-        if self._flat(name):
+        scale = _resolve(self.scale, name)
+        if math.isinf(scale):  # flat: log density 0
             return value.new_zeros(())
-        return self._dist(name, value).log_prob(value).sum()
+        return _normal(value.new_zeros(()), scale).log_prob(value).sum()
 
     def _finite_for_kl(self, name: str) -> None:
-        if self._flat(name):
+        if math.isinf(_resolve(self.scale, name)):
             raise ValueError(
                 f"parameter {name!r} has a flat (infinite-scale) prior, whose KL divergence is "
                 "infinite: variational methods need a finite prior scale on every layer."
