@@ -3,8 +3,9 @@
 Protocol: their CNN with MC dropout, with Keras's initialisation as in their code
 (``--init torch``: PyTorch's); 20 class-balanced initial labels; 10 acquired per step
 up to 1,000; weight decay c / N_labelled (c = 3.5) on the dense-128 layer only, as in their
-code (``--decay all``: on every layer); MC samples at acquisition and test
-time; a random 2,000-point pool subset scored per step; the full 10,000-image test set.
+code (``--decay all``: on every layer); 100 MC samples scoring the pool, as in their code,
+and 20 on the test set (``--mc-samples``, ``--test-samples``); a random 2,000-point pool
+subset scored per step; the full 10,000-image test set.
 Each (acquisition, repeat) is an independent run (seed = repeat) in its own process and
 checkpoint directory, so runs proceed in parallel (``--jobs``) and resume (``--resume``).
 BatchBALD (b = 10) runs on the same protocol up to ``--batchbald-budget`` labels.
@@ -21,7 +22,7 @@ Retraining: 50 epochs (Gal et al.) with a 100-step floor for tiny sets, in bfloa
 Example (the committed results in ``results/active_mnist/``, made before the dense-only
 decay and the Keras initialisation were the defaults; two runs at a time, one thread each)::
 
-    python benchmarks/active_mnist.py --decay all --init torch --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist
+    python benchmarks/active_mnist.py --decay all --init torch --mc-samples 20 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight decay on the dense-128 layer only (Gal et al.'s code) or all layers")  # fmt: skip
     p.add_argument("--init", default="glorot", choices=["glorot", "torch"],
                    help="CNN initialisation: Keras defaults as Gal et al., or PyTorch's")  # fmt: skip
-    p.add_argument("--mc-samples", type=int, default=20)
+    p.add_argument("--mc-samples", type=int, default=100,
+                   help="MC samples scoring the pool (Gal et al.'s code: 100)")  # fmt: skip
+    p.add_argument("--test-samples", type=int, default=20, help="MC samples on the test set")
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=1, help="test-set evaluation every k steps")
     p.add_argument("--dataset", default="mnist")
@@ -92,7 +95,7 @@ def _config(args: argparse.Namespace, acq: str, repeat: int, budget: int) -> Exp
     return ExperimentConfig(
         dataset=args.dataset, acquisitions=[acq], budget=budget, seed=repeat,
         train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
-        mc_samples=args.mc_samples, test_size=args.test_size,
+        mc_samples=args.mc_samples, test_samples=args.test_samples, test_size=args.test_size,
         eval_every=args.eval_every, device=args.device, decay=args.decay, init=args.init,
     )  # fmt: skip
 
@@ -150,7 +153,7 @@ def _markdown(results: dict[str, Any]) -> str:
     c = results["config"]
     lines = [
         f"{c['dataset']}: {c['initial']} -> {c['budget']} labels, {c['step']} per step, pool subset "
-        f"{c['pool_subset']}, S = {c['mc_samples']}; retraining {c['train_epochs']} epochs "
+        f"{c['pool_subset']}, S = {c['mc_samples']} (test set: {c.get('test_samples') or c['mc_samples']}); retraining {c['train_epochs']} epochs "
         f"(floor {c['train_steps']} steps), {c['precision']}, batch {c['batch_size']}, lr {c['lr']}, "
         f"init {c.get('init', 'torch')}, weight decay on {c.get('decay', 'all')} layers; "
         f"test set every {c['eval_every']} steps; device {c['device']}. Labels-to-target are means "

@@ -129,7 +129,10 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--repeats", type=_positive_int, default=d.repeats, help="runs per acquisition")
     p.add_argument("--pool-subset", type=_non_negative_int, default=d.pool_subset,
                    help="random pool points scored per step (0: all)")  # fmt: skip
-    p.add_argument("--mc-samples", type=_positive_int, default=d.mc_samples)
+    p.add_argument("--mc-samples", type=_positive_int, default=d.mc_samples,
+                   help="MC samples when scoring the pool (and testing, unless --test-samples)")  # fmt: skip
+    p.add_argument("--test-samples", type=_positive_int, default=None,
+                   help="MC samples for the test-set predictions (default: --mc-samples)")  # fmt: skip
     p.add_argument("--train-steps", type=_positive_int, default=d.train_steps,
                    help="gradient steps per retraining (the minimum with --train-epochs)")  # fmt: skip
     p.add_argument("--train-epochs", type=_positive_float, default=d.train_epochs,
@@ -173,7 +176,7 @@ def run_active_learn(args: argparse.Namespace) -> int:
         acquisitions=[a.strip() for a in args.acquisition.split(",") if a.strip()],
         initial=args.initial, step=args.step, budget=args.budget, repeats=args.repeats,
         pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
-        train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
+        test_samples=args.test_samples, train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
         eval_every=args.eval_every, test_size=args.test_size, seed=args.seed, device=args.device,
         decay=args.decay, init=args.init,
     )  # fmt: skip

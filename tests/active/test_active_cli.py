@@ -87,10 +87,12 @@ def test_active_learn_writes_the_documented_layout(tmp_path, capsys):
 
 def test_train_epochs_and_precision_reach_the_run(tmp_path):
     out = tmp_path / "al"
-    flags = ["--train-epochs", "25", "--precision", "bfloat16", "--budget", "30", "--out", str(out)]
+    flags = ["--train-epochs", "25", "--precision", "bfloat16", "--budget", "30",
+             "--test-samples", "3", "--out", str(out)]  # fmt: skip
     assert main(["active-learn", *TINY, *flags]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["train_epochs"] == 25 and results["config"]["precision"] == "bfloat16"
+    assert results["config"]["test_samples"] == 3
     assert results["config"]["decay"] is None  # the defaults: Gal's dense layer, Keras init
     assert results["config"]["init"] == "glorot"
     assert results["runs"][0]["labels"] == [20, 30]
@@ -107,6 +109,7 @@ def test_train_epochs_and_precision_reach_the_run(tmp_path):
         (["--precision", "float16"], "invalid choice: 'float16'"),
         (["--decay", "conv"], "invalid choice: 'conv'"),
         (["--init", "he"], "invalid choice: 'he'"),
+        (["--test-samples", "0"], "expected a positive integer"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, extra, message):

@@ -173,6 +173,23 @@ def test_train_epochs_sizes_the_schedule_to_the_labelled_set(monkeypatch):
     assert [c[1] for c in calls] == [40, 40]  # fixed steps: 1 batch of 10 or 15 points
 
 
+def test_pool_and_test_set_use_their_own_sample_counts(monkeypatch):
+    calls = []
+    predict = bdl.MCDropout.predict
+
+    def spy(self, x, **kw):
+        calls.append((len(x), kw["samples"]))
+        return predict(self, x, **kw)
+
+    monkeypatch.setattr(bdl.MCDropout, "predict", spy)
+    _learner(budget=15, mc_samples=7, test_samples=3).run()
+    # step 0: test set; step 1: 200 pool points, then the test set
+    assert calls == [(len(TEST), 3), (200, 7), (len(TEST), 3)]
+    calls.clear()
+    _learner(budget=15, mc_samples=7).run()  # test_samples defaults to mc_samples
+    assert [s for _, s in calls] == [7, 7, 7]
+
+
 # -- errors --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kw,message",
@@ -183,6 +200,7 @@ def test_train_epochs_sizes_the_schedule_to_the_labelled_set(monkeypatch):
         ({"acquisition": "bold"}, r"unknown acquisition function 'bold'; choose one of \["),
         ({"pool_subset": 3}, "pool_subset=3 is smaller than step=5"),
         ({"mc_samples": 0}, "mc_samples"),
+        ({"test_samples": 0}, "test_samples must be an integer >= 1"),
         ({"fit_kwargs": {"epochs": 3}}, "may not set"),
         ({"acquisition": "bald", "acquisition_kwargs": {"beta": 1}}, "takes no options"),
         ({"method": "nope"}, "unknown method"),

@@ -60,7 +60,8 @@ class ExperimentConfig:
         budget: Final labelled set size.
         repeats: Runs per acquisition function (seeds ``seed``, ``seed + 1``, ...).
         pool_subset: Random unlabelled points scored per step (``None``: all).
-        mc_samples: MC samples at acquisition and test time.
+        mc_samples: MC samples at acquisition (and at test time unless ``test_samples``).
+        test_samples: MC samples for the test-set predictions (``None``: ``mc_samples``).
         train_steps: Gradient steps per retraining: fixed, or the minimum when
             ``train_epochs`` is set.
         train_epochs: Epochs per retraining, sized to the labelled set (``None``: a fixed
@@ -92,6 +93,7 @@ class ExperimentConfig:
     repeats: int = 1
     pool_subset: int | None = 2000
     mc_samples: int = 20
+    test_samples: int | None = None
     train_steps: int = 500
     train_epochs: float | None = None
     precision: str = "float32"
@@ -202,7 +204,7 @@ def run_experiment(
                 factory, train, test, method=cfg.method,
                 weight_decay=_weight_decay(cfg),
                 acquisition=acq, initial=cfg.initial, step=cfg.step, budget=cfg.budget,
-                pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples,
+                pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples, test_samples=cfg.test_samples,
                 eval_every=cfg.eval_every, train_steps=cfg.train_steps,
                 train_epochs=cfg.train_epochs, amp=_PRECISIONS[cfg.precision],
                 fit_kwargs={"lr": cfg.lr, "batch_size": cfg.batch_size},

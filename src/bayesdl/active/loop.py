@@ -166,7 +166,8 @@ class ActiveLearner:
         step: Points acquired per step.
         budget: Labelled-set size at which the loop stops (initial set included).
         pool_subset: Unlabelled points scored per step (random subset); ``None`` scores all.
-        mc_samples: MC samples S for scoring the pool and for the test predictions.
+        mc_samples: MC samples S for scoring the pool (Gal et al.'s code uses 100).
+        test_samples: MC samples for the test-set predictions (``None``: ``mc_samples``).
         eval_every: Evaluate on the test set every this many steps (and at the last one).
         train_steps: Gradient steps per (re)training; with ``train_epochs`` the minimum.
             See the module docstring.
@@ -234,6 +235,7 @@ class ActiveLearner:
         budget: int = 1000,
         pool_subset: int | None = 2000,
         mc_samples: int = 20,
+        test_samples: int | None = None,
         eval_every: int = 1,
         train_steps: int = 500,
         train_epochs: float | None = None,
@@ -274,6 +276,9 @@ class ActiveLearner:
             raise ValueError(f"pool_subset={pool_subset} is smaller than step={step}.")
         self.pool_subset = pool_subset
         self.mc_samples = _check_int(mc_samples, "mc_samples", 1)
+        self.test_samples = (
+            self.mc_samples if test_samples is None else _check_int(test_samples, "test_samples", 1)
+        )
         self.eval_every = _check_int(eval_every, "eval_every", 1)
         self.train_steps = _check_int(train_steps, "train_steps", 1)
         if train_epochs is not None and not (
@@ -342,6 +347,7 @@ class ActiveLearner:
                 "budget": self.budget,
                 "pool_subset": self.pool_subset,
                 "mc_samples": self.mc_samples,
+                "test_samples": self.test_samples,
                 "eval_every": self.eval_every,
                 "train_steps": self.train_steps,
                 "train_epochs": self.train_epochs,
@@ -430,10 +436,10 @@ class ActiveLearner:
     def _device(self) -> torch.device:
         return getattr(self.method, "device", torch.device("cpu"))
 
-    def _predict(self, x: Tensor, step: int, purpose: int) -> CategoricalPredictive:
+    def _predict(self, x: Tensor, step: int, purpose: int, samples: int) -> CategoricalPredictive:
         assert self.method is not None
         g = _generator(self.seed, step, purpose, device=self._device())
-        pred = self.method.predict(x, samples=self.mc_samples, generator=g)
+        pred = self.method.predict(x, samples=samples, generator=g)
         if not isinstance(pred, CategoricalPredictive):
             raise TypeError("active learning needs a classification method (Categorical).")
         return pred.cpu()
@@ -441,7 +447,7 @@ class ActiveLearner:
     def _acquire(self, step: int, k: int) -> Tensor:
         candidates = self.pool.unlabelled_subset(self.pool_subset, self._rng)
         if self.acquisition.needs_model:
-            pred = self._predict(self.train_x[candidates], step, _POOL)
+            pred = self._predict(self.train_x[candidates], step, _POOL, self.mc_samples)
         else:  # random acquisition reads only the pool size
             pred = CategoricalPredictive(torch.zeros(1, candidates.numel(), 1))
         local = select(
@@ -452,7 +458,7 @@ class ActiveLearner:
     def _evaluate(self, step: int) -> tuple[float, float]:
         amp = torch.autocast(self._device().type, dtype=self.amp, enabled=self.amp is not None)
         with amp:
-            pred = self._predict(self.test_x, step, _TEST)
+            pred = self._predict(self.test_x, step, _TEST, self.test_samples)
         probs = pred.probs.double()
         probs = probs / probs.sum(-1, keepdim=True)
         return metrics.accuracy(probs, self.test_y), metrics.nll(probs, self.test_y)
