@@ -14,7 +14,10 @@ before the output layer), with learned homoscedastic noise (``Gaussian(sigma=Non
 ``laplace`` (full GGN over all weights, homoscedastic only); and ``ensemble`` (5 MAP
 networks, Lakshminarayanan et al. without their adversarial training), with either noise
 model; and ``hmc`` (NUTS over all 751 weights and the log noise sd, homoscedastic,
-started at a MAP fit), or ``hmc-fixed-noise`` with the noise held at that MAP fit's value.
+started at a MAP fit), or ``hmc-fixed-noise`` with the noise held at that MAP fit's value,
+or ``hmc-hier`` with Neal's hierarchical prior instead of a fixed Normal: one Gamma(1, 1)
+precision per parameter tensor, integrated out (``priors.GammaPrecision``), so each
+layer's weight scale is inferred with the weights.
 
 Hyperparameters are chosen per split on a validation set (20% of the training part; the
 test part is never looked at): every setting of the method's grid (``GRIDS``: Normal prior
@@ -82,6 +85,7 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "ensemble-hetero": ("ensemble", True),
     "hmc": ("hmc", False),
     "hmc-fixed-noise": ("hmc", False),
+    "hmc-hier": ("hmc", False),
 }
 
 #: Constructor arguments of one configuration (beyond ``CTOR`` of its method).
@@ -104,7 +108,8 @@ CTOR: dict[str, dict[str, Any]] = {
     "hmc": {"max_tree_depth": 8},
 }
 
-#: Validation grid per method: Normal prior scale (standardised units) and dropout rate.
+#: Validation grid per method (or per configuration, which wins): Normal prior scale
+#: (standardised units), dropout rate, or the Gamma hyperprior of ``priors.GammaPrecision``.
 GRIDS: dict[str, list[dict[str, float]]] = {
     "map": [{"prior_scale": s} for s in (0.1, 0.3, 1.0)],
     "vi": [{"prior_scale": s} for s in (0.3, 1.0)],
@@ -112,6 +117,7 @@ GRIDS: dict[str, list[dict[str, float]]] = {
     "laplace": [{"prior_scale": s} for s in (0.3, 1.0)],  # the MAP fit's prior
     "ensemble": [{"prior_scale": s} for s in (0.3, 1.0)],  # MAP's usual choices
     "hmc": [{"prior_scale": 1.0}],
+    "hmc-hier": [{"gamma_shape": 1.0, "gamma_rate": 1.0}],
 }
 
 #: Published test RMSE / log-likelihood on Boston (means over 20 splits of HL&A's data).
@@ -247,7 +253,8 @@ def train_staged(
 
     Args:
         config: Key of ``CONFIGS``.
-        setting: Grid point (``prior_scale`` and, for MC dropout, ``p``).
+        setting: Grid point (``prior_scale`` or ``gamma_shape`` and ``gamma_rate``; for MC
+            dropout also ``p``).
         x, y: Training data in original units, shapes (N, 13) and (N, 1).
         stages: Increasing cumulative epoch counts; training stops at the last.
         args: Parsed options (lr, batch size, samples).
@@ -268,9 +275,13 @@ def train_staged(
         ctor = CTOR.get(name, {}) | CONFIG_CTOR.get(config, {})
         if name == "hmc":
             ctor = ctor | {"num_samples": args.hmc_samples, "num_chains": args.hmc_chains}
-        method = bayesdl.get_method(name)(
-            model, likelihood=lik, prior=priors.Normal(setting["prior_scale"]), **ctor
-        )
+        if "gamma_shape" in setting:
+            prior: priors.Prior = priors.GammaPrecision(
+                setting["gamma_shape"], setting["gamma_rate"]
+            )
+        else:
+            prior = priors.Normal(setting["prior_scale"])
+        method = bayesdl.get_method(name)(model, likelihood=lik, prior=prior, **ctor)
         return method, _loader(std.x(x), std.y(y), args.batch_size, gen), gen
 
     method, loader, gen = build()
@@ -298,7 +309,7 @@ def run_split(
     out: dict[str, Any] = {}
     for config in configs:
         start = time.perf_counter()
-        grid = args.grids[CONFIGS[config][0]]
+        grid = args.grids.get(config) or args.grids[CONFIGS[config][0]]
         restarts = CONFIGS[config][0] in RESTARTS
         stages = args.restart_stages if restarts else args.stages
         if CONFIGS[config][0] == "hmc":

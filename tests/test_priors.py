@@ -114,3 +114,47 @@ def test_monte_carlo_kl_of_the_scale_mixture_is_unbiased():
     )
     exact = torch.trapezoid(log_q.exp() * (log_q - log_p), grid).sum()
     assert abs(draws.mean() - exact) <= Z * draws.std() / math.sqrt(len(draws))
+
+
+def test_gamma_precision_is_the_marginal_of_the_two_level_model():
+    from scipy import integrate, optimize, stats
+
+    a, b = 1.5, 0.7
+    prior = priors.GammaPrecision(a, b)
+    # one weight: Student-t with 2a degrees of freedom and scale sqrt(b / a)
+    w = torch.tensor([0.3], dtype=torch.float64)
+    ref = torch.distributions.StudentT(2 * a, 0.0, math.sqrt(b / a)).log_prob(w).sum()
+    assert_close(prior.log_prob_param("x", w), ref)
+    # a tensor: integrate prod_i N(w_i | 0, 1/lam) Gamma(lam | a, b) over u = log lam
+    # numerically (the integrand divided by its peak, which is put back in log space)
+    for v in _params().values():
+        x = v.flatten().numpy()
+
+        def log_joint(u, x=x):
+            lam = math.exp(u)
+            return (
+                stats.norm.logpdf(x, 0, lam**-0.5).sum()
+                + stats.gamma.logpdf(lam, a, scale=1 / b)
+                + u
+            )
+
+        peak = -optimize.minimize_scalar(lambda u: -log_joint(u)).fun
+        value, err = integrate.quad(
+            lambda u, peak=peak: math.exp(log_joint(u) - peak), -30, 30, limit=200
+        )
+        assert err < 1e-8 * value
+        ref = torch.tensor(peak + math.log(value), dtype=v.dtype)
+        assert_close(prior.log_prob_param("w", v), ref)
+
+
+def test_gamma_precision_shrinks_by_the_posterior_mean_precision():
+    a, b = 2.0, 3.0
+    w = _params()["a.weight"].clone().requires_grad_()
+    priors.GammaPrecision(a, b).log_prob({"a.weight": w}).backward()
+    mean_precision = (a + w.numel() / 2) / (b + 0.5 * w.detach().square().sum())  # E[lam | w]
+    assert_close(w.grad, -mean_precision * w.detach())
+    rebuilt = priors.from_config(json.loads(json.dumps(priors.GammaPrecision(a, b).config())))
+    assert isinstance(rebuilt, priors.GammaPrecision) and (rebuilt.shape, rebuilt.rate) == (a, b)
+    for bad in (dict(shape=0.0), dict(rate=-1.0), dict(rate=math.inf)):
+        with pytest.raises(ValueError, match="positive and finite"):
+            priors.GammaPrecision(**bad)
