@@ -176,7 +176,8 @@ def run_active_learn(args: argparse.Namespace) -> int:
         acquisitions=[a.strip() for a in args.acquisition.split(",") if a.strip()],
         initial=args.initial, step=args.step, budget=args.budget, repeats=args.repeats,
         pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
-        test_samples=args.test_samples, train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
+        test_samples=args.test_samples, train_steps=args.train_steps,
+        train_epochs=args.train_epochs, precision=args.precision,
         eval_every=args.eval_every, test_size=args.test_size, seed=args.seed, device=args.device,
         decay=args.decay, init=args.init,
     )  # fmt: skip

@@ -7,8 +7,8 @@ One step of :class:`ActiveLearner` (step 0 labels the initial set instead of acq
    with the acquisition function;
 2. **label**: ask the oracle (by default the data set's own labels);
 3. **train**: a fresh method from the factory (or the previous one with ``warm_start``);
-4. **test**: accuracy and NLL of the model average on the test set, every ``eval_every``
-   steps and at the last step;
+4. **test**: accuracy and NLL of the model average (``test_samples`` MC samples) on the
+   test set, every ``eval_every`` steps and at the last step;
 5. **checkpoint** (when ``checkpoint_dir`` is set), atomically.
 
 Retraining schedule: by default a *fixed number of gradient steps* (``train_steps``)
