@@ -24,6 +24,10 @@ Example (the committed results in ``results/active_mnist/``, made before the den
 decay and the Keras initialisation were the defaults; two runs at a time, one thread each)::
 
     python benchmarks/active_mnist.py --decay all --init torch --mc-samples 20 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist
+
+and with today's defaults (``results/active_mnist_gal_code/``)::
+
+    python benchmarks/active_mnist.py --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_gal_code
 """
 
 from __future__ import annotations
