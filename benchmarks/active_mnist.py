@@ -158,7 +158,8 @@ def _markdown(results: dict[str, Any]) -> str:
     c = results["config"]
     lines = [
         f"{c['dataset']}: {c['initial']} -> {c['budget']} labels, {c['step']} per step, pool subset "
-        f"{c['pool_subset']}, S = {c['mc_samples']} (test set: {c.get('test_samples') or c['mc_samples']}); retraining {c['train_epochs']} epochs "
+        f"{c['pool_subset']}, S = {c['mc_samples']} "
+        f"(test set: {c.get('test_samples') or c['mc_samples']}); retraining {c['train_epochs']} epochs "
         f"(floor {c['train_steps']} steps), {c['precision']}, batch {c['batch_size']}, lr {c['lr']}, "
         f"init {c.get('init', 'torch')}, weight decay on {c.get('decay', 'all')} layers; "
         f"test set every {c['eval_every']} steps; device {c['device']}. Labels-to-target are means "
