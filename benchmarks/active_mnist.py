@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-epochs", type=float, default=50, help="epochs per retraining (Gal et al.)"
     )
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="minibatch size (Gal et al.'s code: 128)"
+    )
     p.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--decay", default="dense", choices=["dense", "all"],
                    help="weight decay on the dense-128 layer only (Gal et al.'s code) or all layers")  # fmt: skip
@@ -100,6 +103,7 @@ def _config(args: argparse.Namespace, acq: str, repeat: int, budget: int) -> Exp
     return ExperimentConfig(
         dataset=args.dataset, acquisitions=[acq], budget=budget, seed=repeat,
         train_steps=args.train_steps, train_epochs=args.train_epochs, precision=args.precision,
+        batch_size=args.batch_size,
         mc_samples=args.mc_samples, test_samples=args.test_samples, test_size=args.test_size,
         eval_every=args.eval_every, device=args.device, decay=args.decay, init=args.init,
     )  # fmt: skip

@@ -65,7 +65,8 @@ def markdown(results: dict[str, Any]) -> str:
     if later:
         lines += ["", "Appended invocations: " + "; ".join(
             f"{', '.join(c['methods'])} ({c['epochs']} epochs, {c.get('threads', '?')} threads"
-            f"{', with temperature-scaled rows' if c.get('calibrate') else ''})"
+            f"{', with temperature-scaled rows' if c.get('calibrate') else ''}"
+            f"{_non_default(c)})"
             for c in later
         ) + "."]  # fmt: skip
     lines += [
@@ -78,12 +79,26 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _non_default(cfg: dict[str, Any]) -> str:
+    """ ", dropout (0.1, 0.25), seed 1" for an invocation's settings that differ from the first's."""
+    rates, seed = tuple(cfg.get("dropout", (0.25, 0.5))), cfg.get("seed", 0)
+    return (f", dropout {rates}" if rates != (0.25, 0.5) else "") + (
+        f", seed {seed}" if seed else ""
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--methods", default="map,vi,mc-dropout")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dropout",
+        default="0.25,0.5",
+        help="the CNN's dropout rates P_CONV,P_DENSE (default: Gal et al.'s)",
+    )
     p.add_argument("--work", default="evaluate-mnist-run", help="evaluate's own output directory")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument(
@@ -105,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = EvaluateConfig(
         dataset="mnist", methods=args.methods.split(","), ood="fashion-mnist",
         epochs=args.epochs, samples=args.samples, device=args.device, calibrate=args.calibrate,
+        seed=args.seed, dropout=tuple(float(r) for r in args.dropout.split(",")),
     )  # fmt: skip
     results = evaluate(cfg, args.work, overwrite=True)
     results["config"]["threads"] = torch.get_num_threads()

@@ -1,22 +1,36 @@
-"""MC dropout calibration and OOD detection on MNIST against the dropout rates (exploratory).
+"""MC dropout's two dropout rates chosen on MNIST's validation split; then its calibration
+and OOD detection on the test sets.
 
-Gal et al. CNN with MC dropout (default Normal(1) prior) and its two dropout rates replaced
-(after the convolutions, before the output layer), trained 5 epochs as ``bayesdl evaluate``
-does (Adam lr 1e-3, batch 128, float32; seeds from ``SEEDS``, default 0); then the ``bayesdl evaluate`` metrics of
-the S = 20 model average (``decision_metrics``: ECE, OOD AUROC against Fashion-MNIST, ...)
-and the NLL on MNIST's 10,000 validation images. One JSON line per pair of rates and seed.
+For each pair of rates (after the convolutions, before the output layer: ``gal_cnn``'s
+``dropout``) in the grid ``--conv`` x ``--dense`` and each seed of ``--seeds``, trains the
+Gal et al. CNN with MC dropout as ``bayesdl evaluate`` does (5 epochs, Adam lr 1e-3, batch
+128, float32, the default Normal(1) prior; the seed fixes the initial weights, the shuffling
+and the posterior samples) and appends one JSON line to ``--log``: the NLL of the S = 20
+model average on MNIST's 10,000 validation images and every ``decision_metrics`` entry on
+the 10,000 test images (OOD: the 10,000 Fashion-MNIST test images). Pairs and seeds already
+in the log are not rerun.
 
-Run (the committed log: seed 0, then seeds 1 and 2 appended)::
+The choice of rates looks at the validation NLL of seed 0 only, never at a test metric; the
+summary (printed and written next to the log as ``.md``) gives the chosen pair's test
+metrics as mean +- sd over its seeds, beside Gal et al.'s default rates (0.25, 0.5).
 
-    python benchmarks/mc_dropout_rates.py 0.1,0.25 > benchmarks/results/mc_dropout_rates.log
-    SEEDS=1,2 python benchmarks/mc_dropout_rates.py 0.1,0.25 >> benchmarks/results/mc_dropout_rates.log
+Run (the committed ``results/mc_dropout_rates.log``: seed 0 of the grid, then seeds 1 and 2
+of the chosen pair)::
 
-(about 3.5 min per run on two cores)."""
+    python benchmarks/mc_dropout_rates.py --conv 0.05,0.1,0.25 --dense 0.1,0.25,0.5
+    python benchmarks/mc_dropout_rates.py --conv 0.1 --dense 0.25 --seeds 1,2
 
+(about 3.5 min per run on two cores, 5-6 min on one).
+"""
+
+from __future__ import annotations
+
+import argparse
 import json
-import os
-import sys
+import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,27 +39,93 @@ from bayesdl import metrics
 from bayesdl.evaluate import decision_metrics
 from bayesdl.models import gal_cnn
 
-CONV_DROPOUT, DENSE_DROPOUT = 5, 9  # indices of gal_cnn's two nn.Dropout layers
+GAL = (0.25, 0.5)
+SHOWN = ["accuracy", "nll", "ece", "adaptive_ece", "brier", "ood_auroc_entropy", "ood_auroc_mi"]
 
-train, valid, test = bdl.data.mnist("train"), bdl.data.mnist("valid"), bdl.data.mnist("test")
-ood = bdl.data.fashion_mnist("test").x[: len(test)]
-SEEDS = [int(s) for s in os.environ.get("SEEDS", "0").split(",")]
-for pair, seed in [(pair, seed) for pair in sys.argv[1:] or ["0.25,0.5"] for seed in SEEDS]:
-    p_conv, p_dense = (float(p) for p in pair.split(","))
+
+def run(p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
+    """Train one MC dropout CNN and measure it (one line of the log)."""
+    train, valid, test = (bdl.data.mnist(s) for s in ("train", "valid", "test"))
+    ood = bdl.data.fashion_mnist("test").x[: len(test)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # seed 0: the initial weights of bayesdl evaluate
-        net = gal_cnn()
-    net[CONV_DROPOUT].p, net[DENSE_DROPOUT].p = p_conv, p_dense
-    method = bdl.MCDropout(net)
+        method = bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
     start = time.perf_counter()
     method.fit(train, epochs=5, lr=1e-3, batch_size=128, progress=False,
                generator=torch.Generator().manual_seed(seed))  # fmt: skip
     fit_s = time.perf_counter() - start
-
     pred = {k: method.predict(x, samples=20, generator=torch.Generator().manual_seed(seed))
             for k, x in {"test": test.x, "ood": ood, "valid": valid.x}.items()}  # fmt: skip
     row = decision_metrics(pred["test"], test.y, pred["ood"])
     row["valid_nll"] = metrics.nll(pred["valid"].probs.double(), valid.y)
-    print(
-        json.dumps({"dropout": [p_conv, p_dense], "seed": seed, **row, "fit_s": fit_s}), flush=True
+    return {"dropout": [p_conv, p_dense], "seed": seed, **row, "fit_s": fit_s,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def summary(lines: list[dict[str, Any]]) -> str:
+    """Markdown: the grid by validation NLL (seed 0), the choice, its test metrics over seeds."""
+    by_pair: dict[tuple[float, float], list[dict[str, Any]]] = {}
+    for line in lines:
+        by_pair.setdefault(tuple(line["dropout"]), []).append(line)
+    seed0 = {pair: next(r for r in rows if r.get("seed", 0) == 0)
+             for pair, rows in by_pair.items() if any(r.get("seed", 0) == 0 for r in rows)}  # fmt: skip
+    chosen = min(seed0, key=lambda pair: seed0[pair]["valid_nll"])
+    out = ["Seed 0 of every pair, sorted by the validation NLL (the only column the choice uses):",
+           "", "| dropout (conv, dense) | valid NLL | " + " | ".join(SHOWN) + " |",
+           "|---" * (len(SHOWN) + 2) + "|"]  # fmt: skip
+    for pair in sorted(seed0, key=lambda pair: seed0[pair]["valid_nll"]):
+        r = seed0[pair]
+        out.append(f"| {pair} | {r['valid_nll']:.4f} | "
+                   + " | ".join(f"{r[k]:.4f}" for k in SHOWN) + " |")  # fmt: skip
+    out += ["", f"Chosen on validation: {chosen}. Test metrics, mean +- sd over seeds:", "",
+            "| dropout (conv, dense) | seeds | " + " | ".join(SHOWN) + " |",
+            "|---" * (len(SHOWN) + 2) + "|"]  # fmt: skip
+    for pair in dict.fromkeys([chosen, GAL]):
+        rows = by_pair.get(pair, [])
+        if not rows:
+            continue
+        cells = []
+        for k in SHOWN:
+            values = [r[k] for r in rows]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.4f} +- {sd:.4f}")
+        seeds = ",".join(str(r.get("seed", 0)) for r in rows)
+        out.append(f"| {pair}{' (Gal et al.)' if pair == GAL else ''} | {seeds} | "
+                   + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--conv", default="0.05,0.1,0.25", help="rates after the convolutions")
+    p.add_argument("--dense", default="0.1,0.25,0.5", help="rates before the output layer")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--log", default="benchmarks/results/mc_dropout_rates.log")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = Path(args.log)
+    done = {(tuple(r["dropout"]), r.get("seed", 0)) for r in _read(log)}
+    for p_conv in (float(v) for v in args.conv.split(",")):
+        for p_dense in (float(v) for v in args.dense.split(",")):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                if ((p_conv, p_dense), seed) in done:
+                    continue
+                line = run(p_conv, p_dense, seed)
+                with open(log, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                print(json.dumps(line), flush=True)
+    text = summary(_read(log))
+    log.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def _read(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(s) for s in log.read_text().splitlines()] if log.exists() else []
+
+
+if __name__ == "__main__":
+    main()

@@ -104,3 +104,22 @@ def test_methods_mnist_tiny(tmp_path, restore_threads):
     assert report["methods"]["ensemble"]["samples"] == 2  # min(S, members)
     assert 0 <= report["methods"]["l0"]["sparsity"]["weights_removed"] <= 1
     assert "| l0 | 784-200-10 | 256 |" in (tmp_path / "methods_mnist.md").read_text()
+
+
+def test_mc_dropout_rates_choose_on_validation_nll_only():
+    bench = _load("mc_dropout_rates")
+    metrics = dict.fromkeys(bench.SHOWN, 0.5)
+
+    def line(pair, seed, valid_nll, ece):
+        return {"dropout": list(pair), "seed": seed, **metrics, "valid_nll": valid_nll, "ece": ece}
+
+    lines = [
+        line((0.25, 0.5), 0, 0.05, 0.001),  # best test ECE, worse validation NLL
+        line((0.1, 0.25), 0, 0.04, 0.004),
+        line((0.1, 0.25), 1, 0.09, 0.006),  # seed 1 is not looked at for the choice
+        line((0.05, 0.1), 1, 0.01, 0.001),  # no seed 0: not a candidate
+    ]
+    text = bench.summary(lines)
+    assert "Chosen on validation: (0.1, 0.25)." in text
+    assert "| (0.1, 0.25) | 0,1 | 0.5000 +- 0.0000 | 0.5000 +- 0.0000 | 0.0050 +- 0.0014 |" in text
+    assert "| (0.25, 0.5) (Gal et al.) | 0 |" in text

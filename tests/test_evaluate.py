@@ -10,6 +10,7 @@ import torch
 
 from bayesdl.cli import main
 from bayesdl.evaluate import METRIC_COLUMNS, EvaluateConfig, decision_metrics, evaluate
+from bayesdl.models import gal_cnn
 from bayesdl.predictive import CategoricalPredictive
 
 pytest.importorskip("matplotlib")
@@ -162,3 +163,33 @@ def test_calibrate_adds_temperature_scaled_rows_fitted_on_held_out_images(tmp_pa
     assert results["methods"]["map+T"]["accuracy"] == results["methods"]["map"]["accuracy"]
     html = (out / "report.html").read_text()
     assert "Temperature scaling" in html and "mc-dropout+T" in html
+
+
+def test_dropout_option_reaches_the_network(tmp_path, monkeypatch, capsys):
+    import bayesdl.evaluate as ev
+
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(gal_cnn(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(ev, "gal_cnn", spy)
+    fast = list(FAST)
+    fast[fast.index("--methods") + 1] = "mc-dropout"
+    assert main(["evaluate", *fast, "--dropout", "0.1,0.2", "--out", str(tmp_path / "p")]) == 0
+    results = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert results["config"]["dropout"] == [0.1, 0.2]
+    assert built and all(
+        [m.p for m in net if isinstance(m, torch.nn.Dropout)] == [0.1, 0.2] for net in built
+    )
+    with pytest.raises(
+        ValueError, match=r"dropout must be two rates in \[0, 1\), got \(0.5, 1.0\)"
+    ):
+        EvaluateConfig(dropout=(0.5, 1.0)).resolved()
+    for bad in ["0.5", "0.5,1", "a,b"]:
+        assert main(["evaluate", *fast, "--dropout", bad, "--out", str(tmp_path / "bad")]) == 2
+        assert f"--dropout: expected two rates in [0, 1) like 0.25,0.5, got '{bad}'" in (
+            capsys.readouterr().err
+        )
+    assert not (tmp_path / "bad").exists()

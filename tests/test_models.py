@@ -25,3 +25,13 @@ def test_glorot_init_is_the_keras_default_gal_et_al_trained_with():
     assert float(dense.abs().max()) <= 1 / math.sqrt(dense.shape[1])
     with pytest.raises(ValueError, match="unknown init 'he'"):
         gal_cnn(init="he")
+
+
+def test_dropout_rates_are_set_and_checked():
+    rates = [m.p for m in gal_cnn() if isinstance(m, nn.Dropout)]
+    assert rates == [0.25, 0.5]  # Gal et al.'s
+    rates = [m.p for m in gal_cnn(dropout=(0.1, 0.3)) if isinstance(m, nn.Dropout)]
+    assert rates == [0.1, 0.3]
+    for bad in [(1.0, 0.5), (0.25, -0.1), (0.1, 0.2, 0.3)]:
+        with pytest.raises(ValueError, match="dropout must be two rates in"):
+            gal_cnn(dropout=bad)

@@ -97,6 +97,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _rate_pair(text: str) -> tuple[float, float]:
+    try:
+        pair = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or not all(0 <= p < 1 for p in pair):
+        raise argparse.ArgumentTypeError(
+            f"expected two rates in [0, 1) like 0.25,0.5, got {text!r}"
+        )
+    return pair[0], pair[1]
+
+
 def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Declare ``bayesdl active-learn`` and its options.
 
@@ -222,6 +234,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--dropout", type=_rate_pair, default=(0.25, 0.5), metavar="P_CONV,P_DENSE",
+                   help="the CNN's dropout rates (default: Gal et al.'s 0.25,0.5)")  # fmt: skip
     p.add_argument(
         "--calibrate", action="store_true",
         help="also report each method after temperature scaling fitted on a validation split "
@@ -253,7 +267,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset=args.dataset, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         ood=args.ood, epochs=args.epochs, samples=args.samples, lr=args.lr,
         batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
-        load=args.load, seed=args.seed, device=args.device, calibrate=args.calibrate,
+        load=args.load, seed=args.seed, device=args.device, dropout=args.dropout,
+        calibrate=args.calibrate,
     )  # fmt: skip
     results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(format_summary(results))

@@ -95,6 +95,9 @@ class EvaluateConfig:
             (``OUT/posteriors``); the methods are loaded instead of trained.
         seed: Seed of initialisation, shuffling and posterior sampling.
         device: Torch device of the models.
+        dropout: The CNN's two dropout rates (after the convolutions, before the output
+            layer; ``gal_cnn``'s ``dropout``), the same for every method. With ``load``,
+            give the rates the posteriors were trained with.
         calibrate: Also report every method after temperature scaling fitted on a
             validation split (MNIST's own 10,000 validation images; for the other data sets
             the last ``VALID_FRACTION`` of the training split, which is then held out of
@@ -115,6 +118,7 @@ class EvaluateConfig:
     load: str | None = None
     seed: int = 0
     device: str = "cpu"
+    dropout: tuple[float, float] = (0.25, 0.5)
     calibrate: bool = False
 
     def resolved(self) -> EvaluateConfig:
@@ -145,8 +149,12 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        dropout = tuple(self.dropout)
+        if len(dropout) != 2 or not all(0 <= p < 1 for p in dropout):
+            raise ValueError(f"dropout must be two rates in [0, 1), got {self.dropout!r}.")
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
-        return EvaluateConfig(**(asdict(self) | {"ood": ood, "epochs": epochs}))
+        changes = {"ood": ood, "epochs": epochs, "dropout": dropout}
+        return EvaluateConfig(**(asdict(self) | changes))
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -344,7 +352,7 @@ def evaluate(
     device = torch.device(cfg.device)
 
     def factory() -> nn.Module:
-        return gal_cnn(classes, channels, size).to(device)
+        return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}

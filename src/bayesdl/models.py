@@ -11,7 +11,11 @@ _INITS = ("torch", "glorot")
 
 
 def gal_cnn(
-    num_classes: int = 10, in_channels: int = 1, image_size: int = 28, init: str = "torch"
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    init: str = "torch",
+    dropout: tuple[float, float] = (0.25, 0.5),
 ) -> nn.Sequential:
     """The MNIST CNN of Gal, Islam & Ghahramani (2017), "Deep Bayesian Active Learning".
 
@@ -24,17 +28,23 @@ def gal_cnn(
         image_size: Side of the square input images (28 for MNIST, 8 for digits).
         init: ``"torch"`` (PyTorch's default initialisation) or ``"glorot"``: Glorot-uniform
             weights and zero biases, the Keras defaults that Gal et al. trained with.
+        dropout: Rates of the two dropout layers, (after the convolutions, before the
+            output layer); Gal et al.'s (0.25, 0.5) by default.
 
     Raises:
-        ValueError: On an unknown ``init``.
+        ValueError: On an unknown ``init`` or a dropout rate outside [0, 1).
     """
     if init not in _INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {list(_INITS)}.")
+    if len(dropout) != 2 or not all(0 <= p < 1 for p in dropout):
+        raise ValueError(f"dropout must be two rates in [0, 1), got {dropout!r}.")
+    p_conv, p_dense = dropout
     side = (image_size - 6) // 2
     net = nn.Sequential(
         nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        nn.Linear(32 * side * side, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes),
+        nn.MaxPool2d(2), nn.Dropout(p_conv), nn.Flatten(),
+        nn.Linear(32 * side * side, 128), nn.ReLU(), nn.Dropout(p_dense),
+        nn.Linear(128, num_classes),
     )  # fmt: skip
     if init == "glorot":
         for layer in net:
