@@ -14,13 +14,14 @@ The choice of rates looks at the validation NLL of seed 0 only, never at a test 
 summary (printed and written next to the log as ``.md``) gives the chosen pair's test
 metrics as mean +- sd over its seeds, beside Gal et al.'s default rates (0.25, 0.5).
 
-Run (the committed ``results/mc_dropout_rates.log``: seed 0 of the grid, then seeds 1 and 2
-of the chosen pair)::
+Run (the committed ``results/mc_dropout_rates.log`` and ``.md``: seed 0 of the grid, then
+seeds 1 and 2 of the chosen pair; the log's first three lines, (0.1, 0.25) with seeds 0-2 on
+two threads, come from an earlier exploratory run)::
 
-    python benchmarks/mc_dropout_rates.py --conv 0.05,0.1,0.25 --dense 0.1,0.25,0.5
-    python benchmarks/mc_dropout_rates.py --conv 0.1 --dense 0.25 --seeds 1,2
+    python benchmarks/mc_dropout_rates.py --conv 0.05,0.1,0.25 --dense 0.1,0.25,0.5 --threads 1
+    python benchmarks/mc_dropout_rates.py --conv 0.25 --dense 0.25 --seeds 1,2 --threads 1
 
-(about 3.5 min per run on two cores, 5-6 min on one).
+(about 3.5 min per run on two cores; 4 min on one thread with two runs side by side).
 """
 
 from __future__ import annotations
