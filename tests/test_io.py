@@ -60,6 +60,19 @@ def test_mismatched_model_fails_clearly(tmp_path):
         bdl.load(path, _net(width=16))
 
 
+def test_dropout_rates_are_recorded_and_a_model_with_other_rates_is_refused(tmp_path):
+    mc = bdl.MCDropout(_net())
+    path = bdl.save(mc, tmp_path / "mc.safetensors")
+    assert bdl.io.read_metadata(path)["dropout"] == {"2": 0.1}
+    other = _net()
+    other[2].p = 0.3  # same weights and shapes: only the rate tells them apart
+    with pytest.raises(
+        ValueError, match=r"dropout rates \{'2': 0.1\}, but this model has \{'2': 0.3\}"
+    ):
+        bdl.load(path, other)
+    assert bdl.load(path, _net()).model[2].p == 0.1
+
+
 def test_tampered_file_fails_clearly(tmp_path):
     vi, _ = _fitted()
     path = bdl.save(vi, tmp_path / "vi.safetensors")

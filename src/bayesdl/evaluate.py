@@ -97,7 +97,7 @@ class EvaluateConfig:
         device: Torch device of the models.
         dropout: The CNN's two dropout rates (after the convolutions, before the output
             layer; ``gal_cnn``'s ``dropout``), the same for every method. With ``load``,
-            give the rates the posteriors were trained with.
+            give the rates the posteriors were trained with (``load`` refuses others).
         calibrate: Also report every method after temperature scaling fitted on a
             validation split (MNIST's own 10,000 validation images; for the other data sets
             the last ``VALID_FRACTION`` of the training split, which is then held out of

@@ -1,9 +1,9 @@
 """Save and load fitted methods: safetensors for tensors, JSON metadata in its header.
 
 Nothing is ever unpickled. A file records the method's registry name, its
-hyperparameters, the likelihood and prior configs, every tensor's name and shape, the
-library version and a SHA-256 digest of the tensor payload, so that ``load`` can refuse
-a file that was tampered with or that belongs to another model.
+hyperparameters, the likelihood and prior configs, the network's dropout rates, every
+tensor's name and shape, the library version and a SHA-256 digest of the tensor payload,
+so that ``load`` can refuse a file that was tampered with or that belongs to another model.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 
 from bayesdl import likelihoods, priors
 from bayesdl.methods.base import BaseMethod, get_method
+from bayesdl.methods.mc_dropout import _is_dropout
 
 __all__ = ["save", "load"]
 
@@ -44,6 +45,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+def _dropout_rates(model: nn.Module) -> dict[str, float]:
+    """Rate of every dropout layer, by module name: part of the posterior for MC dropout, and
+    not among the weights."""
+    return {name: float(m.p) for name, m in model.named_modules() if _is_dropout(m)}
 
 
 def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -79,6 +86,7 @@ def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False
         "hparams": method.hparams,
         "likelihood": method.likelihood.config(),
         "prior": prior_cfg,
+        "dropout": _dropout_rates(method.model),
         "shapes": {k: list(v.shape) for k, v in tensors.items()},
         "sha256": _digest(tensors),
     }
@@ -127,9 +135,17 @@ def load(path: str | os.PathLike, model: nn.Module, **overrides: Any) -> BaseMet
         The method, on the model's device, in eval mode.
 
     Raises:
-        ValueError: If the file is corrupt or tampered with, or does not match ``model``.
+        ValueError: If the file is corrupt or tampered with, or does not match ``model``
+            (its tensors' names and shapes, or its dropout rates).
     """
     meta = read_metadata(path)
+    rates = _dropout_rates(model)
+    if "dropout" in meta and meta["dropout"] != rates:  # older files lack the key
+        raise ValueError(
+            f"{path} was saved from a model with dropout rates {meta['dropout']}, but this model "
+            f"has {rates}; build it with the saved rates (e.g. gal_cnn(dropout=...), "
+            f"bayesdl evaluate --dropout)."
+        )
     try:
         tensors = load_file(str(path))
     except SafetensorError as err:
