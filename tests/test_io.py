@@ -71,6 +71,13 @@ def test_dropout_rates_are_recorded_and_a_model_with_other_rates_is_refused(tmp_
     ):
         bdl.load(path, other)
     assert bdl.load(path, _net()).model[2].p == 0.1
+    # a file written before rates were recorded has no "dropout" key: it loads, unchecked
+    from safetensors.torch import load_file, save_file
+
+    meta = bdl.io.read_metadata(path)
+    del meta["dropout"]
+    save_file(load_file(str(path)), tmp_path / "old.safetensors", {"bayesdl": json.dumps(meta)})
+    assert bdl.load(tmp_path / "old.safetensors", other).model[2].p == 0.3
 
 
 def test_tampered_file_fails_clearly(tmp_path):
