@@ -82,10 +82,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _non_default(cfg: dict[str, Any]) -> str:
-    """ ", dropout (0.1, 0.25), seed 1" for an invocation's settings that differ from the first's."""
-    rates, seed = tuple(cfg.get("dropout", (0.25, 0.5))), cfg.get("seed", 0)
-    return (f", dropout {rates}" if rates != (0.25, 0.5) else "") + (
-        f", seed {seed}" if seed else ""
+    """ ", dropout (0.1, 0.25), seed 1" for an invocation's settings off the defaults (files
+    written before these settings existed used the defaults)."""
+    default = EvaluateConfig()
+    rates, seed = tuple(cfg.get("dropout", default.dropout)), cfg.get("seed", default.seed)
+    return (f", dropout {rates}" if rates != default.dropout else "") + (
+        f", seed {seed}" if seed != default.seed else ""
     )
 
 

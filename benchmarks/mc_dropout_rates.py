@@ -44,10 +44,16 @@ GAL = (0.25, 0.5)
 SHOWN = ["accuracy", "nll", "ece", "adaptive_ece", "brier", "ood_auroc_entropy", "ood_auroc_mi"]
 
 
-def run(p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
+def load_data() -> dict[str, bdl.data.Data]:
+    """MNIST's three splits and the Fashion-MNIST test images (as ``"ood"``), loaded once."""
+    data = {split: bdl.data.mnist(split) for split in ("train", "valid", "test")}
+    return data | {"ood": bdl.data.fashion_mnist("test")}
+
+
+def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
     """Train one MC dropout CNN and measure it (one line of the log)."""
-    train, valid, test = (bdl.data.mnist(s) for s in ("train", "valid", "test"))
-    ood = bdl.data.fashion_mnist("test").x[: len(test)]
+    train, valid, test = data["train"], data["valid"], data["test"]
+    ood = data["ood"].x[: len(test)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # seed 0: the initial weights of bayesdl evaluate
         method = bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
@@ -110,12 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     log = Path(args.log)
     done = {(tuple(r["dropout"]), r.get("seed", 0)) for r in _read(log)}
+    data: dict[str, bdl.data.Data] = {}
     for p_conv in (float(v) for v in args.conv.split(",")):
         for p_dense in (float(v) for v in args.dense.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
                 if ((p_conv, p_dense), seed) in done:
                     continue
-                line = run(p_conv, p_dense, seed)
+                data = data or load_data()
+                line = run(data, p_conv, p_dense, seed)
                 with open(log, "a") as f:
                     f.write(json.dumps(line) + "\n")
                 print(json.dumps(line), flush=True)

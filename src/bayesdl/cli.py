@@ -98,15 +98,14 @@ def _positive_float(text: str) -> float:
 
 
 def _rate_pair(text: str) -> tuple[float, float]:
+    from bayesdl.models import check_dropout_pair  # torch: only once --dropout is given
+
     try:
-        pair = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        pair = ()
-    if len(pair) != 2 or not all(0 <= p < 1 for p in pair):
+        return check_dropout_pair(float(p) for p in text.split(","))
+    except ValueError:  # not numbers, or not two rates in [0, 1)
         raise argparse.ArgumentTypeError(
             f"expected two rates in [0, 1) like 0.25,0.5, got {text!r}"
-        )
-    return pair[0], pair[1]
+        ) from None
 
 
 def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ from bayesdl.methods.base import (
     get_method,
     method_names,
 )
-from bayesdl.models import gal_cnn
+from bayesdl.models import check_dropout_pair, gal_cnn
 from bayesdl.predictive import CategoricalPredictive
 
 __all__ = ["EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS"]
@@ -149,9 +149,7 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
-        dropout = tuple(self.dropout)
-        if len(dropout) != 2 or not all(0 <= p < 1 for p in dropout):
-            raise ValueError(f"dropout must be two rates in [0, 1), got {self.dropout!r}.")
+        dropout = check_dropout_pair(self.dropout)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
         changes = {"ood": ood, "epochs": epochs, "dropout": dropout}
         return EvaluateConfig(**(asdict(self) | changes))

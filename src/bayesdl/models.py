@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 __all__ = ["gal_cnn", "mlp"]
 
 
 _INITS = ("torch", "glorot")
+
+
+def check_dropout_pair(dropout: Iterable[float]) -> tuple[float, float]:
+    """``gal_cnn``'s ``dropout`` checked: two rates in [0, 1), as a tuple.
+
+    Raises:
+        ValueError: Naming the value, if it is not two rates in [0, 1).
+    """
+    pair = tuple(dropout)
+    if len(pair) != 2 or not all(0 <= p < 1 for p in pair):
+        raise ValueError(f"dropout must be two rates in [0, 1), got {dropout!r}.")
+    return pair[0], pair[1]
 
 
 def gal_cnn(
@@ -36,9 +50,7 @@ def gal_cnn(
     """
     if init not in _INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {list(_INITS)}.")
-    if len(dropout) != 2 or not all(0 <= p < 1 for p in dropout):
-        raise ValueError(f"dropout must be two rates in [0, 1), got {dropout!r}.")
-    p_conv, p_dense = dropout
+    p_conv, p_dense = check_dropout_pair(dropout)
     side = (image_size - 6) // 2
     net = nn.Sequential(
         nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(),
