@@ -109,11 +109,11 @@ CTOR: dict[str, dict[str, Any]] = {
 }
 
 #: Validation grid per method (or per configuration, which wins): Normal prior scale
-#: (standardised units), dropout rate, or the Gamma hyperprior of ``priors.GammaPrecision``.
+#: (standardised units) or the Gamma hyperprior of ``priors.GammaPrecision``. MC dropout's
+#: grid is its dropout rates (``--rates``), each with prior scale 1.
 GRIDS: dict[str, list[dict[str, float]]] = {
     "map": [{"prior_scale": s} for s in (0.1, 0.3, 1.0)],
     "vi": [{"prior_scale": s} for s in (0.3, 1.0)],
-    "mc-dropout": [{"p": p, "prior_scale": 1.0} for p in (0.005, 0.01, 0.05, 0.1)],
     "laplace": [{"prior_scale": s} for s in (0.3, 1.0)],  # the MAP fit's prior
     "ensemble": [{"prior_scale": s} for s in (0.3, 1.0)],  # MAP's usual choices
     "hmc": [{"prior_scale": 1.0}],
@@ -153,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hmc-warmup", type=int, default=300, help="NUTS warm-up iterations per chain")
     p.add_argument("--hmc-samples", type=int, default=200, help="NUTS draws kept per chain")
     p.add_argument("--hmc-chains", type=int, default=1, help="NUTS chains")
+    p.add_argument("--rates", default="0.005,0.01,0.05,0.1",
+                   help="dropout rates of the MC dropout grid (each with prior scale 1)")  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--samples", type=int, default=1000, help="posterior samples at prediction")
@@ -165,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="add --configs to the results already in --out (same splits)",
     )
+    p.add_argument("--suffix", default="",
+                   help="appended to the row names of this invocation, e.g. @2560ep")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -402,6 +406,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"S = {cfg['samples']} posterior samples, {cfg['threads']} torch thread(s); "
         f"runtime {results['runtime_s'] / 60:.1f} min.",
     ]
+    lines += [
+        f"Rows ending in {c['suffix']}: epoch stages {c['epochs']}, MC dropout rates "
+        f"{c['rates']} (appended invocation)."
+        for c in results.get("appended", [])
+        if c.get("suffix")
+    ]
     restarts = [
         c["restart_epochs"] for c in [cfg, *results.get("appended", [])] if "restart_epochs" in c
     ]
@@ -448,11 +458,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"unknown configs {unknown}; choose from {list(CONFIGS)}.")
     args.stages = [int(e) for e in args.epochs.split(",") if e]
     args.restart_stages = [int(e) for e in args.restart_epochs.split(",") if e]
-    args.grids = GRIDS
+    rates = [float(r) for r in args.rates.split(",") if r]
+    args.grids = GRIDS | {"mc-dropout": [{"p": r, "prior_scale": 1.0} for r in rates]}
     if args.quick:
         args.splits, args.stages, args.samples = min(args.splits, 2), [3, 6], 20
         args.restart_stages = [3, 6]
-        args.grids = {k: v[:2] for k, v in GRIDS.items()}
+        args.grids = {k: v[:2] for k, v in args.grids.items()}
         args.hmc_epochs, args.hmc_warmup, args.hmc_samples = 3, 10, 10
     data = bayesdl.data.boston()
     done: dict[int, dict[str, Any]] = {}
@@ -467,13 +478,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             done[i] = result
             line = ", ".join(f"{c} {result[c]['rmse']:.2f}/{result[c]['ll']:.2f}" for c in configs)
             print(f"split {i} ({time.perf_counter() - start:.0f} s): {line}", flush=True)
-    splits = [done[i] for i in range(args.splits)]
-    methods = summarize(splits, configs)
+    splits = [{c + args.suffix: r for c, r in done[i].items()} for i in range(args.splits)]
+    methods = summarize(splits, [c + args.suffix for c in configs])
     config = {
         "splits": args.splits, "seed": args.seed, "epochs": args.stages,
         "restart_epochs": args.restart_stages, "lr": args.lr,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads,
-        "jobs": args.jobs,
+        "jobs": args.jobs, "suffix": args.suffix, "rates": rates,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
         "hmc": {"epochs": args.hmc_epochs, "warmup": args.hmc_warmup,

@@ -89,6 +89,20 @@ def test_uci_boston_quick(tmp_path, restore_threads):
     assert "| mc-dropout | bayesdl |" in (tmp_path / "uci_boston.md").read_text()
 
 
+def test_uci_boston_append_with_suffix_keeps_earlier_rows(tmp_path, restore_threads):
+    """An appended invocation with other settings adds suffixed rows and its own grid."""
+    pytest.importorskip("mlxtend")
+    bench = _load("uci_boston")
+    common = ["--quick", "--splits", "1", "--configs", "mc-dropout", "--out", str(tmp_path)]
+    bench.main(bench.parse_args(common))
+    first = json.loads((tmp_path / "uci_boston.json").read_text())["methods"]["mc-dropout"]
+    bench.main(bench.parse_args([*common, "--append", "--suffix", "@long", "--rates", "0.3"]))
+    report = json.loads((tmp_path / "uci_boston.json").read_text())
+    assert report["methods"]["mc-dropout"] == first
+    assert report["splits"][0]["mc-dropout@long"]["chosen"]["p"] == 0.3
+    assert "Rows ending in @long" in (tmp_path / "uci_boston.md").read_text()
+
+
 def test_methods_mnist_tiny(tmp_path, restore_threads):
     bdl = pytest.importorskip("bayesdl")
     try:
