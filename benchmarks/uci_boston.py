@@ -40,6 +40,7 @@ Example (the committed results; 2-core machine, one torch thread)::
     python benchmarks/uci_boston.py --append --configs laplace --out benchmarks/results
     python benchmarks/uci_boston.py --append --configs ensemble,ensemble-hetero --out benchmarks/results
     python benchmarks/uci_boston.py --append --configs hmc --jobs 2 --hmc-chains 2 --hmc-samples 100 --hmc-warmup 200 --out benchmarks/results
+    python benchmarks/uci_boston.py --append --configs mc-dropout,laplace --epochs 10,20,40,80,160,320,640,1280,2560 --rates 0.005,0.01,0.05,0.1,0.2 --suffix @2560ep --jobs 2 --out benchmarks/results
 
 Smoke run (seconds)::
 
@@ -487,12 +488,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": args.jobs, "suffix": args.suffix, "rates": rates,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
-        "hmc": {"epochs": args.hmc_epochs, "warmup": args.hmc_warmup,
-                "samples": args.hmc_samples, "chains": args.hmc_chains, **CTOR["hmc"]},
+        "configs": configs,
         "torch": torch.__version__, "bayesdl": bayesdl.__version__,
         "platform": platform.platform(), "load_avg_start": load_start,
         "load_avg_end": list(os.getloadavg()),
     }  # fmt: skip
+    if any(CONFIGS[c][0] == "hmc" for c in configs):  # the table notes the settings HMC ran with
+        config["hmc"] = {"epochs": args.hmc_epochs, "warmup": args.hmc_warmup,
+                         "samples": args.hmc_samples, "chains": args.hmc_chains, **CTOR["hmc"]}  # fmt: skip
     results = {
         "methods": methods,
         "target": _target(methods),
