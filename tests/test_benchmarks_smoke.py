@@ -124,16 +124,25 @@ def test_mc_dropout_rates_choose_on_validation_nll_only():
     bench = _load("mc_dropout_rates")
     metrics = dict.fromkeys(bench.SHOWN, 0.5)
 
-    def line(pair, seed, valid_nll, ece):
+    def line(pair, seed, valid_nll, ece=0.5):
         return {"dropout": list(pair), "seed": seed, **metrics, "valid_nll": valid_nll, "ece": ece}
 
-    lines = [
-        line((0.25, 0.5), 0, 0.05, 0.001),  # best test ECE, worse validation NLL
-        line((0.1, 0.25), 0, 0.04, 0.004),
-        line((0.1, 0.25), 1, 0.09, 0.006),  # seed 1 is not looked at for the choice
-        line((0.05, 0.1), 1, 0.01, 0.001),  # no seed 0: not a candidate
+    stage1 = [
+        line((0.25, 0.5), 0, 0.05, ece=0.001),  # best test ECE, worst validation NLL
+        line((0.1, 0.25), 0, 0.04, ece=0.004),
+        line((0.25, 0.25), 0, 0.03),
+        line((0.05, 0.1), 1, 0.01),  # no seed 0: not a candidate
     ]
-    text = bench.summary(lines)
+    assert bench.choose(stage1, finalists=2) == ((0.25, 0.25), [0])
+    # Stage 2: over seeds 0-2 the runner-up of seed 0 is better on average.
+    stage2 = [*stage1, line((0.25, 0.25), 1, 0.06), line((0.25, 0.25), 2, 0.06),
+              line((0.1, 0.25), 1, 0.04, ece=0.006), line((0.1, 0.25), 2, 0.04, ece=0.005)]  # fmt: skip
+    assert bench.choose(stage2, finalists=2) == ((0.1, 0.25), [0, 1, 2])
+    assert bench.choose(stage2, finalists=1) == ((0.25, 0.25), [0, 1, 2])
+    text = bench.summary(stage2, finalists=2)
     assert "Chosen on validation: (0.1, 0.25)." in text
-    assert "| (0.1, 0.25) | 0,1 | 0.5000 +- 0.0000 | 0.5000 +- 0.0000 | 0.0050 +- 0.0014 |" in text
-    assert "| (0.25, 0.5) (Gal et al.) | 0 |" in text
+    assert (
+        "| (0.1, 0.25) chosen | 0.0400 | 0,1,2 | 0.5000 +- 0.0000 | 0.5000 +- 0.0000 | 0.0050 +- 0.0010 |"
+        in text
+    )
+    assert "| (0.25, 0.5) (Gal et al.) | - | 0 |" in text
