@@ -16,12 +16,16 @@ compared by their mean validation NLL over the seeds all of them have (run them 
 ``--seeds 1,2``). The summary (printed and written next to the log as ``.md``) gives the
 finalists' test metrics as mean +- sd over their seeds, beside Gal et al.'s rates (0.25, 0.5).
 
-Run (the committed ``results/mc_dropout_rates.log`` and ``.md``: seed 0 of the grid, then
-seeds 1 and 2 of the chosen pair; the log's first three lines, (0.1, 0.25) with seeds 0-2 on
-two threads, come from an earlier exploratory run)::
+Run (the committed ``results/mc_dropout_rates.log`` and ``.md``: seed 0 of the grid, which
+put conv 0.25 at its edge, so the grid was extended to conv 0.35 and 0.5 for the dense rates
+that did best; then seeds 1 and 2 of the three finalists; the log's first three lines,
+(0.1, 0.25) with seeds 0-2 on two threads, come from an earlier exploratory run)::
 
     python benchmarks/mc_dropout_rates.py --conv 0.05,0.1,0.25 --dense 0.1,0.25,0.5 --threads 1
+    python benchmarks/mc_dropout_rates.py --conv 0.35,0.5 --dense 0.1,0.25 --threads 1
     python benchmarks/mc_dropout_rates.py --conv 0.25 --dense 0.25 --seeds 1,2 --threads 1
+    python benchmarks/mc_dropout_rates.py --conv 0.05 --dense 0.1 --seeds 1,2 --threads 1
+    python benchmarks/mc_dropout_rates.py --conv 0.5 --dense 0.1 --seeds 1,2 --threads 1
 
 (about 3.5 min per run on two cores; 4 min on one thread with two runs side by side).
 """
