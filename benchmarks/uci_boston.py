@@ -407,12 +407,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"S = {cfg['samples']} posterior samples, {cfg['threads']} torch thread(s); "
         f"runtime {results['runtime_s'] / 60:.1f} min.",
     ]
-    lines += [
-        f"Rows ending in {c['suffix']}: epoch stages {c['epochs']}, MC dropout rates "
-        f"{c['rates']} (appended invocation)."
-        for c in results.get("appended", [])
-        if c.get("suffix")
-    ]
+    for c in results.get("appended", []):
+        if c.get("suffix"):
+            rates = any(x.startswith("mc-dropout") for x in c["configs"])
+            lines.append(
+                f"Rows ending in {c['suffix']}: epoch stages {c['epochs']}"
+                + (f", MC dropout rates {c['rates']}" if rates else "")
+                + " (appended invocation)."
+            )
     restarts = [
         c["restart_epochs"] for c in [cfg, *results.get("appended", [])] if "restart_epochs" in c
     ]
