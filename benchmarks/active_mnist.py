@@ -20,7 +20,8 @@ Outputs in ``--out``: ``active_mnist.json``, ``active_mnist.csv``, ``active_mnis
 (table beside the published numbers) and ``active_mnist.png`` (curves, mean +- sd).
 
 Retraining: 50 epochs (Gal et al.) with a 100-step floor for tiny sets, in bfloat16
-(``--train-epochs``, ``--train-steps``, ``--precision``).
+(``--train-epochs``, ``--train-steps``, ``--precision``; float32, as Gal et al., was 1.35x
+slower and no better in one paired run, see ``results/active_mnist_float32/``).
 
 Example (the committed results in ``results/active_mnist/``, made before the dense-only
 decay and the Keras initialisation were the defaults; two runs at a time, one thread each)::
