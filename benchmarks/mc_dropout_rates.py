@@ -75,9 +75,23 @@ def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
-def choose(
-    lines: list[dict[str, Any]], finalists: int = 3
-) -> tuple[tuple[float, float], list[int]]:
+Pair = tuple[float, float]
+
+
+def _runs(lines: list[dict[str, Any]]) -> dict[Pair, dict[int, dict[str, Any]]]:
+    """Log lines by pair, then by seed (lines from before seeds were logged are seed 0)."""
+    runs: dict[Pair, dict[int, dict[str, Any]]] = {}
+    for line in lines:
+        runs.setdefault(tuple(line["dropout"]), {})[line.get("seed", 0)] = line
+    return runs
+
+
+def _ranked(runs: dict[Pair, dict[int, dict[str, Any]]]) -> list[Pair]:
+    """Stage 1: the pairs with a seed-0 run, by that run's validation NLL."""
+    return sorted((pair for pair in runs if 0 in runs[pair]), key=lambda p: runs[p][0]["valid_nll"])
+
+
+def choose(lines: list[dict[str, Any]], finalists: int = 3) -> tuple[Pair, list[int]]:
     """The pair with the lowest validation NLL, in two stages; never looks at a test metric.
 
     Stage 1 ranks every pair by the validation NLL of seed 0. Stage 2 takes the best
@@ -88,33 +102,29 @@ def choose(
     Returns:
         The chosen pair and the seeds its choice averaged over.
     """
-    by_pair: dict[tuple[float, float], dict[int, float]] = {}
-    for line in lines:
-        by_pair.setdefault(tuple(line["dropout"]), {})[line.get("seed", 0)] = line["valid_nll"]
-    ranked = sorted((pair for pair in by_pair if 0 in by_pair[pair]), key=lambda p: by_pair[p][0])
-    if not ranked:
+    runs = _runs(lines)
+    final = _ranked(runs)[:finalists]
+    if not final:
         raise ValueError("no pair has a seed-0 run yet; run the grid with --seeds 0 first.")
-    final = ranked[:finalists]
-    seeds = sorted(set.intersection(*(set(by_pair[pair]) for pair in final)))
-    chosen = min(final, key=lambda pair: statistics.mean(by_pair[pair][s] for s in seeds))
-    return chosen, seeds
+    seeds = sorted(set.intersection(*(set(runs[pair]) for pair in final)))
+
+    def mean_nll(pair: Pair) -> float:
+        return statistics.mean(runs[pair][s]["valid_nll"] for s in seeds)
+
+    return min(final, key=mean_nll), seeds
 
 
 def summary(lines: list[dict[str, Any]], finalists: int = 3) -> str:
     """Markdown: the grid by validation NLL (seed 0), the finalists' mean validation NLL, the
     choice (``choose``), and the test metrics over seeds of the finalists and Gal et al.'s pair."""
-    by_pair: dict[tuple[float, float], list[dict[str, Any]]] = {}
-    for line in lines:
-        by_pair.setdefault(tuple(line["dropout"]), []).append(line)
+    runs = _runs(lines)
+    ranked = _ranked(runs)
     chosen, seeds = choose(lines, finalists)
-    seed0 = {pair: next(r for r in rows if r.get("seed", 0) == 0)
-             for pair, rows in by_pair.items() if any(r.get("seed", 0) == 0 for r in rows)}  # fmt: skip
-    ranked = sorted(seed0, key=lambda pair: seed0[pair]["valid_nll"])
     out = ["Stage 1: seed 0 of every pair, sorted by the validation NLL (no test metric is used):",
            "", "| dropout (conv, dense) | valid NLL | " + " | ".join(SHOWN) + " |",
            "|---" * (len(SHOWN) + 2) + "|"]  # fmt: skip
     for pair in ranked:
-        r = seed0[pair]
+        r = runs[pair][0]
         out.append(f"| {pair} | {r['valid_nll']:.4f} | "
                    + " | ".join(f"{r[k]:.4f}" for k in SHOWN) + " |")  # fmt: skip
     out += ["", f"Stage 2: the best {finalists} by seed 0, mean validation NLL over seeds "
@@ -123,19 +133,18 @@ def summary(lines: list[dict[str, Any]], finalists: int = 3) -> str:
             "| dropout (conv, dense) | valid NLL (stage 2) | seeds | " + " | ".join(SHOWN) + " |",
             "|---" * (len(SHOWN) + 3) + "|"]  # fmt: skip
     for pair in dict.fromkeys([chosen, *ranked[:finalists], GAL]):
-        rows = by_pair.get(pair, [])
-        if not rows:
+        by_seed = runs.get(pair, {})
+        if not by_seed:
             continue
         cells = []
         for k in SHOWN:
-            values = [r[k] for r in rows]
+            values = [r[k] for r in by_seed.values()]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.4f} +- {sd:.4f}")
-        nll = {r.get("seed", 0): r["valid_nll"] for r in rows}
-        stage2 = (f"{statistics.mean(nll[s] for s in seeds):.4f}"
+        stage2 = (f"{statistics.mean(by_seed[s]['valid_nll'] for s in seeds):.4f}"
                   if pair in ranked[:finalists] else "-")  # fmt: skip
         tags = (" chosen" if pair == chosen else "") + (" (Gal et al.)" if pair == GAL else "")
-        out.append(f"| {pair}{tags} | {stage2} | {','.join(str(s) for s in sorted(nll))} | "
+        out.append(f"| {pair}{tags} | {stage2} | {','.join(str(s) for s in sorted(by_seed))} | "
                    + " | ".join(cells) + " |")  # fmt: skip
     return "\n".join(out) + "\n"
 

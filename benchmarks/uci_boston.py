@@ -409,10 +409,11 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for c in results.get("appended", []):
         if c.get("suffix"):
-            rates = any(x.startswith("mc-dropout") for x in c["configs"])
+            dropout = any(CONFIGS[x][0] == "mc-dropout" for x in c["configs"])
+            rates = [g["p"] for g in c["grids"]["mc-dropout"]]
             lines.append(
                 f"Rows ending in {c['suffix']}: epoch stages {c['epochs']}"
-                + (f", MC dropout rates {c['rates']}" if rates else "")
+                + (f", MC dropout rates {rates}" if dropout else "")
                 + " (appended invocation)."
             )
     restarts = [
@@ -487,7 +488,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "splits": args.splits, "seed": args.seed, "epochs": args.stages,
         "restart_epochs": args.restart_stages, "lr": args.lr,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads,
-        "jobs": args.jobs, "suffix": args.suffix, "rates": rates,
+        "jobs": args.jobs, "suffix": args.suffix,
         "quick": args.quick, "hidden": HIDDEN, "test_fraction": TEST_FRACTION,
         "valid_fraction": VALID_FRACTION, "grids": args.grids, "optimizer": "Adam",
         "configs": configs,
