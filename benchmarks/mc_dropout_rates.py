@@ -56,17 +56,24 @@ def load_data() -> dict[str, bdl.data.Data]:
     return data | {"ood": bdl.data.fashion_mnist("test")}
 
 
-def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
-    """Train one MC dropout CNN and measure it (one line of the log)."""
-    train, valid, test = data["train"], data["valid"], data["test"]
-    ood = data["ood"].x[: len(test)]
+def fit(
+    train: bdl.data.Data, p_conv: float, p_dense: float, seed: int
+) -> tuple[bdl.MCDropout, float]:
+    """Train one MC dropout CNN as ``bayesdl evaluate`` does; returns it and the seconds taken."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # seed 0: the initial weights of bayesdl evaluate
         method = bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
     start = time.perf_counter()
     method.fit(train, epochs=5, lr=1e-3, batch_size=128, progress=False,
                generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    fit_s = time.perf_counter() - start
+    return method, time.perf_counter() - start
+
+
+def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
+    """Train one MC dropout CNN and measure it (one line of the log)."""
+    valid, test = data["valid"], data["test"]
+    ood = data["ood"].x[: len(test)]
+    method, fit_s = fit(data["train"], p_conv, p_dense, seed)
     pred = {k: method.predict(x, samples=20, generator=torch.Generator().manual_seed(seed))
             for k, x in {"test": test.x, "ood": ood, "valid": valid.x}.items()}  # fmt: skip
     row = decision_metrics(pred["test"], test.y, pred["ood"])
