@@ -146,3 +146,43 @@ def test_mc_dropout_rates_choose_on_validation_nll_only():
         in text
     )
     assert "| (0.25, 0.5) (Gal et al.) | - | 0 |" in text
+
+
+def test_mc_dropout_samples_blocks_and_table(tmp_path, monkeypatch, restore_threads):
+    bdl = pytest.importorskip("bayesdl")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports mc_dropout_rates
+    bench = _load("mc_dropout_samples")
+    g = torch.Generator().manual_seed(0)
+
+    def images(n: int, name: str) -> bdl.data.Data:
+        x, y = torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+        return bdl.data.Data(x, y, name, "random", 10)
+
+    data = {"train": images(40, "train"), "test": images(30, "test"), "ood": images(30, "ood")}
+    run = bench.measure(data, (0.25, 0.5), 0, max_samples=6, sizes=[1, 2, 4], blocks=3)
+    assert {k: len(v) for k, v in run["blocks"].items()} == {"1": 3, "2": 3, "4": 1}
+    # One mask per block: the S = 1 "average" is a single network, different per block.
+    assert len({b["nll"] for b in run["blocks"]["1"]}) == 3
+    text = bench.markdown([run], {((0.25, 0.5), 0): 0.25})
+    assert "| (0.25, 0.5) | 4 | 1 | 1 |" in text and text.rstrip().endswith("thread(s)")
+    assert f"{run['s20_as_logged']['ece']:.4f} here, 0.2500 in the log" in text
+    bench.plot([run], tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_active_mnist_classes_counts_by_hand():
+    pytest.importorskip("bayesdl")
+    bench = _load("active_mnist_classes")
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    runs = [
+        {"acquisition": "bald", "labelled_indices": [0, 3, 6, 1], "labels": [2, 4], "accuracy": [0.5, 0.7]},
+        {"acquisition": "bald", "labelled_indices": [1, 4, 2, 5], "labels": [2, 4], "accuracy": [0.6, 0.9]},
+        {"acquisition": "random", "labelled_indices": [2], "labels": [1], "accuracy": [0.4]},
+    ]  # fmt: skip
+    assert bench.class_counts(runs[:2], labels, 3).tolist() == [[3, 0, 0], [0, 2, 1]]
+    text = bench.markdown({"runs": runs}, labels, [2, 4])
+    assert "| bald | 2 | 2 | 1.0 (0-2) | 1.0 (0-2) | 0.0 (0-0) | 55.00% |" in text
+    assert "| bald | 4 | 2 | 1.5 (0-3) | 1.5 (1-2) | 1.0 (0-2) | 80.00% |" in text
+    assert "| random |" not in text  # it labelled fewer than 2
+    with pytest.raises(ValueError, match="fewer than 4"):
+        bench.class_counts(runs, labels, 4)
