@@ -3,7 +3,7 @@ save -> load -> identical predictions, and the vectorised predict against a loop
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call
 from torch.testing import assert_close
 
@@ -177,3 +177,25 @@ def test_predict_restores_every_module_mode():
     model[2].eval()
     method.predict(_data(4)[0], samples=3)
     assert model.training and not model[2].training and model[5].training
+
+
+def test_fit_with_a_generator_ignores_and_keeps_the_global_rng():
+    # nn.Dropout draws its training masks from torch's global RNG, which torch seeds at random
+    # per process; with a generator, fit must not depend on (or move) that state.
+    def fitted(global_seed: int) -> tuple[list[Tensor], Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+        method = bdl.MCDropout(model)
+        x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        torch.manual_seed(global_seed)
+        method.fit((x, y), epochs=2, batch_size=16, progress=False,
+                   generator=torch.Generator().manual_seed(1))  # fmt: skip
+        return [p.detach().clone() for p in method.parameters()], torch.rand(3)
+
+    params_a, after_a = fitted(123)
+    params_b, after_b = fitted(456)
+    for a, b in zip(params_a, params_b, strict=True):
+        assert torch.equal(a, b)
+    torch.manual_seed(123)
+    assert torch.equal(after_a, torch.rand(3))  # the caller's global stream did not move
+    assert not torch.equal(after_a, after_b)

@@ -103,6 +103,29 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+@contextmanager
+def _global_rng_from(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
+    """Run the block on a fork of torch's global RNG (CPU, and ``device`` if CUDA) seeded
+    from ``generator``'s state; the global state is restored afterwards. ``generator`` is not
+    advanced, so the shuffling and a method's own noise are those of a fit without the fork
+    (results of methods that never touch the global RNG do not change). No-op without one."""
+    if generator is None:
+        yield
+        return
+    peek = torch.Generator(generator.device).set_state(generator.get_state())
+    seed = int(torch.randint(2**62, (), generator=peek, device=generator.device))
+    cuda = device.type == "cuda"
+    index = 0
+    if cuda:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 class BaseMethod(nn.Module, Method):
     """Shared machinery: the training loop, chunked prediction, device handling.
 
@@ -191,7 +214,10 @@ class BaseMethod(nn.Module, Method):
             lr: Learning rate.
             batch_size: Minibatch size (ignored for a ``DataLoader``).
             progress: Show a tqdm progress bar.
-            generator: Random generator for shuffling and the method's own noise.
+            generator: Random generator for shuffling and the method's own noise. With one,
+                ``fit`` is reproducible: noise drawn from torch's global RNG inside the
+                model (``nn.Dropout`` in training) comes from a fork of it seeded from
+                ``generator``, and the caller's global RNG state is left as it was.
             optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
                 run under ``torch.autocast`` (1.8x faster training of the Gal CNN on a CPU
@@ -217,33 +243,34 @@ class BaseMethod(nn.Module, Method):
         self._generator = generator
         self.train()
         step = 0
-        try:
-            bar = tqdm(
-                range(epochs), desc=f"fit {self.cli_name}", disable=not progress, leave=False
-            )
-            for _ in bar:
-                total_loss, seen = 0.0, 0
-                for x, y in loader:
-                    x, y = self._to_model(x), y.to(self.device)
-                    check_input(x)
-                    self._before_step(step, total)
-                    with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-                        loss = self.loss(x, y, n).float()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"training loss became {loss.item()} at step {step}; lower lr."
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total_loss += loss.item() * x.shape[0]
-                    seen += x.shape[0]
-                    step += 1
-                report.losses.append(total_loss / seen)
-                bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
-        finally:
-            self.eval()
-            self._generator = None
+        with _global_rng_from(generator, self.device):
+            try:
+                bar = tqdm(
+                    range(epochs), desc=f"fit {self.cli_name}", disable=not progress, leave=False
+                )
+                for _ in bar:
+                    total_loss, seen = 0.0, 0
+                    for x, y in loader:
+                        x, y = self._to_model(x), y.to(self.device)
+                        check_input(x)
+                        self._before_step(step, total)
+                        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                            loss = self.loss(x, y, n).float()
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(
+                                f"training loss became {loss.item()} at step {step}; lower lr."
+                            )
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        total_loss += loss.item() * x.shape[0]
+                        seen += x.shape[0]
+                        step += 1
+                    report.losses.append(total_loss / seen)
+                    bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
+            finally:
+                self.eval()
+                self._generator = None
         report.wall_time_s = time.perf_counter() - start
         return report
 
