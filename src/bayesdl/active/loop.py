@@ -36,9 +36,9 @@ Randomness and resuming. Nothing here draws from torch's global RNG without seed
 * the initial set, the model initialisation and training, and the MC samples for the
   pool and the test set use generators seeded from ``(seed, step, purpose)``;
 * the model's constructor and ``nn.Dropout`` during training draw from torch's global RNG,
-  which cannot take a generator: the loop seeds it from ``(seed, step)`` before building
-  and training each step's model, inside ``torch.random.fork_rng``, so the caller's global
-  RNG state is restored afterwards.
+  which cannot take a generator: the loop builds each step's model with it seeded from
+  ``(seed, step)``, and ``fit`` seeds it from the step's shuffling generator, both inside
+  ``torch.random.fork_rng``, so the caller's global RNG state is restored afterwards.
 
 So a run resumed from the checkpoint of step t repeats steps t+1, ... exactly as the
 uninterrupted run would (on the same machine, library versions and thread count).
@@ -46,12 +46,11 @@ uninterrupted run would (on the same machine, library versions and thread count)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.acquisition import get_acquisition, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
-from bayesdl.methods.base import Method, get_method
+from bayesdl.methods.base import Method, get_method, seeded_global_rng
 from bayesdl.predictive import CategoricalPredictive
 
 __all__ = ["ActiveLearner", "ActiveHistory", "StepRecord"]
@@ -83,16 +82,6 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 def _generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
-
-
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG inside ``fork_rng`` (restored on exit)."""
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _split_data(data: Any, name: str) -> tuple[Tensor, Tensor, int | None]:
@@ -194,8 +183,9 @@ class ActiveLearner:
 
     Every random choice comes from generators seeded by ``seed`` (see the module
     docstring), except that model construction and ``nn.Dropout`` during training cannot
-    take a generator: for those the loop seeds torch's global RNG from ``(seed, step)``
-    inside ``torch.random.fork_rng``, leaving the caller's global RNG state unchanged.
+    take a generator: for those torch's global RNG is seeded from ``(seed, step)`` inside
+    ``torch.random.fork_rng`` (by the loop, and by ``fit`` from its generator), leaving the
+    caller's global RNG state unchanged.
 
     Raises:
         ValueError: On inconsistent settings: ``budget`` larger than the pool, ``step`` < 1,
@@ -372,7 +362,7 @@ class ActiveLearner:
     # -- pieces of a step ----------------------------------------------------------------
     def _build(self, step: int) -> Method:
         """A fresh method; its constructor's global-RNG draws are seeded by (seed, step)."""
-        with _seeded_global_rng(derive_seed(self.seed, step, _TRAIN)):
+        with seeded_global_rng(derive_seed(self.seed, step, _TRAIN)):
             obj = self.factory()
         if isinstance(obj, Method):
             if self.method_name is not None or self.method_kwargs:
@@ -420,18 +410,17 @@ class ActiveLearner:
         epochs = math.ceil(self.train_steps / batches)
         if self.train_epochs is not None:
             epochs = max(epochs, math.ceil(self.train_epochs))
-        seed = derive_seed(self.seed, step, _TRAIN)
         if self.method is None or not self.warm_start:
             self.method = self._build(step)
-        with _seeded_global_rng(seed):  # nn.Dropout in training draws from the global RNG
-            self.method.fit(
-                (x, y),
-                epochs=epochs,
-                progress=False,
-                generator=_generator(self.seed, step, _SHUFFLE),
-                amp=self.amp,
-                **self.fit_kwargs,
-            )
+        # fit forks the global RNG (nn.Dropout's masks) from the shuffling generator
+        self.method.fit(
+            (x, y),
+            epochs=epochs,
+            progress=False,
+            generator=_generator(self.seed, step, _SHUFFLE),
+            amp=self.amp,
+            **self.fit_kwargs,
+        )
 
     def _device(self) -> torch.device:
         return getattr(self.method, "device", torch.device("cpu"))

@@ -104,26 +104,34 @@ def method_names() -> list[str]:
 
 
 @contextmanager
-def _global_rng_from(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
-    """Run the block on a fork of torch's global RNG (CPU, and ``device`` if CUDA) seeded
-    from ``generator``'s state; the global state is restored afterwards. ``generator`` is not
-    advanced, so the shuffling and a method's own noise are those of a fit without the fork
-    (results of methods that never touch the global RNG do not change). No-op without one."""
-    if generator is None:
+def seeded_global_rng(seed: int | None, device: torch.device | None = None) -> Iterator[None]:
+    """Run the block on a fork of torch's global RNG seeded with ``seed``, for code that
+    cannot take a generator (``nn.Dropout`` in training, ``nn.init``, Pyro); the global state
+    is restored afterwards. Forks the CPU RNG and ``device``'s if it is CUDA (``None``: every
+    initialised CUDA device). No-op for ``seed=None``."""
+    if seed is None:
         yield
         return
-    peek = torch.Generator(generator.device).set_state(generator.get_state())
-    seed = int(torch.randint(2**62, (), generator=peek, device=generator.device))
-    cuda = device.type == "cuda"
-    index = 0
-    if cuda:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-    with torch.random.fork_rng(devices=[index] if cuda else []):
+    if device is None:
+        live = torch.cuda.is_available() and torch.cuda.is_initialized()
+        cuda = list(range(torch.cuda.device_count())) if live else []
+    elif device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    else:
+        cuda = []
+    with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
+
+
+def _peek_seed(generator: torch.Generator | None) -> int | None:
+    """A seed drawn from ``generator``'s current state without advancing it."""
+    if generator is None:
+        return None
+    peek = torch.Generator(generator.device).set_state(generator.get_state())
+    return int(torch.randint(2**62, (), generator=peek, device=generator.device))
 
 
 class BaseMethod(nn.Module, Method):
@@ -243,7 +251,9 @@ class BaseMethod(nn.Module, Method):
         self._generator = generator
         self.train()
         step = 0
-        with _global_rng_from(generator, self.device):
+        # ``generator`` is peeked, not advanced: methods that never touch the global RNG
+        # shuffle and draw exactly as they would without the fork.
+        with seeded_global_rng(_peek_seed(generator), self.device):
             try:
                 bar = tqdm(
                     range(epochs), desc=f"fit {self.cli_name}", disable=not progress, leave=False

@@ -34,7 +34,6 @@ posterior predicts without it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -48,7 +47,7 @@ from torch.func import functional_call
 from bayesdl._checks import check_input, check_positive_int, draw, to_loader
 from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._bank import SampleBank
-from bayesdl.methods.base import register_method
+from bayesdl.methods.base import register_method, seeded_global_rng
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
@@ -280,14 +279,10 @@ class HMC(SampleBank):
         self.divergences.zero_()
         self.eval()  # the potential is that of the deterministic network
         accept = []
-        seeded = contextlib.nullcontext()
-        if generator is not None:
+        seed = None
+        if generator is not None:  # Pyro draws from the global RNG
             seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
-            cuda = [self.device] if self.device.type == "cuda" else []
-            seeded = torch.random.fork_rng(devices=cuda)
-        with seeded:
-            if generator is not None:
-                torch.manual_seed(seed)
+        with seeded_global_rng(seed, self.device):
             for chain in range(self.num_chains):
                 start_at = {
                     k: (v + init_jitter * draw("randn", tuple(v.shape), v, generator)).detach()
