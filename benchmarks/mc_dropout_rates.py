@@ -44,6 +44,7 @@ import torch
 import bayesdl as bdl
 from bayesdl import metrics
 from bayesdl.evaluate import decision_metrics
+from bayesdl.methods.base import seeded_global_rng
 from bayesdl.models import gal_cnn
 
 GAL = (0.25, 0.5)
@@ -60,8 +61,7 @@ def fit(
     train: bdl.data.Data, p_conv: float, p_dense: float, seed: int
 ) -> tuple[bdl.MCDropout, float]:
     """Train one MC dropout CNN as ``bayesdl evaluate`` does; returns it and the seconds taken."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # seed 0: the initial weights of bayesdl evaluate
+    with seeded_global_rng(seed):  # seed 0: the initial weights of bayesdl evaluate
         method = bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
     start = time.perf_counter()
     method.fit(train, epochs=5, lr=1e-3, batch_size=128, progress=False,

@@ -14,7 +14,8 @@ images, and splits them into disjoint blocks of S for every S in ``--sizes`` (at
 ``--blocks`` blocks each). Every block's model average gets ``decision_metrics``; a seed's
 value at S is the mean over its blocks and its Monte Carlo sd is the sd over them.
 Also recomputes the S = 20 average with ``mc_dropout_rates.py``'s generator, to check that
-the training reproduces that script's log.
+the training reproduces that script's log (the committed log predates ``fit`` seeding the
+dropout masks from its generator, so only logs made since can be reproduced).
 
 Outputs (``--out``): ``mc_dropout_samples.json`` (every block), ``.md`` (the table) and
 ``.png`` (ECE and OOD AUROC against S).

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 import bayesdl as bdl
 from bayesdl import likelihoods, priors
-from bayesdl.methods.base import BaseMethod
+from bayesdl.methods.base import BaseMethod, seeded_global_rng
 
 __all__ = [
     "DemoSettings",
@@ -133,14 +133,6 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for weight init and ``nn.Dropout``, restoring it afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def _check_seed(seed: int) -> None:
@@ -273,7 +265,7 @@ def fit_regression(
     if x.dim() != 2 or x.shape[1] != 1:
         raise ValueError(f"x must have shape (N, 1), got {tuple(x.shape)}.")
     _check_seed(seed)
-    with _single_thread(), _seeded(seed):
+    with _single_thread(), seeded_global_rng(seed):
         if method == "map":
             fitted: BaseMethod = bdl.MAP(regression_mlp(), likelihoods.Gaussian(sigma=None))
         elif method == "vi":
@@ -448,7 +440,7 @@ def fit_classifier(
     if method not in ("map", "vi", "mc-dropout"):
         raise ValueError(f"method must be 'map', 'vi' or 'mc-dropout', got {method!r}.")
     _check_seed(seed)
-    with _single_thread(), _seeded(seed):
+    with _single_thread(), seeded_global_rng(seed):
         if method == "map":
             fitted: BaseMethod = bdl.MAP(moons_mlp())
         elif method == "vi":
@@ -572,7 +564,7 @@ def run_demo(
         "fast": fast,
         "settings": asdict(settings),
     }
-    with _single_thread(), _seeded(seed):
+    with _single_thread(), seeded_global_rng(seed):
         _say(progress, "[1/3] Bayes' theorem on a coin")
         (a, b), (heads, tails) = settings.coin_prior, settings.coin_tosses
         results["coin"] = coin_posterior(heads, tails, a, b)

@@ -46,6 +46,7 @@ from bayesdl.methods.base import (
     eval_mode,
     get_method,
     method_names,
+    seeded_global_rng,
 )
 from bayesdl.models import check_dropout_pair, gal_cnn
 from bayesdl.predictive import CategoricalPredictive
@@ -271,8 +272,7 @@ def _obtain(
         if method.cli_name != name:
             raise ValueError(f"{path} holds a {method.cli_name!r} posterior, not {name!r}.")
         return method, None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # same initial weights for every method
+    with seeded_global_rng(cfg.seed):  # same initial weights for every method
         method = get_method(name)(factory())
     g = torch.Generator().manual_seed(cfg.seed)
     if progress:

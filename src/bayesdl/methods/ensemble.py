@@ -30,7 +30,7 @@ from bayesdl._checks import check_positive_int
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._bank import SampleBank, _key
 from bayesdl.methods._split import split_model
-from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.methods.base import BaseMethod, register_method, seeded_global_rng
 from bayesdl.methods.map import MAP
 from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
@@ -46,18 +46,15 @@ def member_seeds(members: int, generator: torch.Generator | None) -> list[int]:
 def reinitialise(model: nn.Module, seed: int) -> None:
     """Call ``reset_parameters()`` of every submodule with the RNG seeded by ``seed``.
 
-    ``nn.init`` takes no generator, so the global RNGs of the CPU and of the model's CUDA
-    devices are seeded inside ``torch.random.fork_rng`` and restored afterwards.
+    ``nn.init`` takes no generator, so the global RNGs of the CPU and of every initialised
+    CUDA device (the model's among them) are seeded inside ``torch.random.fork_rng`` and
+    restored afterwards.
 
     Args:
         model: The network to re-initialise in place.
         seed: Seed of this initialisation.
     """
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        for index in cuda:
-            torch.cuda.default_generators[index].manual_seed(seed)
+    with seeded_global_rng(seed):
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
