@@ -46,6 +46,7 @@ from bayesdl import metrics
 from bayesdl.evaluate import decision_metrics
 from bayesdl.methods.base import seeded_global_rng
 from bayesdl.models import gal_cnn
+from bayesdl.predictive import CategoricalPredictive
 
 GAL = (0.25, 0.5)
 SHOWN = ["accuracy", "nll", "ece", "adaptive_ece", "brier", "ood_auroc_entropy", "ood_auroc_mi"]
@@ -57,27 +58,48 @@ def load_data() -> dict[str, bdl.data.Data]:
     return data | {"ood": bdl.data.fashion_mnist("test")}
 
 
+def build(p_conv: float, p_dense: float, seed: int) -> bdl.MCDropout:
+    """The untrained MC dropout CNN with ``bayesdl evaluate``'s initial weights for ``seed``."""
+    with seeded_global_rng(seed):
+        return bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
+
+
 def fit(
     train: bdl.data.Data, p_conv: float, p_dense: float, seed: int
 ) -> tuple[bdl.MCDropout, float]:
     """Train one MC dropout CNN as ``bayesdl evaluate`` does; returns it and the seconds taken."""
-    with seeded_global_rng(seed):  # seed 0: the initial weights of bayesdl evaluate
-        method = bdl.MCDropout(gal_cnn(dropout=(p_conv, p_dense)))
+    method = build(p_conv, p_dense, seed)
     start = time.perf_counter()
     method.fit(train, epochs=5, lr=1e-3, batch_size=128, progress=False,
                generator=torch.Generator().manual_seed(seed))  # fmt: skip
     return method, time.perf_counter() - start
 
 
+def predict_all(
+    method: bdl.MCDropout, data: dict[str, bdl.data.Data], seed: int
+) -> dict[str, CategoricalPredictive]:
+    """S = 20 model averages on the validation, test and OOD images (OOD cut to the test size)."""
+    xs = {
+        "test": data["test"].x,
+        "ood": data["ood"].x[: len(data["test"])],
+        "valid": data["valid"].x,
+    }
+    return {k: method.predict(x, samples=20, generator=torch.Generator().manual_seed(seed))
+            for k, x in xs.items()}  # fmt: skip
+
+
+def measure(
+    pred: dict[str, CategoricalPredictive], data: dict[str, bdl.data.Data]
+) -> dict[str, float]:
+    """``decision_metrics`` on the test images and the NLL on the validation images."""
+    row = decision_metrics(pred["test"], data["test"].y, pred["ood"])
+    return row | {"valid_nll": metrics.nll(pred["valid"].probs.double(), data["valid"].y)}
+
+
 def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int) -> dict[str, Any]:
     """Train one MC dropout CNN and measure it (one line of the log)."""
-    valid, test = data["valid"], data["test"]
-    ood = data["ood"].x[: len(test)]
     method, fit_s = fit(data["train"], p_conv, p_dense, seed)
-    pred = {k: method.predict(x, samples=20, generator=torch.Generator().manual_seed(seed))
-            for k, x in {"test": test.x, "ood": ood, "valid": valid.x}.items()}  # fmt: skip
-    row = decision_metrics(pred["test"], test.y, pred["ood"])
-    row["valid_nll"] = metrics.nll(pred["valid"].probs.double(), valid.y)
+    row = measure(predict_all(method, data, seed), data)
     return {"dropout": [p_conv, p_dense], "seed": seed, **row, "fit_s": fit_s,
             "threads": torch.get_num_threads()}  # fmt: skip
 

@@ -186,3 +186,53 @@ def test_active_mnist_classes_counts_by_hand():
     assert "| random |" not in text  # it labelled fewer than 2
     with pytest.raises(ValueError, match="fewer than 4"):
         bench.class_counts(runs, labels, 4)
+
+
+def test_mc_dropout_epochs_blocks_choice_and_summary(tmp_path, monkeypatch, restore_threads):
+    bdl = pytest.importorskip("bayesdl")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports mc_dropout_rates
+    bench = _load("mc_dropout_epochs")
+    g = torch.Generator().manual_seed(0)
+
+    def images(n: int, name: str) -> bdl.data.Data:
+        x, y = torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+        return bdl.data.Data(x, y, name, "random", 10)
+
+    data = {k: images(40, k) for k in ("train", "valid", "test", "ood")}
+    monkeypatch.setattr(bench, "load_data", lambda: data)
+    bench.main(["--seeds", "0,1", "--epochs", "5,6", "--threads", "1", "--out", str(tmp_path)])
+    lines = bench._read(tmp_path / "mc_dropout_epochs.jsonl")
+    assert [(r["seed"], r["epochs"]) for r in lines] == [(0, 5), (0, 6), (1, 5), (1, 6)]
+    # The first block is exactly the 5-epoch training of mc_dropout_rates.py (`evaluate`'s).
+    rates = _load("mc_dropout_rates")
+    assert lines[2]["valid_nll"] == rates.run(data, 0.5, 0.1, seed=1)["valid_nll"]
+    assert lines[3]["valid_nll"] != lines[2]["valid_nll"]
+    assert lines[1]["fit_s"] > lines[0]["fit_s"] > 0
+    assert all(0 < r["temperature"] for r in lines)
+    # Rerunning a complete seed appends nothing; another grid is refused.
+    bench.main(["--seeds", "1", "--epochs", "5,6", "--out", str(tmp_path)])
+    assert len(bench._read(tmp_path / "mc_dropout_epochs.jsonl")) == 4
+    with pytest.raises(ValueError, match="another --rates or --epochs"):
+        bench.main(["--seeds", "2", "--epochs", "5,7", "--out", str(tmp_path)])
+    assert (tmp_path / "mc_dropout_epochs.png").stat().st_size > 0
+    assert "Chosen by the mean validation NLL" in (tmp_path / "mc_dropout_epochs.md").read_text()
+
+
+def test_mc_dropout_epochs_chooses_on_validation_nll_only(monkeypatch):
+    pytest.importorskip("bayesdl")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = _load("mc_dropout_epochs")
+    base = dict.fromkeys([*bench.SHOWN, "ece_T", "ood_auroc_entropy_T"], 0.5)
+
+    def line(seed, epochs, valid_nll, ece):
+        return {**base, "dropout": [0.5, 0.1], "seed": seed, "epochs": epochs,
+                "valid_nll": valid_nll, "ece": ece, "fit_s": 1.0, "threads": 1}  # fmt: skip
+
+    lines = [line(0, 5, 0.03, 0.001), line(0, 10, 0.02, 0.009),  # test ECE favours 5
+             line(1, 5, 0.03, 0.001), line(1, 10, 0.03, 0.009),
+             line(2, 5, 0.01, 0.001)]  # seed 2 lacks 10 epochs: left out  # fmt: skip
+    assert bench.choose(lines) == 10
+    text = bench.summary(lines)
+    assert "seeds 0,1" in text and "**10 epochs**" in text
+    assert "| 10 (chosen) |" in text
+    assert "At the chosen 10 epochs, raw: ece 0.0090 (NOT met, target <= 0.005)" in text
