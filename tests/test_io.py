@@ -58,6 +58,8 @@ def test_mismatched_model_fails_clearly(tmp_path):
     path = bdl.save(vi, tmp_path / "vi.safetensors")
     with pytest.raises(ValueError, match="does not match this model: .*shape mismatch"):
         bdl.load(path, _net(width=16))
+    with pytest.raises(TypeError, match="bare network, not a MeanFieldVI"):
+        bdl.load(path, vi)  # a method where the network belongs
 
 
 def test_dropout_rates_are_recorded_and_a_model_with_other_rates_is_refused(tmp_path):

@@ -137,7 +137,13 @@ def load(path: str | os.PathLike, model: nn.Module, **overrides: Any) -> BaseMet
     Raises:
         ValueError: If the file is corrupt or tampered with, or does not match ``model``
             (its tensors' names and shapes, or its dropout rates).
+        TypeError: If ``model`` is a method rather than the bare network.
     """
+    if isinstance(model, BaseMethod):
+        raise TypeError(
+            f"load takes the bare network, not a {type(model).__name__}: pass a freshly built "
+            f"nn.Module (the file records which method to rebuild around it)."
+        )
     meta = read_metadata(path)
     rates = _dropout_rates(model)
     if "dropout" in meta and meta["dropout"] != rates:  # older files lack the key
