@@ -236,3 +236,13 @@ def test_mc_dropout_epochs_chooses_on_validation_nll_only(monkeypatch):
     assert "seeds 0,1" in text and "**10 epochs**" in text
     assert "| 10 (chosen) |" in text
     assert "At the chosen 10 epochs, raw: ece 0.0090 (NOT met, target <= 0.005)" in text
+
+
+def test_subnormal_speed_tiny(tmp_path, restore_threads):
+    pytest.importorskip("bayesdl")
+    bench = _load("subnormal_speed")
+    rows = bench.main(["--fractions", "0,0.5", "--repeats", "1", "--threads", "1",
+                       "--out", str(tmp_path)])  # fmt: skip
+    assert [r["fraction"] for r in rows] == [0.0, 0.5]
+    assert all(r["step_subnormal_s"] > 0 and r["step_flushed_s"] > 0 for r in rows)
+    assert "| 50% |" in (tmp_path / "subnormal_speed.md").read_text()

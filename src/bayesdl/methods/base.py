@@ -126,6 +126,22 @@ def seeded_global_rng(seed: int | None, device: torch.device | None = None) -> I
         yield
 
 
+@torch.no_grad()
+def flush_subnormal_(params: list[Tensor]) -> None:
+    """Set the subnormal entries (``0 < |x| < finfo.tiny``) of floating ``params`` to zero.
+
+    A weight that gets no gradient from the data (an input that is always zero, a dead
+    unit) feels only the prior's pull, and Adam shrinks it geometrically until it is stuck
+    around 1e-38, in float32's subnormal range. CPUs multiply subnormals up to ~100x more
+    slowly, and ``torch.set_flush_denormal`` reaches only the calling thread, so such
+    weights slowed MC dropout training on MNIST by 5x as they accumulated. Their values are
+    below anything the network can resolve, so zero is the same weight, at full speed.
+    """
+    for p in params:
+        if p.is_floating_point():
+            p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
+
+
 def _peek_seed(generator: torch.Generator | None) -> int | None:
     """A seed drawn from ``generator``'s current state without advancing it."""
     if generator is None:
@@ -232,6 +248,10 @@ class BaseMethod(nn.Module, Method):
                 with AVX-512 BF16, ``benchmarks/amp_speed.py``) while the weights, gradients and
                 optimiser stay in full precision. ``None`` (default): full precision.
 
+        On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
+        set to zero after every step (``flush_subnormal_``): they change no output, and CPUs
+        compute with them up to ~100x more slowly.
+
         Returns:
             A ``FitReport`` with the mean loss per epoch and the wall time.
 
@@ -273,6 +293,8 @@ class BaseMethod(nn.Module, Method):
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
+                        if self.device.type == "cpu":  # GPUs handle subnormals at full speed
+                            flush_subnormal_(params)
                         total_loss += loss.item() * x.shape[0]
                         seen += x.shape[0]
                         step += 1
