@@ -15,6 +15,9 @@ Example (the committed results: the first command, then the others appending)::
         --dropout 0.25,0.25 --seed $s --calibrate --suffix @dropout0.25-0.25-seed$s; done
     for s in 0 1 2; do python benchmarks/evaluate_mnist.py --append --methods mc-dropout \
         --dropout 0.5,0.1 --seed $s --calibrate --suffix @dropout0.5-0.1-seed$s; done
+    for s in 0 1 2; do OMP_NUM_THREADS=1 python benchmarks/evaluate_mnist.py --append --methods \
+        mc-dropout --dropout 0.5,0.1 --epochs 15 --seed $s --calibrate \
+        --suffix @dropout0.5-0.1-15ep-seed$s --work /tmp/ev15_work_$s; done
 
 ``--calibrate`` adds rows ``<method>+T`` after temperature scaling fitted on MNIST's 10,000
 validation images; ``--suffix`` marks the rows of an invocation with other settings.
