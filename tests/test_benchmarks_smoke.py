@@ -21,6 +21,17 @@ def _load(name: str):
     return module
 
 
+def _random_images(bdl):
+    """A maker of MNIST-shaped ``Data`` of uniform noise with labels 0-9 in turn."""
+    g = torch.Generator().manual_seed(0)
+
+    def images(n: int, name: str):
+        x, y = torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+        return bdl.data.Data(x, y, name, "random", 10)
+
+    return images
+
+
 @pytest.fixture
 def restore_threads():
     threads = torch.get_num_threads()
@@ -152,11 +163,7 @@ def test_mc_dropout_samples_blocks_and_table(tmp_path, monkeypatch, restore_thre
     bdl = pytest.importorskip("bayesdl")
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports mc_dropout_rates
     bench = _load("mc_dropout_samples")
-    g = torch.Generator().manual_seed(0)
-
-    def images(n: int, name: str) -> bdl.data.Data:
-        x, y = torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
-        return bdl.data.Data(x, y, name, "random", 10)
+    images = _random_images(bdl)
 
     data = {"train": images(40, "train"), "test": images(30, "test"), "ood": images(30, "ood")}
     run = bench.measure(data, (0.25, 0.5), 0, max_samples=6, sizes=[1, 2, 4], blocks=3)
@@ -192,11 +199,7 @@ def test_mc_dropout_epochs_blocks_choice_and_summary(tmp_path, monkeypatch, rest
     bdl = pytest.importorskip("bayesdl")
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports mc_dropout_rates
     bench = _load("mc_dropout_epochs")
-    g = torch.Generator().manual_seed(0)
-
-    def images(n: int, name: str) -> bdl.data.Data:
-        x, y = torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
-        return bdl.data.Data(x, y, name, "random", 10)
+    images = _random_images(bdl)
 
     data = {k: images(40, k) for k in ("train", "valid", "test", "ood")}
     monkeypatch.setattr(bench, "load_data", lambda: data)
