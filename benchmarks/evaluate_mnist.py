@@ -39,6 +39,15 @@ DEFAULT_METHOD = "mc-dropout"
 TARGETS = {"ece": 0.005, "ood_auroc_entropy": 0.98}
 
 
+def target_verdict(row: dict[str, float]) -> str:
+    """``"ece = 0.0041 (met, target <= 0.005), ..."`` for the metrics in ``TARGETS``."""
+    return ", ".join(
+        f"{k} = {row[k]:.4f} ({'met' if (row[k] <= v if k == 'ece' else row[k] >= v) else 'NOT met'}"
+        f", target {'<=' if k == 'ece' else '>='} {v})"
+        for k, v in TARGETS.items()
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as a markdown table, one row per method, and the targets' verdict."""
     cols = [
@@ -55,12 +64,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, row in results["methods"].items():
         if name.split("@")[0].split("+")[0] != DEFAULT_METHOD:
             continue
-        verdict = ", ".join(
-            f"{k} = {row[k]:.4f} ({'met' if (row[k] <= v if k == 'ece' else row[k] >= v) else 'NOT met'}"
-            f", target {'<=' if k == 'ece' else '>='} {v})"
-            for k, v in TARGETS.items()
-        )
-        lines += ["", f"Targets for {name}: {verdict}."]
+        lines += ["", f"Targets for {name}: {target_verdict(row)}."]
     if results.get("temperatures"):
         temps = ", ".join(f"{n} {t:.3f}" for n, t in results["temperatures"].items())
         lines += [

@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mc_dropout_rates import build, load_data, measure, predict_all
+from evaluate_mnist import TARGETS, target_verdict
+from mc_dropout_rates import build, load_data, mean_sd, measure, predict_all, read_log
 
 import bayesdl as bdl
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.evaluate import decision_metrics
 
-TARGETS = {"ece": 0.005, "ood_auroc_entropy": 0.98}
 SHOWN = ["valid_nll", "accuracy", "nll", "ece", "adaptive_ece", "ood_auroc_entropy",
          "ood_auroc_mi", "ece_T", "temperature"]  # fmt: skip
 Pair = tuple[float, float]
@@ -93,10 +93,6 @@ def block_metrics(
     )
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _complete(lines: list[dict[str, Any]]) -> dict[int, dict[int, dict[str, Any]]]:
     """Lines by epochs, then seed, keeping only the seeds that have every epoch count."""
     by_seed: dict[int, dict[int, dict[str, Any]]] = {}
@@ -127,19 +123,14 @@ def summary(lines: list[dict[str, Any]]) -> str:
            "| epochs | " + " | ".join(SHOWN) + " | fit (s) |", "|---" * (len(SHOWN) + 2) + "|"]  # fmt: skip
     for epochs, rows in table.items():
         cells = [f"{m:.4f} +- {sd:.4f}" for m, sd in
-                 (_mean_sd([r[k] for r in rows.values()]) for k in SHOWN)]  # fmt: skip
+                 (mean_sd([r[k] for r in rows.values()]) for k in SHOWN)]  # fmt: skip
         fit_s = statistics.mean(r["fit_s"] for r in rows.values())
         tag = " (chosen)" if epochs == chosen else ""
         out.append(f"| {epochs}{tag} | " + " | ".join(cells) + f" | {fit_s:.0f} |")
     out.append("")
     for suffix, label in (("", "raw"), ("_T", "temperature-scaled")):
-        verdict = []
-        for key, target in TARGETS.items():
-            mean = statistics.mean(r[key + suffix] for r in table[chosen].values())
-            ok = mean <= target if key == "ece" else mean >= target
-            verdict.append(f"{key} {mean:.4f} ({'met' if ok else 'NOT met'}, target "
-                           f"{'<=' if key == 'ece' else '>='} {target})")  # fmt: skip
-        out.append(f"At the chosen {chosen} epochs, {label}: {', '.join(verdict)}.")
+        means = {k: statistics.mean(r[k + suffix] for r in table[chosen].values()) for k in TARGETS}
+        out.append(f"At the chosen {chosen} epochs, {label}: {target_verdict(means)}.")
     threads = sorted({r["threads"] for r in lines})
     out += ["", f"Fit times are cumulative, with {'/'.join(map(str, threads))} torch thread(s)."]
     return "\n".join(out) + "\n"
@@ -159,7 +150,7 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, (keys, title, target) in zip(axes, panels, strict=True):
         for key in keys:
-            stats = [_mean_sd([r[key] for r in table[e].values()]) for e in grid]
+            stats = [mean_sd([r[key] for r in table[e].values()]) for e in grid]
             ax.errorbar(grid, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o",
                         capsize=3, label="temperature-scaled" if key.endswith("_T") else "raw")  # fmt: skip
         if target is not None:
@@ -170,10 +161,6 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _read(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(s) for s in log.read_text().splitlines()] if log.exists() else []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     log = out / "mc_dropout_epochs.jsonl"
     if not args.summary_only:
-        earlier = _read(log)
+        earlier = read_log(log)
         if earlier and (
             tuple(earlier[0]["dropout"]) != rates or not {r["epochs"] for r in earlier} <= set(grid)
         ):
@@ -214,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                     f.write(json.dumps(line) + "\n")
                 print(f"seed {seed}, {epochs} epochs: valid NLL {line['valid_nll']:.4f}, "
                       f"fit {fit_s:.0f} s", flush=True)  # fmt: skip
-    lines = _read(log)
+    lines = read_log(log)
     text = summary(lines)
     log.with_suffix(".md").write_text(text)
     plot(lines, log.with_suffix(".png"))

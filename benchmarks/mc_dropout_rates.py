@@ -107,6 +107,16 @@ def run(data: dict[str, bdl.data.Data], p_conv: float, p_dense: float, seed: int
 Pair = tuple[float, float]
 
 
+def read_log(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``log`` (none if it does not exist)."""
+    return [json.loads(s) for s in log.read_text().splitlines()] if log.exists() else []
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd of ``values`` (sd 0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _runs(lines: list[dict[str, Any]]) -> dict[Pair, dict[int, dict[str, Any]]]:
     """Log lines by pair, then by seed (lines from before seeds were logged are seed 0)."""
     runs: dict[Pair, dict[int, dict[str, Any]]] = {}
@@ -165,11 +175,8 @@ def summary(lines: list[dict[str, Any]], finalists: int = 3) -> str:
         by_seed = runs.get(pair, {})
         if not by_seed:
             continue
-        cells = []
-        for k in SHOWN:
-            values = [r[k] for r in by_seed.values()]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.4f} +- {sd:.4f}")
+        cells = [f"{m:.4f} +- {sd:.4f}" for m, sd in
+                 (mean_sd([r[k] for r in by_seed.values()]) for k in SHOWN)]  # fmt: skip
         stage2 = (f"{statistics.mean(by_seed[s]['valid_nll'] for s in seeds):.4f}"
                   if pair in ranked[:finalists] else "-")  # fmt: skip
         tags = (" chosen" if pair == chosen else "") + (" (Gal et al.)" if pair == GAL else "")
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     log = Path(args.log)
-    done = {(tuple(r["dropout"]), r.get("seed", 0)) for r in _read(log)}
+    done = {(tuple(r["dropout"]), r.get("seed", 0)) for r in read_log(log)}
     data: dict[str, bdl.data.Data] = {}
     for p_conv in (float(v) for v in args.conv.split(",")):
         for p_dense in (float(v) for v in args.dense.split(",")):
@@ -204,13 +211,9 @@ def main(argv: list[str] | None = None) -> None:
                 with open(log, "a") as f:
                     f.write(json.dumps(line) + "\n")
                 print(json.dumps(line), flush=True)
-    text = summary(_read(log), args.finalists)
+    text = summary(read_log(log), args.finalists)
     log.with_suffix(".md").write_text(text)
     print(text)
-
-
-def _read(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(s) for s in log.read_text().splitlines()] if log.exists() else []
 
 
 if __name__ == "__main__":

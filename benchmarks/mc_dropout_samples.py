@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mc_dropout_rates import fit, load_data
+from mc_dropout_rates import fit, load_data, mean_sd, read_log
 
 from bayesdl.evaluate import decision_metrics
 from bayesdl.predictive import CategoricalPredictive
@@ -80,10 +80,6 @@ def measure(
             "blocks": by_size}  # fmt: skip
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _by_pair(runs: list[dict[str, Any]]) -> dict[Pair, list[dict[str, Any]]]:
     pairs: dict[Pair, list[dict[str, Any]]] = {}
     for r in runs:
@@ -112,9 +108,9 @@ def markdown(runs: list[dict[str, Any]], logged: dict[tuple[Pair, int], float]) 
     for pair, mine in _by_pair(runs).items():
         for size in mine[0]["blocks"]:
             cells = [f"{m:.4f} +- {sd:.4f}" for m, sd in
-                     (_mean_sd(_seed_values(mine, size, k)) for k in SHOWN)]  # fmt: skip
+                     (mean_sd(_seed_values(mine, size, k)) for k in SHOWN)]  # fmt: skip
             n_blocks = len(mine[0]["blocks"][size])
-            mc = statistics.mean(_mean_sd([b["ece"] for b in r["blocks"][size]])[1] for r in mine)
+            mc = statistics.mean(mean_sd([b["ece"] for b in r["blocks"][size]])[1] for r in mine)
             lines.append(f"| {pair} | {size} | {n_blocks} | {len(mine)} | " + " | ".join(cells)
                          + f" | {f'{mc:.4f}' if n_blocks > 1 else '-'} |")  # fmt: skip
     lines += ["", "Check: test ECE of the S = 20 average drawn as `mc_dropout_rates.py` draws it, "
@@ -139,7 +135,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     for pair, mine in _by_pair(runs).items():
         sizes = list(mine[0]["blocks"])
         for ax, key in zip(axes, ["ece", "ood_auroc_entropy"], strict=True):
-            stats = [_mean_sd(_seed_values(mine, s, key)) for s in sizes]
+            stats = [mean_sd(_seed_values(mine, s, key)) for s in sizes]
             ax.errorbar([int(s) for s in sizes], [m for m, _ in stats], yerr=[sd for _, sd in stats],
                         marker="o", capsize=3, label=f"dropout {pair}")  # fmt: skip
     axes[0].axhline(0.005, color="grey", ls="--", lw=1, label="target ECE 0.005")
@@ -153,10 +149,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 
 def _logged(log: Path) -> dict[tuple[Pair, int], float]:
-    if not log.exists():
-        return {}
-    lines = [json.loads(s) for s in log.read_text().splitlines()]
-    return {(tuple(r["dropout"]), r.get("seed", 0)): r["ece"] for r in lines}
+    return {(tuple(r["dropout"]), r.get("seed", 0)): r["ece"] for r in read_log(log)}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -204,7 +204,7 @@ def test_mc_dropout_epochs_blocks_choice_and_summary(tmp_path, monkeypatch, rest
     data = {k: images(40, k) for k in ("train", "valid", "test", "ood")}
     monkeypatch.setattr(bench, "load_data", lambda: data)
     bench.main(["--seeds", "0,1", "--epochs", "5,6", "--threads", "1", "--out", str(tmp_path)])
-    lines = bench._read(tmp_path / "mc_dropout_epochs.jsonl")
+    lines = bench.read_log(tmp_path / "mc_dropout_epochs.jsonl")
     assert [(r["seed"], r["epochs"]) for r in lines] == [(0, 5), (0, 6), (1, 5), (1, 6)]
     # The first block is exactly the 5-epoch training of mc_dropout_rates.py (`evaluate`'s).
     rates = _load("mc_dropout_rates")
@@ -214,7 +214,7 @@ def test_mc_dropout_epochs_blocks_choice_and_summary(tmp_path, monkeypatch, rest
     assert all(0 < r["temperature"] for r in lines)
     # Rerunning a complete seed appends nothing; another grid is refused.
     bench.main(["--seeds", "1", "--epochs", "5,6", "--out", str(tmp_path)])
-    assert len(bench._read(tmp_path / "mc_dropout_epochs.jsonl")) == 4
+    assert len(bench.read_log(tmp_path / "mc_dropout_epochs.jsonl")) == 4
     with pytest.raises(ValueError, match="another --rates or --epochs"):
         bench.main(["--seeds", "2", "--epochs", "5,7", "--out", str(tmp_path)])
     assert (tmp_path / "mc_dropout_epochs.png").stat().st_size > 0
@@ -238,7 +238,7 @@ def test_mc_dropout_epochs_chooses_on_validation_nll_only(monkeypatch):
     text = bench.summary(lines)
     assert "seeds 0,1" in text and "**10 epochs**" in text
     assert "| 10 (chosen) |" in text
-    assert "At the chosen 10 epochs, raw: ece 0.0090 (NOT met, target <= 0.005)" in text
+    assert "At the chosen 10 epochs, raw: ece = 0.0090 (NOT met, target <= 0.005)" in text
 
 
 def test_subnormal_speed_tiny(tmp_path, restore_threads):
