@@ -249,3 +249,44 @@ def test_subnormal_speed_tiny(tmp_path, restore_threads):
     assert [r["fraction"] for r in rows] == [0.0, 0.5]
     assert all(r["step_subnormal_s"] > 0 and r["step_flushed_s"] > 0 for r in rows)
     assert "| 50% |" in (tmp_path / "subnormal_speed.md").read_text()
+
+
+def test_active_mnist_retrain_prefixes_grid_and_ranking(tmp_path, monkeypatch, restore_threads):
+    bdl = pytest.importorskip("bayesdl")
+    bench = _load("active_mnist_retrain")
+    images = _random_images(bdl)
+    train, valid = images(60, "train"), images(30, "valid")
+    monkeypatch.setattr(bench, "load_data", lambda: (train, valid))
+    seen, retrain = [], bench.retrain
+    monkeypatch.setattr(
+        bench, "retrain", lambda x, y, *a, **k: seen.append(x) or retrain(x, y, *a, **k)
+    )
+    order = [5, 17, 3, 40, 22, 9, 31, 0, 12, 58]
+    runs = tmp_path / "runs.json"
+    runs.write_text(
+        json.dumps({"runs": [{"acquisition": "bald", "repeat": 0, "labelled_indices": order}]})
+    )
+    out = tmp_path / "retrain.jsonl"
+    args = ["--runs", str(runs), "--acquisitions", "bald:0", "--sizes", "4,10", "--decays", "1,3.5",
+            "--epochs", "2", "--valid-size", "30", "--out", str(out)]  # fmt: skip
+    bench.main(args)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # n = 4 and 10 are one batch of 64: the protocol's 100-step floor is 100 epochs.
+    assert [(r["n"], r["c"], r["epochs"], r["steps"]) for r in rows] == [
+        (4, 1.0, 100, 100), (4, 3.5, 100, 100), (4, 3.5, 2, 2),
+        (10, 1.0, 100, 100), (10, 3.5, 100, 100), (10, 3.5, 2, 2),
+    ]  # fmt: skip
+    # The first n labelled indices, in labelling order, are the training set.
+    assert torch.equal(seen[0], train.x[[5, 17, 3, 40]]) and torch.equal(seen[3], train.x[order])
+    assert all(0 <= r["valid_accuracy"] <= 1 and r["valid_nll"] > 0 for r in rows)
+    bench.main(args)  # complete: nothing appended
+    assert len(out.read_text().splitlines()) == 6
+    text = out.with_suffix(".md").read_text()
+    ranked = [line for line in text.splitlines() if line[:1].isdigit()]
+    nll = {}
+    for r in rows:
+        key = f"c = {r['c']:g}, " + ("2 epochs" if r["epochs"] == 2 else "50 epochs")
+        nll.setdefault(key, []).append(r["valid_nll"])
+    best = min(nll, key=lambda k: sum(nll[k]) / len(nll[k]))
+    assert ranked[0].startswith(f"1. {best}: ")
+    assert len(ranked) == 3
