@@ -2,15 +2,16 @@
 
 Takes the labelled sets that committed runs acquired (``labelled_indices`` in labelling
 order, so the first n are the set the run held at n labels), retrains the Gal CNN on the
-first n exactly as ``benchmarks/active_mnist.py`` does, but with other weight decays ``c``
-(``c / N * ||w||^2`` on the dense layer) and other epoch counts (``--epochs``: without the 100-step floor), and scores each model on
-MNIST's *validation* images (never the test set): accuracy and NLL of the S = 20 model
-average. One JSON line per (run, n, c, epochs) in ``--out``; ``--summary-only`` writes the
-table (mean over the runs) as markdown.
+first n as ``benchmarks/active_mnist.py`` with ``--train-epochs 50`` does (batch 64,
+100-step floor, bfloat16), but with other weight decays ``c`` (``c / N * ||w||^2`` on the
+dense layer) and other epoch counts (``--epochs``: without the floor), and scores each
+model on MNIST's *validation* images (never the test set): accuracy and NLL of the S = 20
+model average. One JSON line per (run, n, c, epochs) in ``--out``; ``--summary-only``
+writes the table (mean over the runs) as markdown.
 
 Example (the committed ``results/active_mnist_retrain.*``)::
 
-    python benchmarks/active_mnist_retrain.py --threads 2
+    python benchmarks/active_mnist_retrain.py --acquisitions bald:0,bald:1,bald:2,random:0,random:1 --valid-size 5000 --threads 2
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch
 
 from bayesdl import data as bdata
 from bayesdl import metrics
-from bayesdl.active.loop import _decay_prior
+from bayesdl.active.experiment import _DENSE
+from bayesdl.active.loop import _decay_prior, retrain_epochs
 from bayesdl.methods import MCDropout
 from bayesdl.models import gal_cnn
 
@@ -46,13 +48,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+BATCH = 64  # active_mnist.py's minibatch
+
+
+def protocol_epochs(n: int) -> int:
+    """Epochs of active_mnist.py's retraining on n labels with ``--train-epochs 50``."""
+    return retrain_epochs(n, BATCH, train_steps=100, train_epochs=50)
+
+
 def retrain(x, y, c: float, epochs: int, seed: int) -> MCDropout:
-    """The Gal CNN trained as active_mnist.py trains it (batch 64, bf16), ``epochs`` epochs."""
+    """The Gal CNN trained as active_mnist.py trains it (bf16), ``epochs`` epochs."""
     torch.manual_seed(seed)
     net = gal_cnn(10, 1, 28, init="glorot").to(memory_format=torch.channels_last)
-    method = MCDropout(net, prior=_decay_prior({"7": c}))
+    method = MCDropout(net, prior=_decay_prior({_DENSE: c}))
     g = torch.Generator().manual_seed(seed)
-    method.fit((x, y), epochs=epochs, lr=1e-3, batch_size=64, progress=False, generator=g,
+    method.fit((x, y), epochs=epochs, lr=1e-3, batch_size=BATCH, progress=False, generator=g,
                amp=torch.bfloat16)  # fmt: skip
     return method
 
@@ -82,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in map(int, args.sizes.split(",")):
                 idx = torch.tensor(run["labelled_indices"][:n])
                 x, y = train.x[idx], train.y[idx]
-                batches = math.ceil(n / 64)
+                batches = math.ceil(n / BATCH)
                 for c, epochs in grid:
-                    epochs = epochs or max(50, math.ceil(100 / batches))  # 100-step floor
+                    epochs = epochs or protocol_epochs(n)
                     if (acq, int(rep), n, c, epochs) in done:
                         continue
                     start = time.perf_counter()
@@ -105,8 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _label(c: float, epochs: int, n: int) -> str:
-    protocol = epochs == max(50, math.ceil(100 / math.ceil(n / 64)))
-    return f"c = {c:g}, " + ("50 epochs" if protocol else f"{epochs} epochs")
+    return f"c = {c:g}, " + ("50 epochs" if epochs == protocol_epochs(n) else f"{epochs} epochs")
 
 
 def write_summary(path: Path) -> None:

@@ -119,6 +119,20 @@ def _digest(*tensors: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def retrain_epochs(
+    n_labelled: int, batch_size: int, train_steps: int, train_epochs: float | None
+) -> int:
+    """Epochs of one retraining on ``n_labelled`` points (schedule: the module docstring).
+
+    ``ceil(train_steps / batches)``, or with ``train_epochs`` the larger of that floor and
+    ``ceil(train_epochs)``.
+    """
+    epochs = math.ceil(train_steps / math.ceil(n_labelled / batch_size))
+    if train_epochs is not None:
+        epochs = max(epochs, math.ceil(train_epochs))
+    return epochs
+
+
 def _decay_prior(weight_decay: float | Mapping[str, float]) -> priors.Normal:
     """Gal et al.'s ``c`` (global or per layer, flat elsewhere) as a Normal prior."""
     per_layer = weight_decay if isinstance(weight_decay, Mapping) else {"": weight_decay}
@@ -406,10 +420,9 @@ class ActiveLearner:
         """(Re)train on the labelled set (schedule: see the module docstring)."""
         idx = self.pool.labelled
         x, y = self.train_x[idx], torch.tensor(self.labels, dtype=torch.long)
-        batches = math.ceil(len(idx) / self.fit_kwargs["batch_size"])
-        epochs = math.ceil(self.train_steps / batches)
-        if self.train_epochs is not None:
-            epochs = max(epochs, math.ceil(self.train_epochs))
+        epochs = retrain_epochs(
+            len(idx), self.fit_kwargs["batch_size"], self.train_steps, self.train_epochs
+        )
         if self.method is None or not self.warm_start:
             self.method = self._build(step)
         # fit forks the global RNG (nn.Dropout's masks) from the shuffling generator
