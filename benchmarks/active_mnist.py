@@ -35,7 +35,8 @@ with Gal et al.'s 50 epochs (``results/active_mnist_gal_code/``)::
 
     python benchmarks/active_mnist.py --train-epochs 50 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_gal_code
 
-and with today's defaults (``results/active_mnist_100ep/``: BALD and random only)::
+and with today's defaults (``results/active_mnist_100ep/``: BALD and random only; then
+``--runs bald:4,random:1 --jobs 1 --threads 2`` added seed 3 alone, to time a run)::
 
     python benchmarks/active_mnist.py --runs bald:3,random:1 --batchbald-budget 0 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_100ep
 """
