@@ -35,10 +35,14 @@ with Gal et al.'s 50 epochs (``results/active_mnist_gal_code/``)::
 
     python benchmarks/active_mnist.py --train-epochs 50 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_gal_code
 
-and with today's defaults (``results/active_mnist_100ep/``: BALD and random only; then
-``--runs bald:4,random:1 --jobs 1 --threads 2`` added seed 3 alone, to time a run)::
+and with today's defaults (``results/active_mnist_100ep/``)::
 
-    python benchmarks/active_mnist.py --runs bald:3,random:1 --batchbald-budget 0 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_100ep
+    python benchmarks/active_mnist.py --runs bald:6,random:3,var-ratios:1,entropy:1,mean-std:1 --batchbald-repeats 3 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_100ep
+
+made as several invocations on one ``--work`` directory, finished runs skipped: first
+``--runs bald:3,random:1 --batchbald-budget 0``, then ``--runs bald:4,random:1 --jobs 1
+--threads 2`` (seed 3 alone, to time a run), then the command above without
+``--batchbald-repeats``, then with it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", default="bald:3,random:3,var-ratios:1,entropy:1,mean-std:1",
                    help="acquisition:repeats, comma-separated")  # fmt: skip
     p.add_argument("--batchbald-budget", type=int, default=300, help="0 to skip BatchBALD")
+    p.add_argument("--batchbald-repeats", type=int, default=1, help="BatchBALD runs (seeds)")
     p.add_argument("--budget", type=int, default=1000)
     p.add_argument("--train-steps", type=int, default=100, help="minimum steps per retraining")
     p.add_argument(
@@ -106,7 +111,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
         name, _, reps = item.partition(":")
         jobs += [(name.strip(), r, args.budget) for r in range(int(reps or 1))]
     if args.batchbald_budget:
-        jobs.append(("batchbald", 0, args.batchbald_budget))
+        jobs += [("batchbald", r, args.batchbald_budget) for r in range(args.batchbald_repeats)]
     return sorted(jobs, key=lambda job: job[1])
 
 
