@@ -37,12 +37,12 @@ with Gal et al.'s 50 epochs (``results/active_mnist_gal_code/``)::
 
 and with today's defaults (``results/active_mnist_100ep/``)::
 
-    python benchmarks/active_mnist.py --runs bald:6,random:3,var-ratios:1,entropy:1,mean-std:1 --batchbald-repeats 3 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_100ep
+    python benchmarks/active_mnist.py --runs bald:6,random:3,var-ratios:1,entropy:1,mean-std:1,batchbald:3 --jobs 2 --threads 1 --eval-every 2 --out benchmarks/results/active_mnist_100ep
 
 made as several invocations on one ``--work`` directory, finished runs skipped: first
 ``--runs bald:3,random:1 --batchbald-budget 0``, then ``--runs bald:4,random:1 --jobs 1
---threads 2`` (seed 3 alone, to time a run), then the command above without
-``--batchbald-repeats``, then with it.
+--threads 2`` (seed 3 alone, to time a run), then the command above with BatchBALD's one
+default run instead of ``batchbald:3``, then the command above.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--runs", default="bald:3,random:3,var-ratios:1,entropy:1,mean-std:1",
                    help="acquisition:repeats, comma-separated")  # fmt: skip
-    p.add_argument("--batchbald-budget", type=int, default=300, help="0 to skip BatchBALD")
-    p.add_argument("--batchbald-repeats", type=int, default=1, help="BatchBALD runs (seeds)")
+    p.add_argument("--batchbald-budget", type=int, default=300,
+                   help="labels for BatchBALD runs (one is added unless --runs lists batchbald); "
+                        "0: no BatchBALD run added, listed ones go to --budget")  # fmt: skip
     p.add_argument("--budget", type=int, default=1000)
     p.add_argument("--train-steps", type=int, default=100, help="minimum steps per retraining")
     p.add_argument(
@@ -106,12 +107,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _jobs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     """(acquisition, repeat, budget) in the order run: first repeat 0 of every acquisition
     function and BatchBALD, then the further repeats, so a cut-short benchmark has them all."""
-    jobs = []
+    runs = []
     for item in args.runs.split(","):
         name, _, reps = item.partition(":")
-        jobs += [(name.strip(), r, args.budget) for r in range(int(reps or 1))]
-    if args.batchbald_budget:
-        jobs += [("batchbald", r, args.batchbald_budget) for r in range(args.batchbald_repeats)]
+        runs.append((name.strip(), int(reps or 1)))
+    if args.batchbald_budget and "batchbald" not in [name for name, _ in runs]:
+        runs.append(("batchbald", 1))
+    jobs = []
+    for name, reps in runs:
+        budget = (
+            args.batchbald_budget if name == "batchbald" and args.batchbald_budget else args.budget
+        )
+        jobs += [(name, r, budget) for r in range(reps)]
     return sorted(jobs, key=lambda job: job[1])
 
 
