@@ -98,9 +98,14 @@ def get_method(name: str) -> type[BaseMethod]:
     return _REGISTRY[name]
 
 
-def method_names() -> list[str]:
-    """CLI names of every registered method."""
-    return sorted(_REGISTRY)
+def method_names(*, dropout: bool | None = None) -> list[str]:
+    """CLI names of every registered method.
+
+    Args:
+        dropout: ``True``: only methods that need ``nn.Dropout`` layers in the model
+            (``BaseMethod.needs_dropout``); ``False``: only those that do not; ``None``: all.
+    """
+    return sorted(n for n, c in _REGISTRY.items() if dropout is None or c.needs_dropout == dropout)
 
 
 @contextmanager
@@ -162,6 +167,9 @@ class BaseMethod(nn.Module, Method):
     """
 
     cli_name: ClassVar[str]
+    needs_dropout: ClassVar[bool] = False
+    """Whether the method draws its posterior from the model's own ``nn.Dropout`` layers
+    (so it refuses a model without them)."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``

@@ -81,6 +81,8 @@ class MCDropout(BaseMethod):
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
     """
 
+    needs_dropout = True
+
     def __init__(
         self,
         model: nn.Module,
