@@ -108,8 +108,12 @@ class Labeller:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r} for labelling; choose one of {METHODS}.")
         self.acquisition = get_acquisition(acquisition).name
-        for name, value in (("batch_size", batch_size), ("train_steps", train_steps),
-                            ("mc_samples", mc_samples), ("pool_subset", pool_subset or 1)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("train_steps", train_steps),
+            ("mc_samples", mc_samples),
+            ("pool_subset", pool_subset or 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")  # fmt: skip
         self.data, self.method_name = data, method
@@ -126,7 +130,9 @@ class Labeller:
                     "mc_samples": mc_samples, "seed": seed}  # fmt: skip
         old = self.store.meta()
         if old:
-            diff = [f"{k}: {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
+            diff = [
+                f"{k}: {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v
+            ]
             if diff:
                 raise ValueError(
                     f"{self.work} was made with other settings ({'; '.join(diff)}); use the "
@@ -244,7 +250,9 @@ class Labeller:
             self._set(phase="idle", fraction=1.0, last_seconds=time.perf_counter() - start)
         except Exception as err:  # shown in the page; the batch stays complete, retried on restart
             log.exception("refit failed")
-            self._set(phase="idle", fraction=1.0, error=f"refit failed: {type(err).__name__}: {err}")
+            self._set(
+                phase="idle", fraction=1.0, error=f"refit failed: {type(err).__name__}: {err}"
+            )
 
     def _train(self, items: list[int], labels: list[int]) -> dict[str, Any]:
         n = len(items)
@@ -357,8 +365,10 @@ class Labeller:
 
     @staticmethod
     def _check_plan(target: Any, score: Any) -> tuple[float, str]:
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not (
-            0 < target <= 1
+        if (
+            isinstance(target, bool)
+            or not isinstance(target, (int, float))
+            or not (0 < target <= 1)
         ):
             raise ValueError(f"target accuracy must be a number in (0, 1], got {target!r}.")
         if score not in SCORES:
@@ -392,7 +402,9 @@ class Labeller:
         s = getattr(pred, SCORES[score])().double()
         y = self.data.heldout_y
         n = len(s)
-        curve = metrics.referral_curve(probs, y, s, fractions=torch.arange(n, dtype=torch.float64) / n)
+        curve = metrics.referral_curve(
+            probs, y, s, fractions=torch.arange(n, dtype=torch.float64) / n
+        )
         acc = curve.accuracy_retained
         hits = (acc >= target - 1e-12).nonzero().flatten()
         achievable = bool(hits.numel())

@@ -292,7 +292,9 @@ def _table(path: Path, classes: list[str] | None) -> LabelData:
     if classes is None:
         classes = sorted({g for g in given if g})
         if not classes:
-            raise ValueError(f"name the classes with --classes a,b,c (or label some rows of {path}).")
+            raise ValueError(
+                f"name the classes with --classes a,b,c (or label some rows of {path})."
+            )
     classes = _check_classes(classes, "classes")
     unknown = sorted({g for g in given if g and g not in classes})
     if unknown:
@@ -312,9 +314,7 @@ def _table(path: Path, classes: list[str] | None) -> LabelData:
     )  # fmt: skip
 
 
-def load_source(
-    data: str, *, classes: list[str] | None = None, image_size: int = 28
-) -> LabelData:
+def load_source(data: str, *, classes: list[str] | None = None, image_size: int = 28) -> LabelData:
     """Load what ``bayesdl label --data`` names.
 
     Args:
@@ -330,7 +330,11 @@ def load_source(
         ValueError: If the source is unknown, empty or inconsistent (the message says how).
         FileNotFoundError: If a built-in image set is not on this machine.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 256:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or not 8 <= image_size <= 256
+    ):
         raise ValueError(f"image_size must be an integer in [8, 256], got {image_size!r}.")
     if data in BUILTIN:
         return _builtin(data)

@@ -247,7 +247,7 @@ class Store:
     def cases(self) -> list[dict[str, Any]]:
         """Every case with the model's verdict (if scored) and the expert's decision."""
         rows = self._read(
-            'SELECT c.id, c.file, c.name, r.referred, r.predicted, r.probs, r.score, '
+            "SELECT c.id, c.file, c.name, r.referred, r.predicted, r.probs, r.score, "
             'd.label AS decision FROM cases c LEFT JOIN referrals r ON r."case" = c.id '
             'LEFT JOIN decisions d ON d."case" = c.id ORDER BY c.id'
         )
