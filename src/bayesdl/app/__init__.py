@@ -15,9 +15,19 @@ killed at any moment resumes where it stopped. Needs the ``app`` extra (Flask, w
 Pillow): ``pip install 'bayesdl[app]'``. Nothing else in bayesdl imports this package.
 """
 
-from bayesdl.app.engine import Labeller
-from bayesdl.app.sources import LabelData, load_source
-from bayesdl.app.store import Store
-from bayesdl.app.web import create_app
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["LabelData", "Labeller", "Store", "create_app", "load_source"]
+
+_WHERE = {"LabelData": "sources", "load_source": "sources", "Labeller": "engine",
+          "Store": "store", "create_app": "web"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use, so ``bayesdl --help`` (which declares ``label``) stays light."""
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"bayesdl.app.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'bayesdl.app' has no attribute {name!r}")
