@@ -14,6 +14,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from bayesdl.app.cli import add_label_parser, run_label  # argparse only; Flask on use
+
 __all__ = ["main", "build_parser"]
 
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
@@ -286,6 +288,7 @@ _COMMANDS: dict[
     "demo": (add_demo, run_demo),
     "active-learn": (add_active_learn, run_active_learn),
     "evaluate": (add_evaluate, run_evaluate),
+    "label": (add_label_parser, run_label),  # the web app (bayesdl.app, extra: app)
 }
 
 
