@@ -172,7 +172,11 @@ class Labeller:
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the running refit (if any) ends."""
+        """Block until the running refit (if any) ends.
+
+        Args:
+            timeout: Most seconds to wait (None: no limit).
+        """
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -184,6 +188,11 @@ class Labeller:
     # -- labelling -----------------------------------------------------------------------
     def check_answer(self, item: Any, status: Any, label: Any) -> tuple[int, str, int | None, int]:
         """Validate an answer; return (item, status, label, batch of the item).
+
+        Args:
+            item: Pool index of an item that has been offered.
+            status: ``"label"``, ``"skip"`` or ``"unsure"``.
+            label: Class index (for ``"label"``; ignored otherwise).
 
         Raises:
             ValueError: If the item was never shown, the status is unknown or the label is
@@ -208,13 +217,29 @@ class Labeller:
         return item, status, label, batch
 
     def answer(self, item: Any, status: Any, label: Any = None) -> None:
-        """Record an answer (committed before returning) and refit if the batch is done."""
+        """Record an answer (committed before returning) and refit if the batch is done.
+
+        Args:
+            item: Pool index of an offered item.
+            status: ``"label"``, ``"skip"`` or ``"unsure"``.
+            label: Class index for ``"label"``.
+
+        Raises:
+            ValueError: See :meth:`check_answer`.
+        """
         item, status, label, batch = self.check_answer(item, status, label)
         self.store.answer(item, status, label, batch)
         self.maybe_refit()
 
     def undo(self, item: Any = None) -> int | None:
-        """Remove the answer for ``item`` (default: the latest answer); return the item."""
+        """Remove the answer for ``item`` (default: the latest answer).
+
+        Args:
+            item: Pool index, or None for the most recent answer.
+
+        Returns:
+            The item whose answer was removed, or None if there was none.
+        """
         if item is None:
             item = self.store.last_answered()
             if item is None:
@@ -324,7 +349,11 @@ class Labeller:
 
     # -- views ---------------------------------------------------------------------------
     def item_features(self, x: Tensor) -> list[tuple[str, float]]:
-        """Feature names and raw (unstandardised) values of one ``"features"`` input."""
+        """Feature names and raw (unstandardised) values of one ``"features"`` input.
+
+        Args:
+            x: One standardised input, shape (F,).
+        """
         d = self.data
         assert d.feature_mean is not None and d.feature_std is not None
         raw = x * d.feature_std + d.feature_mean
@@ -425,7 +454,11 @@ class Labeller:
         }  # fmt: skip
 
     def case_input(self, file: str) -> Tensor:
-        """The model input of a stored case file (cached)."""
+        """The model input of a stored case file (cached).
+
+        Args:
+            file: File name inside ``cases/``.
+        """
         if file not in self._case_x:
             raw = (self.cases_dir / file).read_bytes()
             if self.data.kind == "image":
@@ -435,7 +468,11 @@ class Labeller:
         return self._case_x[file]
 
     def case_scores(self, score: str) -> list[tuple[int, float, list[float]]]:
-        """(case id, uncertainty score, probabilities) of every case under the current model."""
+        """(case id, uncertainty score, probabilities) of every case under the current model.
+
+        Args:
+            score: ``"total"``, ``"epistemic"`` or ``"aleatoric"``.
+        """
         cases = self.store.cases()
         with self._lock:
             method = self.method
@@ -451,6 +488,10 @@ class Labeller:
 
     def commit_referral(self, target: Any, score: Any = "total") -> dict[str, Any]:
         """Apply the plan's threshold to every case and record the verdicts.
+
+        Args:
+            target: Accuracy wanted on the cases kept, in (0, 1].
+            score: ``"total"``, ``"epistemic"`` or ``"aleatoric"`` uncertainty.
 
         Returns:
             The plan (see :meth:`referral_plan`) with the run id.
@@ -472,6 +513,10 @@ class Labeller:
 
     def add_cases(self, raw: bytes, name: str) -> list[int]:
         """Store new inputs as cases (checked and converted first); return their ids.
+
+        Args:
+            raw: The file's bytes (PNG/JPEG, or CSV for ``"features"`` data).
+            name: Name shown in the page.
 
         An image file is one case; a CSV (``"features"`` data) gives one case per row.
 
@@ -507,7 +552,14 @@ class Labeller:
         return ids
 
     def add_sample_cases(self, count: int) -> int:
-        """Add up to ``count`` cases from the built-in test split's unused half."""
+        """Add up to ``count`` cases from the built-in test split's unused half.
+
+        Args:
+            count: Most cases to add.
+
+        Returns:
+            How many were added.
+        """
         if self.data.sample_x is None:
             raise ValueError("sample cases exist only for the built-in data sets; upload files.")
         have = len(self.store.cases())

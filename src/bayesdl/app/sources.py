@@ -111,6 +111,9 @@ class LabelData:
     def image_from_bytes(self, raw: bytes) -> Tensor:
         """Decode a PNG/JPEG file into one input shaped like the pool's, (C, H, W).
 
+        Args:
+            raw: The file's bytes.
+
         Raises:
             ValueError: If the bytes are not a PNG or JPEG image, or the image is too large.
         """
@@ -132,6 +135,9 @@ class LabelData:
     def features_from_csv(self, text: str) -> list[Tensor]:
         """Parse CSV rows with this data's feature columns into standardised inputs.
 
+        Args:
+            text: CSV text with a header naming (at least) the feature columns.
+
         Raises:
             ValueError: If a column is missing or a value is not a number.
         """
@@ -147,7 +153,11 @@ class LabelData:
         return list((x - self.feature_mean) / self.feature_std)
 
     def render_png(self, x: Tensor) -> bytes:
-        """An image input as PNG bytes (what the model sees, at its own resolution)."""
+        """An image input as PNG bytes (what the model sees, at its own resolution).
+
+        Args:
+            x: One image input, shape (C, H, W), values in [0, 1].
+        """
         from PIL import Image
 
         arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()

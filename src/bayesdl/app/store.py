@@ -112,7 +112,11 @@ class Store:
         return {r["key"]: json.loads(r["value"]) for r in self._read("SELECT * FROM meta")}
 
     def set_meta(self, values: dict[str, Any]) -> None:
-        """Store settings (JSON-serialisable values)."""
+        """Store settings.
+
+        Args:
+            values: Setting name -> JSON-serialisable value.
+        """
         with self._write() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -121,7 +125,14 @@ class Store:
 
     # -- labels ----------------------------------------------------------------------------
     def answer(self, item: int, status: str, label: int | None, batch: int) -> None:
-        """Record (or replace) the answer for ``item``, and the event, in one transaction."""
+        """Record (or replace) the answer for ``item``, and the event, in one transaction.
+
+        Args:
+            item: Pool index.
+            status: One of ``STATUSES``.
+            label: Class index for ``"label"``, else None.
+            batch: The batch that offered the item.
+        """
         now = time.time()
         with self._write() as con:
             con.execute(
@@ -135,7 +146,11 @@ class Store:
             )
 
     def undo(self, item: int) -> bool:
-        """Remove the answer for ``item``; False if it had none."""
+        """Remove the answer for ``item``; False if it had none.
+
+        Args:
+            item: Pool index.
+        """
         with self._write() as con:
             gone = con.execute("DELETE FROM labels WHERE item = ?", (item,)).rowcount
             if gone:
@@ -163,7 +178,11 @@ class Store:
         return {r["item"] for r in self._read("SELECT item FROM labels")}
 
     def batch_of(self, item: int) -> int | None:
-        """The newest batch that offered ``item`` (None if it was never offered)."""
+        """The newest batch that offered ``item`` (None if it was never offered).
+
+        Args:
+            item: Pool index.
+        """
         return self._read("SELECT max(batch) AS b FROM batch_items WHERE item = ?", (item,))[0]["b"]
 
     def shown_items(self) -> set[int]:
@@ -236,7 +255,12 @@ class Store:
 
     # -- referral ------------------------------------------------------------------------
     def add_case(self, file: str, name: str) -> int:
-        """Register a stored input file as a case (once per file); return its id."""
+        """Register a stored input file as a case (once per file); return its id.
+
+        Args:
+            file: File name inside the work directory's ``cases/``.
+            name: Name shown in the page (the uploaded file's name).
+        """
         with self._write() as con:
             con.execute(
                 "INSERT OR IGNORE INTO cases (file, name, added) VALUES (?, ?, ?)",
@@ -259,7 +283,12 @@ class Store:
         return out
 
     def add_referral_run(self, run: dict[str, Any], verdicts: Sequence[dict[str, Any]]) -> int:
-        """Record a committed referral threshold and its verdict on each case."""
+        """Record a committed referral threshold and its verdict on each case.
+
+        Args:
+            run: ``target``, ``score``, ``threshold``, ``expected_fraction`` and ``fit``.
+            verdicts: Per case ``case``, ``referred``, ``predicted``, ``probs``, ``score``.
+        """
         with self._write() as con:
             run_id = con.execute(
                 "INSERT INTO referral_runs (ts, target, score, threshold, expected_fraction, fit) "
@@ -280,7 +309,12 @@ class Store:
         return [dict(r) for r in self._read("SELECT * FROM referral_runs ORDER BY id")]
 
     def decide(self, case: int, label: int) -> None:
-        """Record (or replace) the expert's label for a case, with an event."""
+        """Record (or replace) the expert's label for a case, with an event.
+
+        Args:
+            case: Case id.
+            label: Class index.
+        """
         now = time.time()
         with self._write() as con:
             con.execute(
