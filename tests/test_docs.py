@@ -17,6 +17,7 @@ MODULES = [
     "bayesdl.evaluate",
     "bayesdl.report",
     "bayesdl.plotting",
+    "bayesdl.app",
 ]
 
 
