@@ -61,6 +61,15 @@ class _Counting(Dataset):
         return self.x[i], self.y[i]
 
 
+def _warm_up() -> None:
+    """One Adam step on a dummy parameter: its first call imports torch's compiler stack
+    (seconds), which would otherwise land on the first refit. No random numbers are drawn."""
+    param = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([param])
+    param.sum().backward()
+    opt.step()
+
+
 def _summaries(pred: CategoricalPredictive) -> list[dict[str, Any]]:
     probs = pred.probs.double()
     probs = probs / probs.sum(-1, keepdim=True)
@@ -150,7 +159,8 @@ class Labeller:
             self.method = load(self.checkpoint, data.network())
         if self.store.num_batches() == 0:
             self._next_batch(None, _FIRST)
-        self.maybe_refit()
+        if not self.maybe_refit():  # while the person labels the first batch
+            threading.Thread(target=_warm_up, name="bayesdl-warm-up", daemon=True).start()
 
     # -- state ---------------------------------------------------------------------------
     @property
