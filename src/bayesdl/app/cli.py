@@ -10,29 +10,29 @@ import argparse
 import ipaddress
 import secrets
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_label_parser", "run_label", "serve"]
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535 (0: any free), got {value}")
-    return value
+def _int_in(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound for None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_port = _int_in(0, 65535, "a port in 0..65535 (0: any free)")
+_positive = _int_in(1, None, "a positive integer")
 
 
 def add_label_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -150,6 +150,7 @@ class Labeller:
         else:
             self.store.set_meta(settings)
         self._lock = threading.Lock()
+        self._predict_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._status: dict[str, Any] = {"phase": "idle", "fraction": 1.0, "error": None}
         self._heldout: tuple[int, CategoricalPredictive] | None = None
@@ -212,19 +213,20 @@ class Labeller:
             raise ValueError(f"item must be an integer pool index, got {item!r}.")
         if status not in STATUSES:
             raise ValueError(f"status must be one of {list(STATUSES)}, got {status!r}.")
-        if status == "label":
-            n = len(self.classes)
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n:
-                raise ValueError(
-                    f"label must be a class index in 0..{n - 1} ({', '.join(self.classes)}), "
-                    f"got {label!r}."
-                )
-        else:
-            label = None
+        label = self._check_label(label) if status == "label" else None
         batch = self.store.batch_of(item)
         if batch is None:
             raise ValueError(f"item {item} has not been offered for labelling; reload the page.")
         return item, status, label, batch
+
+    def _check_label(self, label: Any) -> int:
+        n = len(self.classes)
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n:
+            raise ValueError(
+                f"label must be a class index in 0..{n - 1} ({', '.join(self.classes)}), "
+                f"got {label!r}."
+            )
+        return label
 
     def answer(self, item: Any, status: Any, label: Any = None) -> None:
         """Record an answer (committed before returning) and refit if the batch is done.
@@ -332,7 +334,8 @@ class Labeller:
 
     def _predict(self, method: Any, x: Tensor, rounds: int) -> CategoricalPredictive:
         g = torch.Generator().manual_seed(derive_seed(self.seed, rounds, _SCORE))
-        pred = method.predict(x, samples=self.mc_samples, generator=g)
+        with self._predict_lock:  # one prediction at a time: methods keep per-call state
+            pred = method.predict(x, samples=self.mc_samples, generator=g)
         if not isinstance(pred, CategoricalPredictive):
             raise TypeError("labelling needs a classification method.")
         return pred.cpu()
@@ -560,6 +563,21 @@ class Labeller:
             self._case_x[file] = x
             ids.append(self.store.add_case(file, label))
         return ids
+
+    def decide(self, case: Any, label: Any) -> None:
+        """Record the expert's label for a case (committed before returning).
+
+        Args:
+            case: Id of a stored case.
+            label: Class index.
+
+        Raises:
+            ValueError: If the case is unknown or the label is not a class index.
+        """
+        known = {c["id"] for c in self.store.cases()}
+        if isinstance(case, bool) or not isinstance(case, int) or case not in known:
+            raise ValueError(f"case must be the id of a stored case, got {case!r}.")
+        self.store.decide(case, self._check_label(label))
 
     def add_sample_cases(self, count: int) -> int:
         """Add up to ``count`` cases from the built-in test split's unused half.

@@ -244,14 +244,7 @@ def create_app(labeller: Labeller, token: str, *, cookie_name: str = "bayesdl_to
     @app.post("/api/referral/decide")
     def post_decide() -> Any:
         body = _body()
-        case, label = body.get("case"), body.get("label")
-        known = {c["id"] for c in lab.store.cases()}
-        if isinstance(case, bool) or not isinstance(case, int) or case not in known:
-            raise ValueError(f"case must be the id of a stored case, got {case!r}.")
-        n = len(data.classes)
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n:
-            raise ValueError(f"label must be a class index in 0..{n - 1}, got {label!r}.")
-        lab.store.decide(case, label)
+        lab.decide(body.get("case"), body.get("label"))
         return jsonify(referral_state())
 
     @app.post("/api/cases")

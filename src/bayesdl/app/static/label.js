@@ -129,7 +129,8 @@ function renderPanel() {
   acc.dataset.accuracy = pts.length ? String(pts[pts.length - 1][1]) : "";
   acc.dataset.history = JSON.stringify(pts);
   lineChart(document.getElementById("curve"), pts,
-            {xmin: 0, xmax: Math.max(10, ...pts.map(p => p[0])), xlabel1: "labels"});
+            {xmin: 0, xmax: Math.max(10, ...pts.map(p => p[0])),
+             xlabel1: `${Math.max(10, ...pts.map(p => p[0]))} labels`});
   const bal = document.getElementById("balance");
   bal.innerHTML = "";
   const most = Math.max(1, ...c.per_class);
