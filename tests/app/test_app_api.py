@@ -6,6 +6,7 @@ import csv
 import io
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -280,6 +281,39 @@ def test_a_full_batch_refits_and_offers_a_new_batch(make_app, client_of, digits_
     assert lab2.store.labelled() == lab.store.labelled()
     for name, value in lab.method.state_dict().items():
         torch.testing.assert_close(lab2.method.state_dict()[name], value)
+
+
+def test_the_page_stays_responsive_during_a_refit(make_app, client_of, digits_truth):
+    lab, app = make_app(train_steps=3000)
+    client = client_of(app)
+    _label_all(client, digits_truth)
+    seen, slowest = [], 0.0
+    while lab.refitting():
+        start = time.perf_counter()
+        state = client.get("/api/state").get_json()
+        slowest = max(slowest, time.perf_counter() - start)
+        if state["refitting"]:
+            seen.append((state["refit"]["phase"], state["refit"]["fraction"]))
+        time.sleep(0.05)
+    assert any(phase == "training" and 0 < f < 0.8 for phase, f in seen), seen
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions)  # progress only moves forward
+    assert slowest < 2.0, f"a request took {slowest:.2f} s during the refit"
+
+
+def test_exporting_before_any_model_explains_why(make_app, client_of):
+    _, app = make_app()
+    resp = client_of(app).get("/download/posterior.safetensors")
+    assert resp.status_code == 400 and b"label the first batch" in resp.data
+    assert resp.mimetype == "text/html" and b"Traceback" not in resp.data
+
+
+def test_the_cli_binds_to_loopback_by_default():
+    from bayesdl.cli import build_parser
+
+    args = build_parser().parse_args(["label", "--data", "digits", "--out", "w"])
+    assert (args.host, args.port, args.method, args.acquisition) == (
+        "127.0.0.1", 8000, "mc-dropout", "bald")  # fmt: skip
 
 
 def test_other_settings_on_the_same_work_directory_are_refused(make_app, tmp_path):

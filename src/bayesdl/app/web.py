@@ -120,7 +120,10 @@ def create_app(labeller: Labeller, token: str, *, cookie_name: str = "bayesdl_to
     # -- errors: one line, never a traceback ---------------------------------------------
     @app.errorhandler(ValueError)
     def bad_input(err: ValueError) -> Any:
-        return jsonify(error=" ".join(str(err).split())), 400
+        text = " ".join(str(err).split())
+        if request.path.startswith("/api/"):
+            return jsonify(error=text), 400
+        return Response(_page("Cannot do that", text), status=400, mimetype="text/html")
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Any:
