@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["temperatures"] = {rename(n): t for n, t in results["temperatures"].items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = out / "evaluate_mnist_report.html"
+    report: Path | None = out / "evaluate_mnist_report.html"
     if args.append and (out / "evaluate_mnist.json").exists():  # keep the earlier methods
         earlier = json.loads((out / "evaluate_mnist.json").read_text())
         report = None

@@ -522,7 +522,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         earlier["runtime_s"] += results["runtime_s"]
         earlier.setdefault("appended", []).append(config)
         results = earlier
-    record = provenance(__file__, args.argv)
+    record = provenance(__file__, getattr(args, "argv", None))
     stamp(results, record, results.get("provenance"))  # an appended file keeps the earlier ones
     (out / "uci_boston.json").write_text(json.dumps(results, indent=1))
     table = markdown(results)
