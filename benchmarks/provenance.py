@@ -50,7 +50,7 @@ def provenance(script: str | Path, argv: Sequence[str] | None = None) -> dict[st
     Returns:
         ``{"command", "commit", "dirty", "version", "date", "python", "torch", "host"}``:
         the command as one shell line relative to the repository root
-        (``python benchmarks/x.py --flag value``), the full hash of ``HEAD`` (``"unknown"``
+        (``python benchmarks/amp_speed.py --repeats 9``), the full hash of ``HEAD`` (``"unknown"``
         outside a git checkout), whether tracked files under ``src/`` or ``benchmarks/``
         differed from it, ``bayesdl.__version__``, the UTC time (ISO 8601, seconds), the
         Python and torch versions and the machine (``platform.platform()``).
@@ -121,7 +121,7 @@ def header(record: dict[str, Any], comment: str = "") -> str:
         comment: prefix for formats with comments (``"# "`` for CSV); empty for markdown.
 
     Returns:
-        e.g. ``Made by `python benchmarks/x.py --seed 1` at commit 1a2b3c4d5e6f (bayesdl
+        e.g. ``Made by `python benchmarks/amp_speed.py --repeats 9` at commit 1a2b3c4d5e6f (bayesdl
         0.1.0), 2026-12-06T23:00:00+00:00.`` without a trailing newline.
     """
     commit = record["commit"][:12] + (" + uncommitted changes" if record.get("dirty") else "")

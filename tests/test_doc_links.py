@@ -63,3 +63,20 @@ def test_no_reference_to_files_users_do_not_have():
     assert not found, found
     for rel, name in PENDING.items():
         assert name in (ROOT / rel).read_text(), f"{rel} no longer mentions {name}: drop it from PENDING"
+
+
+PATH_MENTION = re.compile(
+    r"(?<![\w/.-])((?:benchmarks|docs|src|tests)/[\w./-]*\w\.(?:py|md|json|jsonl|csv|png|html|log|toml))\b"
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    _files("*.md", "docs/**/*.md", "docs/**/*.py", "src/**/*.py", "benchmarks/*.py",
+           "benchmarks/*.md", "benchmarks/results/archive/*.md"),  # fmt: skip
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_files_named_in_docs_and_docstrings_exist(path):
+    """``benchmarks/results/x.md`` in a docstring or page must not outlive the file."""
+    missing = sorted({m for m in PATH_MENTION.findall(path.read_text()) if not (ROOT / m).exists()})
+    assert not missing, f"{path.relative_to(ROOT)} names missing files {missing}"
