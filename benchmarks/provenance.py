@@ -21,6 +21,7 @@ import datetime as _dt
 import platform
 import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,6 @@ def provenance(script: str | Path, argv: Sequence[str] | None = None) -> dict[st
         differed from it, ``bayesdl.__version__``, the UTC time (ISO 8601, seconds), the
         Python and torch versions and the machine (``platform.platform()``).
     """
-    import sys
-
     import torch
 
     import bayesdl
