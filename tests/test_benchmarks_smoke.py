@@ -298,3 +298,19 @@ def test_active_mnist_retrain_prefixes_grid_and_ranking(tmp_path, monkeypatch, r
     best = min(nll, key=lambda k: sum(nll[k]) / len(nll[k]))
     assert ranked[0].startswith(f"1. {best}: ")
     assert len(ranked) == 3
+
+
+def test_amp_speed_tiny_records_its_provenance(tmp_path, restore_threads):
+    pytest.importorskip("bayesdl")
+    bench = _load("amp_speed")
+    argv = ["--train-size", "64", "--test-size", "4", "--samples", "2", "--repeats", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    results = bench.main(argv)
+    assert results["cases"]["fit"]["float32"]["ratio"] == 1.0
+    saved = json.loads((tmp_path / "amp_speed.json").read_text())
+    record = saved["provenance"]
+    assert record["command"] == "python benchmarks/amp_speed.py " + " ".join(argv)
+    assert "earlier" not in record and record["version"] == sys.modules["bayesdl"].__version__
+    table = (tmp_path / "amp_speed.md").read_text().splitlines()
+    assert table[0].startswith("Made by `python benchmarks/amp_speed.py --train-size 64 ")
+    assert "| bfloat16 |" in "\n".join(table)
