@@ -50,11 +50,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 
 from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.experiment import (
@@ -101,7 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--merge-only", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' provenance
+    return args
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
@@ -233,9 +237,15 @@ def write(results: dict[str, Any], out: Path) -> None:
     from bayesdl.active.experiment import _plot, _write_csv
 
     out.mkdir(parents=True, exist_ok=True)
+    line = header(results["provenance"]) if "provenance" in results else None
     (out / "active_mnist.json").write_text(json.dumps(results, indent=1))
-    (out / "active_mnist.md").write_text(_markdown(results))
+    (out / "active_mnist.md").write_text(
+        (f"{line}\n\n" if line else "") + _markdown(results)
+    )
     _write_csv(out / "active_mnist.csv", results)
+    if line:
+        csv = out / "active_mnist.csv"
+        csv.write_text(f"# {line}\n" + csv.read_text())
     try:
         _plot(out / "active_mnist.png", {**results, "runs": _shown(results["runs"])})
     except ImportError:
@@ -256,6 +266,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     f"finished {_worker(p)} after {time.perf_counter() - start:.0f} s", flush=True
                 )
     results = merge(args)
+    # The folder's earlier invocations (runs merged from --work) stay listed.
+    previous = Path(args.out) / "active_mnist.json"
+    earlier = json.loads(previous.read_text()).get("provenance") if previous.exists() else None
+    stamp(results, provenance(__file__, getattr(args, "argv", None)), earlier)
     write(results, Path(args.out))
     if results["runs"]:
         print(format_summary(results))

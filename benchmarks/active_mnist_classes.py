@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance
 
 import bayesdl.data as bdata
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> str:
     labels = POOLS[results["config"]["dataset"]]("train").y
     text = markdown(results, labels, [int(n) for n in args.first.split(",")])
     out = args.out or args.results.with_name("classes.md")
-    out.write_text(text)
+    out.write_text(header(provenance(__file__, argv)) + "\n\n" + text)
     print(text, end="")
     return text
 

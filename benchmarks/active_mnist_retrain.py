@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import log_header, provenance
 
 from bayesdl import data as bdata
 from bayesdl import metrics
@@ -75,6 +76,7 @@ def load_data() -> tuple[bdata.Data, bdata.Data]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
+    record = provenance(__file__, argv)
     if not args.summary_only:
         torch.set_num_threads(args.threads)
         train, valid = load_data()
@@ -107,25 +109,28 @@ def main(argv: list[str] | None = None) -> None:
                            "epochs": epochs, "steps": epochs * batches,
                            "valid_accuracy": metrics.accuracy(probs, vy),
                            "valid_nll": metrics.nll(probs, vy),
-                           "seconds": time.perf_counter() - start}  # fmt: skip
+                           "seconds": time.perf_counter() - start,
+                           "provenance": record}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     with open(out, "a") as f:
                         f.write(json.dumps(row) + "\n")
-    write_summary(out)
+    write_summary(out, record)
 
 
 def _label(c: float, epochs: int, n: int) -> str:
     return f"c = {c:g}, " + ("50 epochs" if epochs == protocol_epochs(n) else f"{epochs} epochs")
 
 
-def write_summary(path: Path) -> None:
-    """Validation NLL (accuracy) per configuration, and the ranking on BALD's sets."""
+def write_summary(path: Path, record: dict | None = None) -> None:
+    """Validation NLL (accuracy) per configuration, and the ranking on BALD's sets; ``record``
+    (this invocation's provenance) heads the table with the commands behind the log."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for r in rows:
         r["config"] = _label(r["c"], r["epochs"], r["n"])
     configs = list(dict.fromkeys(r["config"] for r in rows))
     cells = sorted({(r["acquisition"], r["n"]) for r in rows})
-    lines = [
+    lines = [log_header(record, rows), ""] if record else []
+    lines += [
         f"Gal CNN retrained on the first n labels that committed runs acquired (`{path.name}`)"
         "; S = 20 model average on MNIST validation images: NLL (accuracy %), mean over the "
         "runs. '50 epochs' is the protocol's (at least 100 steps); other epoch counts have no "

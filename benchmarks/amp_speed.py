@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 
 import bayesdl as bdl
 from bayesdl.models import gal_cnn
@@ -114,10 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {name} | {f['median_s']:.2f} | {f['ratio']:.2f} | {q['median_s']:.2f} "
             f"| {q['ratio']:.2f} |"
         )
+    stamp(results, provenance(__file__, argv))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "amp_speed.json").write_text(json.dumps(results, indent=1))
-    (out / "amp_speed.md").write_text("\n".join(lines) + "\n")
+    (out / "amp_speed.md").write_text(header(results["provenance"]) + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return results
 

@@ -4,6 +4,8 @@ Runs ``bayesdl evaluate`` (``bayesdl.evaluate.evaluate``) on the Gal et al. CNN 
 ``evaluate_mnist.json`` (``{"methods": {name: {metric: value}}, ...}``, fractions),
 ``evaluate_mnist.md`` (the table, with the issue's targets for the default Bayesian
 method: ECE <= 0.5%, OOD AUROC >= 0.98) and ``evaluate_mnist_report.html`` to ``--out``.
+An ``--append`` invocation adds its rows to the JSON and the table and leaves its HTML
+report in ``--work`` (``report.html``): one report is kept in ``--out``, not one per run.
 
 Example (the committed results: the first command, then the others appending)::
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 
 from bayesdl.evaluate import EvaluateConfig, evaluate, format_summary
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--append",
         action="store_true",
-        help="add these methods to an earlier evaluate_mnist.json (own HTML report)",
+        help="add these methods to an earlier evaluate_mnist.json (HTML report left in --work)",
     )
     args = p.parse_args(argv)
     cfg = EvaluateConfig(
@@ -148,20 +151,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["temperatures"] = {rename(n): t for n, t in results["temperatures"].items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = out / "evaluate_mnist_report.html"
+    report: Path | None = out / "evaluate_mnist_report.html"
     if args.append and (out / "evaluate_mnist.json").exists():  # keep the earlier methods
         earlier = json.loads((out / "evaluate_mnist.json").read_text())
-        tag = "_".join(cfg.methods) + args.suffix.replace("@", "_")
-        report = out / f"evaluate_mnist_report_{tag}.html"
+        report = None
         earlier["methods"] |= results["methods"]
         if "temperatures" in results:
             earlier["temperatures"] = earlier.get("temperatures", {}) | results["temperatures"]
         earlier.setdefault("invocations", [earlier["config"]]).append(results["config"])
         earlier["runtime_s"] += results["runtime_s"]
         results = earlier
+    stamp(results, provenance(__file__, argv), results.get("provenance"))
     (out / "evaluate_mnist.json").write_text(json.dumps(results, indent=1))
-    (out / "evaluate_mnist.md").write_text(markdown(results))
-    shutil.copy(Path(args.work) / "report.html", report)
+    (out / "evaluate_mnist.md").write_text(header(results["provenance"]) + "\n\n" + markdown(results))
+    if report is not None:  # an appended invocation's report stays in --work
+        shutil.copy(Path(args.work) / "report.html", report)
     print(format_summary(results))
     return results
 

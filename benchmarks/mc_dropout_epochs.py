@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from evaluate_mnist import TARGETS, target_verdict
 from mc_dropout_rates import build, load_data, mean_sd, measure, predict_all, read_log
+from provenance import log_header, provenance
 
 import bayesdl as bdl
 from bayesdl.calibrate import TemperatureScaling
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     grid = sorted(int(e) for e in args.epochs.split(","))
     out = Path(args.out)
     log = out / "mc_dropout_epochs.jsonl"
+    record = provenance(__file__, argv)
     if not args.summary_only:
         earlier = read_log(log)
         if earlier and (
@@ -196,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
             for epochs, method, fit_s in train_blocks(data["train"], rates, seed, grid):
                 line = {"dropout": list(rates), "seed": seed, "epochs": epochs,
                         **block_metrics(method, data, seed), "fit_s": fit_s,
-                        "threads": torch.get_num_threads()}  # fmt: skip
+                        "threads": torch.get_num_threads(), "provenance": record}  # fmt: skip
                 with open(log, "a") as f:
                     f.write(json.dumps(line) + "\n")
                 print(f"seed {seed}, {epochs} epochs: valid NLL {line['valid_nll']:.4f}, "
                       f"fit {fit_s:.0f} s", flush=True)  # fmt: skip
     lines = read_log(log)
     text = summary(lines)
-    log.with_suffix(".md").write_text(text)
+    log.with_suffix(".md").write_text(log_header(record, lines) + "\n\n" + text)
     plot(lines, log.with_suffix(".png"))
     print(text)
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import log_header, provenance
 
 import bayesdl as bdl
 from bayesdl import metrics
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     log = Path(args.log)
+    record = provenance(__file__, argv)
     done = {(tuple(r["dropout"]), r.get("seed", 0)) for r in read_log(log)}
     data: dict[str, bdl.data.Data] = {}
     for p_conv in (float(v) for v in args.conv.split(",")):
@@ -207,12 +209,13 @@ def main(argv: list[str] | None = None) -> None:
                 if ((p_conv, p_dense), seed) in done:
                     continue
                 data = data or load_data()
-                line = run(data, p_conv, p_dense, seed)
+                line = run(data, p_conv, p_dense, seed) | {"provenance": record}
                 with open(log, "a") as f:
                     f.write(json.dumps(line) + "\n")
                 print(json.dumps(line), flush=True)
-    text = summary(read_log(log), args.finalists)
-    log.with_suffix(".md").write_text(text)
+    lines = read_log(log)
+    text = summary(lines, args.finalists)
+    log.with_suffix(".md").write_text(log_header(record, lines) + "\n\n" + text)
     print(text)
 
 

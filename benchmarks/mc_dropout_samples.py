@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from mc_dropout_rates import fit, load_data, mean_sd, read_log
+from provenance import header, provenance, stamp
 
 from bayesdl.evaluate import decision_metrics
 from bayesdl.predictive import CategoricalPredictive
@@ -174,9 +175,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     target = out / "mc_dropout_samples.json"
     if target.exists():
         raise FileExistsError(f"{target} exists; pick another --out (nothing was overwritten).")
+    earlier = []
     if args.merge is not None:
-        runs = [r for d in args.merge
-                for r in json.loads((Path(d) / target.name).read_text())["runs"]]  # fmt: skip
+        parts = [json.loads((Path(d) / target.name).read_text()) for d in args.merge]
+        runs = [r for part in parts for r in part["runs"]]
+        earlier = [part["provenance"] for part in parts if "provenance" in part]
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
         if max(sizes) > args.max_samples:
@@ -188,9 +191,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 runs.append(measure(data, rates, seed, args.max_samples, sizes, args.blocks))
                 print(f"{rates} seed {seed}: fit {runs[-1]['fit_s']:.0f} s", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"runs": runs}, indent=1))
+    results = stamp({"runs": runs}, provenance(__file__, argv), earlier)
+    target.write_text(json.dumps(results, indent=1))
     text = markdown(runs, _logged(Path(args.log)))
-    target.with_suffix(".md").write_text(text)
+    target.with_suffix(".md").write_text(header(results["provenance"]) + "\n\n" + text)
     plot(runs, target.with_suffix(".png"))
     print(text)
     return runs

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 from torch import nn
 
 import bayesdl as bdl
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.append and (out / "methods_mnist.json").exists():  # add to an earlier run
         results = json.loads((out / "methods_mnist.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
+    stamp(results, provenance(__file__, argv), results.get("provenance"))
     start = time.perf_counter()
     for key in args.methods.split(","):
         print(f"== {key}", flush=True)
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"predict {r['predict_ratio']:.1f}x", flush=True)  # fmt: skip
         r["runtime_this_invocation_s"] = time.perf_counter() - start
         (out / "methods_mnist.json").write_text(json.dumps(results, indent=1, default=str))
-        (out / "methods_mnist.md").write_text(markdown(results))
+        (out / "methods_mnist.md").write_text(header(results["provenance"]) + "\n\n" + markdown(results))
     print(markdown(results))
     return results
 

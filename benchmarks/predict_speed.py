@@ -1,7 +1,7 @@
 """Cost of Bayesian prediction as a ratio to one deterministic forward pass.
 
-DESIGN.md ("Speed by design") promises that ``predict(x, samples=S)`` costs far less than S
-forward passes. This benchmark measures it on two MNIST networks, built as ``nn.Sequential``
+bayesdl's prediction is designed to cost far less than S forward passes for
+``predict(x, samples=S)`` (``docs/architecture.md``). This benchmark measures it on two MNIST networks, built as ``nn.Sequential``
 and randomly initialised (training does not change the speed):
 
 * ``cnn``: the CNN of Gal et al. (2017), Conv(1,32,4)-ReLU-Conv(32,32,4)-ReLU-MaxPool(2)-
@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -546,7 +547,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = {k: v for k, v in vars(args).items() if k != "memory_case"}
+    config = {k: v for k, v in vars(args).items() if k not in ("memory_case", "argv")}
     config["out"] = str(config["out"])
     config.update(torch=torch.__version__, cpu=_cpu_name(), load_before=_load(),
                   default_chunk_rows=default_chunk_rows(device))  # fmt: skip
@@ -564,11 +565,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             run_memory(name, args, models[name], bar)
     config.update(load_after=_load(), runtime_s=time.perf_counter() - start)
     report = {"config": config, "models": models, "targets": check_targets(models)}
+    record = provenance(__file__, getattr(args, "argv", None))
+    stamp(report, record)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (out / f"{args.name}.md").write_text(table)
+    (out / f"{args.name}.md").write_text(header(record) + "\n\n" + table)
     print(table)
     return report
 
@@ -600,7 +603,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="predict_speed", help="file stem of the .json and .md")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' provenance
+    return args
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import header, provenance, stamp
 
 import bayesdl as bdl
 from bayesdl.methods.base import flush_subnormal_
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "subnormal_speed.json").write_text(json.dumps(
-            {"threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows}, indent=1))  # fmt: skip
-        lines = [f"Gal CNN training step (batch 128, MC dropout loss), {torch.get_num_threads()} "
+        results = {"threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows}
+        stamp(results, provenance(__file__, argv))
+        (out / "subnormal_speed.json").write_text(json.dumps(results, indent=1))
+        lines = [header(results["provenance"]), "", f"Gal CNN training step (batch 128, MC dropout loss), {torch.get_num_threads()} "
                  f"thread(s), best of {args.repeats}: a fraction of the dense-128 weights "
                  "subnormal, against the same step after `flush_subnormal_`.", "",
                  "| subnormal fraction | step, subnormal (ms) | step, flushed (ms) | ratio | "

@@ -55,6 +55,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header, provenance, stamp
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
@@ -170,7 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--suffix", default="",
                    help="appended to the row names of this invocation, e.g. @2560ep")  # fmt: skip
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' provenance
+    return args
 
 
 def _seed(*parts: Any) -> int:
@@ -518,9 +522,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         earlier["runtime_s"] += results["runtime_s"]
         earlier.setdefault("appended", []).append(config)
         results = earlier
+    record = provenance(__file__, getattr(args, "argv", None))
+    stamp(results, record, results.get("provenance"))  # an appended file keeps the earlier ones
     (out / "uci_boston.json").write_text(json.dumps(results, indent=1))
     table = markdown(results)
-    (out / "uci_boston.md").write_text(table)
+    (out / "uci_boston.md").write_text(header(results["provenance"]) + "\n\n" + table)
     print(table)
     return results
 

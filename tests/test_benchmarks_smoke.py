@@ -14,6 +14,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
+    if str(BENCHMARKS) not in sys.path:  # the scripts import their sibling provenance.py
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -49,8 +51,9 @@ def test_predict_speed_tiny(tmp_path, restore_threads):
     bench.main(args)
 
     report = json.loads((tmp_path / "predict_speed.json").read_text())
-    assert set(report) == {"config", "models", "targets"}
-    assert report["config"]["num_inputs"] == 8
+    assert set(report) == {"config", "models", "targets", "provenance"}
+    assert report["provenance"]["command"].startswith("python benchmarks/predict_speed.py --num-inputs 8 ")
+    assert report["config"]["num_inputs"] == 8 and "argv" not in report["config"]
     assert set(report["models"]) == {"cnn", "mlp"}
     cases = {"python_loop", "prefix_repeat", "mc_dropout", "vi_all", "vi_last_layer"}
     for m in report["models"].values():
@@ -67,6 +70,7 @@ def test_predict_speed_tiny(tmp_path, restore_threads):
         assert m["memory"][0]["peak_mib"] is not None, m["memory"][0]["how"]
     table = (tmp_path / "predict_speed.md").read_text()
     assert "| cnn | MCDropout | 2 |" in table
+    assert table.startswith("Made by `python benchmarks/predict_speed.py --num-inputs 8 ")
 
 
 def test_predict_speed_flop_floor_matches_reference():
@@ -110,6 +114,10 @@ def test_uci_boston_append_with_suffix_keeps_earlier_rows(tmp_path, restore_thre
     bench.main(bench.parse_args([*common, "--append", "--suffix", "@long", "--rates", "0.3"]))
     report = json.loads((tmp_path / "uci_boston.json").read_text())
     assert report["methods"]["mc-dropout"] == first
+    # The appended invocation's provenance is on top; the first one's is kept under it.
+    commands = [p["command"] for p in report["provenance"]["earlier"]]
+    assert len(commands) == 1 and "--append" not in commands[0]
+    assert "--suffix @long" in report["provenance"]["command"]
     assert report["splits"][0]["mc-dropout@long"]["chosen"]["p"] == 0.3
     assert "Rows ending in @long" in (tmp_path / "uci_boston.md").read_text()
 
@@ -290,3 +298,19 @@ def test_active_mnist_retrain_prefixes_grid_and_ranking(tmp_path, monkeypatch, r
     best = min(nll, key=lambda k: sum(nll[k]) / len(nll[k]))
     assert ranked[0].startswith(f"1. {best}: ")
     assert len(ranked) == 3
+
+
+def test_amp_speed_tiny_records_its_provenance(tmp_path, restore_threads):
+    pytest.importorskip("bayesdl")
+    bench = _load("amp_speed")
+    argv = ["--train-size", "64", "--test-size", "4", "--samples", "2", "--repeats", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    results = bench.main(argv)
+    assert results["cases"]["fit"]["float32"]["ratio"] == 1.0
+    saved = json.loads((tmp_path / "amp_speed.json").read_text())
+    record = saved["provenance"]
+    assert record["command"] == "python benchmarks/amp_speed.py " + " ".join(argv)
+    assert "earlier" not in record and record["version"] == sys.modules["bayesdl"].__version__
+    table = (tmp_path / "amp_speed.md").read_text().splitlines()
+    assert table[0].startswith("Made by `python benchmarks/amp_speed.py --train-size 64 ")
+    assert "| bfloat16 |" in "\n".join(table)

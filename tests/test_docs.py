@@ -1,4 +1,4 @@
-"""Every public argument is documented (STYLE.md), and the docstring examples run."""
+"""Every public argument is documented, and the docstring examples run."""
 
 import doctest
 import importlib

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-DataLike = Union[DataLoader, Dataset, "tuple[Tensor, Tensor]"]
+DataLike = DataLoader | Dataset | tuple[Tensor, Tensor]
 """What ``fit`` accepts: a ``DataLoader``, a map-style ``Dataset`` or a tuple ``(X, y)``."""
 
 ParamDict = dict[str, Tensor]

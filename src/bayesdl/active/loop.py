@@ -25,9 +25,9 @@ on every layer, and ``weight_decay={"7": c}`` on the named layers only (the othe
 flat prior), which is what their code does: it decays only the CNN's first dense layer.
 
 Mixed precision (``amp=torch.bfloat16``): training and the test-set predictions run under
-``torch.autocast`` (Gal CNN on a CPU with AVX-512 BF16: training 1.8x, prediction 2x faster,
-``benchmarks/amp_speed.py``); the pool is always
-scored in full precision, because acquisition scores are small differences of entropies.
+``torch.autocast`` (faster on CPUs with bfloat16 support: the Gal CNN's timings are in
+``benchmarks/results/amp_speed.md``); the pool is always scored in full precision,
+because acquisition scores are small differences of entropies.
 
 Randomness and resuming. Nothing here draws from torch's global RNG without seeding it:
 
