@@ -2,11 +2,13 @@
 
 import math
 
+import pytest
 import torch
 from _policy import Z
 from torch import nn
 
 import bayesdl as bdl
+from bayesdl.engine import FitState, make_batches
 
 
 def test_learned_homoscedastic_noise_recovers_the_true_sigma():
@@ -47,9 +49,14 @@ def test_heteroscedastic_noise_follows_the_input():
 
 
 def test_kl_annealing_ramps_the_kl_weight():
+    """The prior term at step k of a fit is min(1, (k + 1) / K) times the full KL / N."""
+    torch.manual_seed(0)
     vi = bdl.MeanFieldVI(nn.Linear(2, 2), kl_annealing_steps=4)
+    x, y = torch.randn(5, 2), torch.randint(0, 2, (5,))
+    full = vi.objective(x, y, 10).prior
+    batches = make_batches((x, y), 5)
     seen = []
     for step in range(6):
-        vi._before_step(step, 6)
-        seen.append(vi._kl_weight)
-    assert seen == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+        state = FitState(10, None, batches, None, step=step)
+        seen.append(float(vi.objective(x, y, 10, None, state).prior / full))
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])

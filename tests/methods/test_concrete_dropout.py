@@ -62,10 +62,8 @@ def test_loss_is_nll_plus_regulariser_plus_prior_on_the_other_parameters():
     cd = bdl.ConcreteDropout(_net(), length_scale=0.5)
     x, y = _data()
     losses = {}
-    for n in (10, 1000):
-        cd._generator = _gen()  # the same concrete noise in both calls
-        losses[n] = cd.loss(x, y, n)
-    cd._generator = None
+    for n in (10, 1000):  # the same concrete noise in both calls
+        losses[n] = cd.loss(x, y, n, generator=_gen())
     fed = {"4.weight", "7.weight"}
     others = {k: v for k, v in cd.model.named_parameters() if k not in fed}
     log_prior = bdl.priors.Normal(1 / 0.5).log_prob(others)  # the prior l stands for
@@ -88,9 +86,7 @@ def test_relaxed_masks_drop_at_the_learned_rate(layer):
     _set_rates(cd, {"0": p})
     seen = []
     handle = net[-1].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    cd._generator = _gen()
-    cd.loss(x, torch.zeros(len(x), 1), 100)
-    cd._generator = None
+    cd.loss(x, torch.zeros(len(x), 1), 100, generator=_gen())
     handle.remove()
     out = seen[0] * (1 - p)  # = 1 - drop, in [0, 1]
     if layer == "channels":

@@ -193,10 +193,8 @@ def test_training_objective_is_nll_plus_l0_over_n_plus_weight_decay():
     l0 = bdl.L0(net, l0_weight=0.7)
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     losses = {}
-    for n in (10, 1000):
-        l0._generator = _gen()  # the same per-example gates in both calls
-        losses[n] = l0.loss(x, y, n)
-    l0._generator = None
+    for n in (10, 1000):  # the same per-example gates in both calls
+        losses[n] = l0.loss(x, y, n, generator=_gen())
     log_prior = bdl.priors.Normal(1.0).log_prob(dict(net.named_parameters()))
     penalty = 0.7 * l0.expected_l0() - log_prior
     assert_close(losses[10] - losses[1000], penalty / 10 - penalty / 1000)

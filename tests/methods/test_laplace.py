@@ -465,3 +465,20 @@ def test_a_failed_fit_leaves_no_partial_sums():
         fresh = bdl.Laplace(_mlp(), hessian=hessian, prior_precision=1.0)
         fresh.fit_posterior((x, y), batch_size=7, progress=False)
         assert_close(la.posterior_precision(), fresh.posterior_precision())
+
+
+def test_fit_is_post_hoc_by_default_and_leaves_the_weights_untouched():
+    """Laplace(trained_net).fit(data) computes the posterior only: every weight of the
+    network is bitwise what the user trained (training first needs an explicit epochs=)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    la = bdl.Laplace(net)
+    report = la.fit((x, y), progress=False)
+    assert report.losses == []
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert la.predict(x, samples=4).samples.shape == (4, 40, 2)
+    la.fit((x, y), epochs=2, progress=False)  # explicit training moves them
+    assert not torch.equal(net.state_dict()["2.weight"], before["2.weight"])

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 import bayesdl as bdl
+from bayesdl.engine import lr_factors
 from bayesdl.methods.sgmcmc import SGMCMCOptimizer, _plan_schedule
 
 
@@ -154,9 +155,10 @@ def test_blr_samples_follow_the_exact_stationary_law(name, batch):
 def test_cyclical_schedule():
     """cSG-MCMC (Zhang et al., 2020): cosine cycles, noise only in each cycle's last part."""
     plan = _plan_schedule(400, "cyclical", 4, 0.8, 0.0, 20)
-    assert plan.factor[0] == 1.0 and plan.factor[100] == 1.0  # every cycle restarts at lr
-    assert plan.factor[50] == pytest.approx(0.5)  # (cos(pi / 2) + 1) / 2
-    assert plan.factor[99] == pytest.approx((math.cos(math.pi * 99 / 100) + 1) / 2)
+    factor = lr_factors("cyclical", 400, 4)  # the engine's step sizes of this run
+    assert factor[0] == 1.0 and factor[100] == 1.0  # every cycle restarts at lr
+    assert factor[50] == pytest.approx(0.5)  # (cos(pi / 2) + 1) / 2
+    assert factor[99] == pytest.approx((math.cos(math.pi * 99 / 100) + 1) / 2)
     noisy = [k for k, on in enumerate(plan.noisy) if on]
     assert noisy == [c * 100 + j for c in range(4) for j in range(80, 100)]
     assert len(plan.store) == 20 and plan.store <= set(noisy) and 399 in plan.store
@@ -167,7 +169,7 @@ def test_cyclical_schedule():
     short = _plan_schedule(40, "cyclical", 4, 0.8, 0.0, 20)
     assert len(short.store) == 20 and sum(short.noisy) == 20
     const = _plan_schedule(100, "constant", 4, 0.8, 0.5, 10)
-    assert set(const.factor) == {1.0} and all(const.noisy) and min(const.store) >= 50
+    assert set(lr_factors("constant", 100)) == {1.0} and all(const.noisy) and min(const.store) >= 50
     with pytest.warns(UserWarning, match="holds 8 of num_samples=20"):
         assert len(_plan_schedule(8, "cyclical", 4, 0.8, 0.0, 20).store) == 8
     with pytest.raises(ValueError, match="no sampling step is left after burn_in"):

@@ -40,7 +40,7 @@ def test_vi_recovers_the_mean_field_optimum(estimator):
         model, likelihood=bdl.likelihoods.Gaussian(sigma=SIGMA), prior=bdl.priors.Normal(S),
         estimator=estimator,
     )  # fmt: skip
-    vi._generator = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
     # The loss is ~100x less curved in rho than in the means (d2/drho2 = 2 Lambda sigma^2 / N
     # versus Lambda / N): scale the step sizes so both converge at a similar rate.
     opt = torch.optim.SGD([{"params": model.parameters(), "lr": 0.02},
@@ -49,7 +49,7 @@ def test_vi_recovers_the_mean_field_optimum(estimator):
     trace_m, trace_s = [], []
     for step in range(BURN_IN + KEEP):  # users' own loop: full-batch steps on method.loss
         opt.zero_grad()
-        vi.loss(x, y, N).backward()
+        vi.loss(x, y, N, generator=gen).backward()
         opt.step()
         sched.step()
         if step >= BURN_IN:

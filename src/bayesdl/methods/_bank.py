@@ -10,6 +10,7 @@ banked too, one ``log sigma`` per draw, and each draw then predicts with its own
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,12 +18,14 @@ from torch import Tensor, nn
 from bayesdl._checks import check_positive_int
 from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
-from bayesdl.methods.base import BaseMethod
+from bayesdl.methods.base import BaseMethod, ChunkPlan
 from bayesdl.predictive import GaussianPredictive, Predictive
+from bayesdl.priors import Prior
 from bayesdl.types import ParamDict
 
 
-def _key(name: str) -> str:
+def bank_key(name: str) -> str:
+    """Name of the buffer banking parameter (or buffer) ``name``."""
     return "bank__" + name.replace(".", "__")
 
 
@@ -31,7 +34,7 @@ class SampleBank(BaseMethod):
 
     Subclasses fill the bank during ``fit`` with ``store()`` (the model's current values)
     or ``store(params)``; ``predict(x, samples=S)`` uses ``min(S, stored)`` of them,
-    evenly spaced over the bank.
+    evenly spaced over the bank (its generator is unused: the bank is fixed).
 
     Args:
         model: The user's network.
@@ -39,10 +42,12 @@ class SampleBank(BaseMethod):
         bank_size: Number of samples the bank holds.
         names: Parameter names to bank; ``None``: every parameter of the model.
         head: Stochastic head of a non-Sequential model (see ``MeanFieldVI``).
+        prior: Weight prior; ``default_prior()`` when ``None``.
     """
 
     #: Name of the buffer with one log noise sd per draw (see ``_bank_noise``), or ``None``.
     noise_buffer: str | None = None
+    validate_on_network = True  # the bank fills only as fit ends
 
     def __init__(
         self,
@@ -51,8 +56,9 @@ class SampleBank(BaseMethod):
         bank_size: int,
         names: Sequence[str] | None = None,
         head: str | None = None,
+        prior: Prior | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         check_positive_int(bank_size, "bank_size")
         params = dict(model.named_parameters())
         self.names = list(params) if names is None else list(names)
@@ -61,7 +67,7 @@ class SampleBank(BaseMethod):
             raise ValueError(f"{unknown} are not parameters of the model; it has {list(params)}.")
         for n in self.names:
             p = params[n]
-            self.register_buffer(_key(n), p.new_zeros((bank_size, *p.shape)))
+            self.register_buffer(bank_key(n), p.new_zeros((bank_size, *p.shape)))
         self.register_buffer("stored", torch.zeros((), dtype=torch.long))
         self.max_samples = bank_size
         banked = {id(params[n]) for n in self.names}
@@ -101,7 +107,7 @@ class SampleBank(BaseMethod):
         current = dict(self.model.named_parameters()) if params is None else params
         with torch.no_grad():
             for n in self.names:
-                getattr(self, _key(n))[i].copy_(current[n])
+                getattr(self, bank_key(n))[i].copy_(current[n])
             if self.noise_buffer is not None:
                 noise = self.likelihood.log_sigma if log_sigma is None else log_sigma
                 getattr(self, self.noise_buffer)[i] = noise
@@ -114,7 +120,7 @@ class SampleBank(BaseMethod):
     def bank(self) -> ParamDict:
         """The stored samples: name -> tensor of shape (stored, *param.shape)."""
         k = int(self.stored)
-        return {n: getattr(self, _key(n))[:k] for n in self.names}
+        return {n: getattr(self, bank_key(n))[:k] for n in self.names}
 
     def _indices(self, n: int) -> Tensor:
         k = int(self.stored)
@@ -123,37 +129,13 @@ class SampleBank(BaseMethod):
         n = min(n, k)
         return torch.linspace(0, k - 1, n, device=self.stored.device).round().long()
 
-    def predict(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Predictive:
-        """Model average over ``min(samples, stored)`` draws, evenly spaced over the bank.
-
-        With a banked noise, draw s predicts ``N(f_s(x), sigma_s^2)`` with its own sigma.
-
-        Args:
-            x: Inputs, shape (N, ...).
-            samples: Draws to use S.
-            chunk_size: Most (draw, input) pairs per vectorised call.
-            generator: Unused (the bank is fixed); accepted for the common interface.
-
-        Returns:
-            A ``Predictive`` with ``min(samples, stored)`` outputs, one per draw.
-
-        Raises:
-            RuntimeError: Before ``fit``.
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
-        """
-        pred = super().predict(x, samples, chunk_size=chunk_size, generator=generator)
+    def _predictive(self, outputs: Tensor, plan: ChunkPlan, context: Any) -> Predictive:
+        """With a banked noise, draw s predicts ``N(f_s(x), sigma_s^2)`` with its own sigma."""
         if self.noise_buffer is None:
-            return pred
-        log_sigma = getattr(self, self.noise_buffer)[self._indices(samples)]
-        noise = (2 * log_sigma).exp().to(pred.samples).view(-1, 1, 1)
-        return GaussianPredictive(pred.samples, noise)
+            return self.likelihood.predictive(outputs)
+        log_sigma = getattr(self, self.noise_buffer)[self._indices(plan.samples)]
+        noise = (2 * log_sigma).exp().to(outputs).view(-1, 1, 1)
+        return GaussianPredictive(outputs, noise)
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
         """``min(n, stored)`` stored samples, evenly spaced over the bank.
@@ -165,12 +147,12 @@ class SampleBank(BaseMethod):
         idx = self._indices(n)
         return {name: t[idx] for name, t in self.bank().items()}
 
-    def _sample_outputs(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+    def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
-        idx = self._indices(samples)
+        idx = self._indices(plan.samples)
         bank = self.bank()
         outs, first = [], 0
-        for s in self._chunks(len(idx)):
+        for s in plan.chunks():
             part = idx[first : first + s]
             outs.append(stacked_forward(self.split, args, {n: t[part] for n, t in bank.items()}))
             first += s

@@ -1,77 +1,80 @@
-"""The method interface every posterior approximation implements, and the registry."""
+"""The method interface and the template every posterior approximation fills in.
+
+A method is one file: a subclass of ``BaseMethod`` registered with ``@register_method``.
+It never overrides ``fit`` or ``predict``; it supplies the pieces they call, each with
+explicit arguments (nothing is stashed on the object between calls):
+
+Training (run by ``bayesdl.engine``):
+    ``objective(x, y, n_data, generator, state) -> Terms`` (the MAP objective by default),
+    ``fit_phases`` (one phase by default), ``fit_members`` (1), ``make_optimizer`` and the
+    hooks ``on_fit_start``, ``before_phase``, ``before_step``, ``after_step``,
+    ``after_epoch``, ``after_phase``, ``after_member``, ``on_fit_end``.
+
+Prediction:
+    ``_sample_outputs(x, plan, generator, context)`` returns the network outputs of
+    ``plan.samples`` posterior draws for one block of inputs; ``_predict_context`` turns a
+    call's options (``deterministic=``, ``bn_data=``) into a per-call context, and
+    ``_predictive`` builds the ``Predictive`` from the outputs.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from bayesdl._checks import check_amp, check_input, check_positive_int, to_loader
+from bayesdl._checks import check_amp, check_input, check_positive_int
+from bayesdl.engine import (
+    Batches,
+    Callback,
+    FitState,
+    OptimizerFactory,
+    Phase,
+    Schedule,
+    Terms,
+    run_fit,
+)  # fmt: skip
 from bayesdl.likelihoods import Categorical, Likelihood
+from bayesdl.methods.registry import get_method, method_names, register_method
 from bayesdl.predictive import Predictive
+from bayesdl.priors import Normal, Prior
+from bayesdl.runtime import default_chunk_rows, eval_mode, seeded_global_rng
 from bayesdl.types import DataLike, FitReport
 
-__all__ = ["Method", "BaseMethod", "register_method", "get_method", "method_names"]
-
-_REGISTRY: dict[str, type[BaseMethod]] = {}
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode, then restore every submodule's own mode exactly.
-
-    Args:
-        module: Any module; its submodules may be in mixed train/eval modes.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+__all__ = [
+    "Method", "BaseMethod", "ChunkPlan", "register_method", "get_method", "method_names",
+    "default_prior",
+]  # fmt: skip
 
 
-def default_chunk_rows(device: torch.device) -> int:
-    """Default ``chunk_size``: (sample, input) rows per vectorised call on ``device``.
-
-    Measured in ``benchmarks/predict_speed.py``: on a CPU cache-sized calls (about one
-    sample of 1,000 inputs) are fastest and leanest; a GPU needs large calls to fill it.
-
-    Args:
-        device: The model's device.
-    """
-    return 65536 if device.type == "cuda" else 1024
+def default_prior() -> Prior:
+    """The weight prior of every method unless one is given: ``priors.Normal(1.0)``."""
+    return Normal(1.0)
 
 
 @runtime_checkable
 class Method(Protocol):
-    """What every posterior approximation provides (see DESIGN.md and ``BaseMethod``).
-
-    ``fit(data, *, epochs, lr, batch_size, progress)`` trains on ``data`` for ``epochs``
-    passes with learning rate ``lr`` and minibatches of ``batch_size``, with a progress bar
-    when ``progress``; ``loss``, ``predict``, ``state_dict`` and ``load_state_dict`` are
-    documented on ``BaseMethod``.
-    """
+    """What every posterior approximation provides (see ``BaseMethod``)."""
 
     model: nn.Module
     likelihood: Likelihood
 
-    def fit(self, data: DataLike, *, epochs: int, lr: float, batch_size: int = 128,
-            progress: bool = True, **kw: Any) -> FitReport:  # fmt: skip
-        """Train on ``data`` (see ``BaseMethod.fit`` for epochs, lr, batch_size, progress)."""
+    def fit(self, data: DataLike, **kw: Any) -> FitReport:
+        """Train on ``data`` (see ``BaseMethod.fit``)."""
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+    def loss(
+        self, x: Tensor, y: Tensor, n_data: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Objective for the batch ``x``, ``y`` of a training set of ``n_data`` examples."""
 
-    def predict(self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
-                generator: torch.Generator | None = None) -> Predictive:  # fmt: skip
-        """Model average for ``x`` over ``samples`` draws (``chunk_size``, ``generator``)."""
+    def predict(
+        self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
+        generator: torch.Generator | None = None, **options: Any,
+    ) -> Predictive:  # fmt: skip
+        """Model average for ``x`` over ``samples`` draws (see ``BaseMethod.predict``)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Every tensor needed to restore the fitted method."""
@@ -80,102 +83,56 @@ class Method(Protocol):
         """Restore from ``state`` as returned by ``state_dict``."""
 
 
-def register_method(name: str):
-    """Class decorator adding a method to the registry under its CLI name."""
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How one ``predict`` call splits its posterior draws into vectorised calls.
 
-    def wrap(cls: type[BaseMethod]) -> type[BaseMethod]:
-        cls.cli_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def get_method(name: str) -> type[BaseMethod]:
-    """Look a method class up by its CLI name (``"vi"``, ``"mc-dropout"``, ...)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; choose one of {method_names()}.")
-    return _REGISTRY[name]
-
-
-def method_names(*, dropout: bool | None = None) -> list[str]:
-    """CLI names of every registered method.
-
-    Args:
-        dropout: ``True``: only methods that need ``nn.Dropout`` layers in the model
-            (``BaseMethod.needs_dropout``); ``False``: only those that do not; ``None``: all.
+    Attributes:
+        samples: Posterior draws S of the call.
+        per_call: Draws per vectorised call (the same for every block of inputs).
     """
-    return sorted(n for n, c in _REGISTRY.items() if dropout is None or c.needs_dropout == dropout)
 
+    samples: int
+    per_call: int
 
-@contextmanager
-def seeded_global_rng(seed: int | None, device: torch.device | None = None) -> Iterator[None]:
-    """Run the block on a fork of torch's global RNG seeded with ``seed``, for code that
-    cannot take a generator (``nn.Dropout`` in training, ``nn.init``, Pyro); the global state
-    is restored afterwards. Forks the CPU RNG and ``device``'s if it is CUDA (``None``: every
-    initialised CUDA device). No-op for ``seed=None``."""
-    if seed is None:
-        yield
-        return
-    if device is None:
-        live = torch.cuda.is_available() and torch.cuda.is_initialized()
-        cuda = list(range(torch.cuda.device_count())) if live else []
-    elif device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    else:
-        cuda = []
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        for index in cuda:
-            torch.cuda.default_generators[index].manual_seed(seed)
-        yield
-
-
-@torch.no_grad()
-def flush_subnormal_(params: list[Tensor]) -> None:
-    """Set the subnormal entries (``0 < |x| < finfo.tiny``) of floating ``params`` to zero.
-
-    A weight that gets no gradient from the data (an input that is always zero, a dead
-    unit) feels only the prior's pull, and Adam shrinks it geometrically until it is stuck
-    around 1e-38, in float32's subnormal range. CPUs multiply subnormals up to ~100x more
-    slowly, and ``torch.set_flush_denormal`` reaches only the calling thread, so such
-    weights slowed MC dropout training on MNIST by 5x as they accumulated. Their values are
-    below anything the network can resolve, so zero is the same weight, at full speed.
-    """
-    for p in params:
-        if p.is_floating_point():
-            p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
-
-
-def _peek_seed(generator: torch.Generator | None) -> int | None:
-    """A seed drawn from ``generator``'s current state without advancing it."""
-    if generator is None:
-        return None
-    peek = torch.Generator(generator.device).set_state(generator.get_state())
-    return int(torch.randint(2**62, (), generator=peek, device=generator.device))
+    def chunks(self) -> Iterator[int]:
+        """Sizes of the successive sample chunks, summing to ``samples``."""
+        for first in range(0, self.samples, self.per_call):
+            yield min(self.per_call, self.samples - first)
 
 
 class BaseMethod(nn.Module, Method):
-    """Shared machinery: the training loop, chunked prediction, device handling.
+    """The template: one training engine and one prediction path for every method.
 
-    Subclasses implement ``loss`` and ``_sample_outputs`` and record their constructor
-    arguments in ``self.hparams`` (JSON-serialisable; used by ``bayesdl.save``).
+    Subclasses implement ``_sample_outputs`` (and ``objective`` when theirs is not the MAP
+    objective), record their constructor arguments in ``self.hparams`` (JSON-serialisable;
+    used by ``bayesdl.save``), and override the hooks they need.
 
     Args:
         model: The user's network; it is used as is, never rewritten.
         likelihood: Observation model; ``Categorical()`` by default.
+        prior: Weight prior; ``default_prior()`` (``Normal(1.0)``) when ``None``.
     """
 
     cli_name: ClassVar[str]
     needs_dropout: ClassVar[bool] = False
     """Whether the method draws its posterior from the model's own ``nn.Dropout`` layers
     (so it refuses a model without them)."""
+    default_epochs: ClassVar[int] = 10
+    """Epochs of ``fit`` when none are given."""
+    min_epochs: ClassVar[int] = 1
+    """Fewest epochs ``fit`` accepts (0 for post-hoc methods)."""
+    validate_on_network: ClassVar[bool] = False
+    """Whether validation during ``fit`` scores the network's current weights (methods
+    whose posterior exists only after ``fit``) rather than ``predict``."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
     outputs. ``None``: unlimited (a continuous approximate posterior)."""
 
-    def __init__(self, model: nn.Module, likelihood: Likelihood | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, likelihood: Likelihood | None = None, prior: Prior | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -185,139 +142,285 @@ class BaseMethod(nn.Module, Method):
             raise TypeError(
                 f"likelihood must be a bayesdl Likelihood, got {type(self.likelihood).__name__}."
             )
+        self.prior = default_prior() if prior is None else prior
         self.hparams: dict[str, Any] = {}
-        self._generator: torch.Generator | None = None
-        self._chunk = 1
         self.eval()  # evaluation mode except inside fit (and the user's own loops)
 
     # -- device and dtype follow the model -------------------------------------------------
     @property
     def device(self) -> torch.device:
         """Device of the model's first parameter (CPU for a parameter-free model)."""
-        return next(self.model.parameters(), torch.empty(0)).device
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        """Floating dtype of the model's first parameter."""
-        return next(self.model.parameters(), torch.empty(0)).dtype
+        """Floating dtype of the model's first parameter (the default for none)."""
+        for p in self.model.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
 
-    def _to_model(self, x: Tensor) -> Tensor:
-        return x.to(self.device, self.dtype if x.is_floating_point() else None)
+    def to_model(self, t: Tensor, *, targets: bool = False) -> Tensor:
+        """``t`` on the model's device; floating inputs (not targets) in its dtype.
 
-    # -- training ----------------------------------------------------------------------------
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        Args:
+            t: Inputs or targets.
+            targets: Keep the dtype (labels, regression targets).
+        """
+        if targets or not t.is_floating_point():
+            return t.to(self.device)
+        return t.to(self.device, self.dtype)
+
+    # -- the objective -----------------------------------------------------------------------
+    def _forward_checked(self, x: Tensor, y: Tensor, forward: Any = None) -> Tensor:
+        output = (forward or self.model)(x)
+        self.likelihood.check_target(output, y)
+        return output
+
+    def objective(
+        self,
+        x: Tensor,
+        y: Tensor,
+        n_data: int,
+        generator: torch.Generator | None = None,
+        state: FitState | None = None,
+    ) -> Terms:
+        """The per-example training objective of a minibatch, as its two terms.
+
+        The default is the MAP objective: mean NLL and ``-log p(theta) / N``.
+
+        Args:
+            x: Inputs, shape (B, ...), on the model's device.
+            y: Targets, shape (B,) labels or (B, D) regression targets.
+            n_data: Size of the whole training set N (scales the prior / KL term).
+            generator: Random generator for the method's own noise (``None``: global RNG).
+            state: The engine's state inside ``fit`` (``None`` in a user's own loop).
+
+        Returns:
+            ``Terms(data, prior)``; ``loss`` is their sum.
+        """
+        nll = self.likelihood.nll(self._forward_checked(x, y), y)
+        return Terms(nll, -self.prior.log_prob(dict(self.model.named_parameters())) / n_data)
+
+    def loss(
+        self, x: Tensor, y: Tensor, n_data: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Minibatch objective per example (e.g. NLL + KL / n_data) for custom loops.
 
         Args:
             x: Inputs, shape (B, ...).
             y: Targets, shape (B,) labels or (B, D) regression targets.
             n_data: Size of the whole training set (scales the prior / KL term).
+            generator: Random generator for the method's own noise (weight samples, gate
+                draws): with one, the loss is reproducible. ``None``: torch's global RNG.
 
         Returns:
             A scalar tensor to minimise.
         """
-        raise NotImplementedError
+        return self.objective(self.to_model(x), self.to_model(y, targets=True), n_data,
+                              generator).total  # fmt: skip
 
-    def _forward_checked(self, x: Tensor, y: Tensor, forward: Any = None) -> Tensor:
-        output = (forward or self.model)(x)
-        self.likelihood.check_target(output, y)
-        return output
+    # -- the training engine's extension points ---------------------------------------------
+    def fit_phases(
+        self, *, epochs: int, lr: float, optimizer: OptimizerFactory, schedule: Schedule,
+        cycles: int,
+    ) -> list[Phase]:  # fmt: skip
+        """The phases of ``fit`` (default: one phase of ``epochs`` at ``lr``).
 
-    def _before_step(self, step: int, total_steps: int) -> None:
-        """Hook called before every optimiser step (schedules such as KL annealing)."""
+        Args:
+            epochs: Epochs asked of ``fit``.
+            lr: Learning rate asked of ``fit``.
+            optimizer: Optimiser class or factory asked of ``fit``.
+            schedule: Learning-rate schedule asked of ``fit``.
+            cycles: Cycles of a cyclical schedule.
+        """
+        return [Phase("train", epochs, lr, optimizer, schedule, cycles)] if epochs else []
 
+    def fit_members(self) -> int:
+        """Independently initialised networks ``fit`` trains in turn (ensembles: M)."""
+        return 1
+
+    def make_optimizer(
+        self, params: list[nn.Parameter], phase: Phase, state: FitState
+    ) -> torch.optim.Optimizer:
+        """The optimiser of ``phase`` over ``params`` (default ``phase.optimizer(params, lr)``)."""
+        return phase.optimizer(params, lr=phase.lr)
+
+    def reinitialise(self, seed: int) -> None:
+        """Re-draw the model's initialisation under ``seed`` (ensemble members ``m >= 1``).
+
+        Calls ``reset_parameters()`` of every submodule; ``nn.init`` takes no generator, so
+        it runs on a fork of torch's global RNG seeded with ``seed``.
+
+        Args:
+            seed: Seed of this initialisation.
+        """
+        with seeded_global_rng(seed):
+            for module in self.model.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+
+    def default_lr(self) -> float:
+        """Learning rate of ``fit`` when none is given."""
+        return 1e-3
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Hook: once per ``fit``, before any training."""
+
+    def before_phase(self, state: FitState) -> None:
+        """Hook: before each phase of each member."""
+
+    def before_step(self, state: FitState) -> None:
+        """Hook: before every optimiser step (``state.step`` is the step about to run)."""
+
+    def after_step(self, state: FitState) -> None:
+        """Hook: after every optimiser step (``state.step`` steps are done)."""
+
+    def after_epoch(self, state: FitState) -> None:
+        """Hook: after every epoch."""
+
+    def after_phase(self, state: FitState) -> None:
+        """Hook: after each phase of each member."""
+
+    def after_member(self, state: FitState) -> None:
+        """Hook: after the last phase of each member (ensembles store it here)."""
+
+    def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
+        """Hook: once per ``fit``, after training (post-hoc posteriors are computed here)."""
+
+    def current_predictive(
+        self, x: Tensor, samples: int, generator: torch.Generator | None = None
+    ) -> Predictive:
+        """The predictive ``fit`` validates: ``predict``, or the network's current weights
+        for methods whose posterior exists only after ``fit`` (``validate_on_network``).
+
+        Args:
+            x: Inputs on the model's device.
+            samples: Posterior draws (ignored on the network).
+            generator: Random generator for the draws.
+        """
+        if not self.validate_on_network:
+            return self.predict(x, samples, generator=generator)
+        with eval_mode(self), torch.no_grad():
+            return self.likelihood.predictive(self.model(x).unsqueeze(0))
+
+    # -- training ----------------------------------------------------------------------------
     def fit(
         self,
-        data: DataLike,
+        data: DataLike | Batches,
         *,
-        epochs: int = 10,
-        lr: float = 1e-3,
+        epochs: int | None = None,
+        lr: float | None = None,
         batch_size: int = 128,
         progress: bool = True,
         generator: torch.Generator | None = None,
-        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer: OptimizerFactory | None = None,
+        schedule: Schedule = "constant",
+        cycles: int = 1,
+        clip_grad_norm: float | None = None,
+        val_data: tuple[Tensor, Tensor] | None = None,
+        patience: int | None = None,
+        val_samples: int = 20,
+        callbacks: Sequence[Callback] = (),
         amp: torch.dtype | None = None,
     ) -> FitReport:
-        """Train the approximation with minibatch gradient descent (Adam by default).
+        """Fit the approximation through the training engine (``bayesdl.engine``).
 
         Args:
-            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
-            epochs: Passes over the data.
-            lr: Learning rate.
+            data: A ``DataLoader``, a ``Dataset``, a tuple ``(X, y)``, or a ``Batches``
+                sampler.
+            epochs: Passes over the data; ``None``: the method's ``default_epochs``.
+            lr: Peak learning rate; ``None``: the method's ``default_lr()``.
             batch_size: Minibatch size (ignored for a ``DataLoader``).
-            progress: Show a tqdm progress bar.
+            progress: Show progress bars (the data and prior terms of the objective apart).
             generator: Random generator for shuffling and the method's own noise. With one,
                 ``fit`` is reproducible: noise drawn from torch's global RNG inside the
                 model (``nn.Dropout`` in training) comes from a fork of it seeded from
                 ``generator``, and the caller's global RNG state is left as it was.
-            optimizer: Optimiser class, called as ``optimizer(params, lr=lr)``.
+            optimizer: Optimiser class or factory, called as ``optimizer(params, lr=lr)``;
+                ``None``: ``torch.optim.Adam`` (methods with their own sampler ignore it).
+            schedule: Learning-rate schedule: ``"constant"``, ``"cosine"`` (decays to 0:
+                the last iterate of a noisy objective settles) or ``"cyclical"``.
+            cycles: Cycles of the ``"cyclical"`` schedule.
+            clip_grad_norm: Clip the gradients' global norm to this value each step.
+            val_data: ``(X_val, y_val)``: validation NLL is computed after every epoch.
+            patience: Stop after this many epochs without a better validation NLL and
+                restore the best state (needs ``val_data``).
+            val_samples: Posterior draws of the validation predictive.
+            callbacks: ``engine.Callback`` objects called after every step and epoch.
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
-                run under ``torch.autocast`` (1.8x faster training of the Gal CNN on a CPU
-                with AVX-512 BF16, ``benchmarks/amp_speed.py``) while the weights, gradients and
-                optimiser stay in full precision. ``None`` (default): full precision.
+                run under ``torch.autocast`` (``benchmarks/amp_speed.py``) while the weights,
+                gradients and optimiser stay in full precision. ``None``: full precision.
 
         On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
-        set to zero after every step (``flush_subnormal_``): they change no output, and CPUs
-        compute with them up to ~100x more slowly.
+        set to zero after every step (``runtime.flush_subnormal_``): they change no output,
+        and CPUs compute with them up to ~100x more slowly.
 
         Returns:
-            A ``FitReport`` with the mean loss per epoch and the wall time.
+            A ``FitReport``: the objective per epoch with its data and prior terms apart,
+            validation NLL, warnings, wall time.
 
         Raises:
-            ValueError: On empty data, NaN inputs or targets that do not fit the model.
+            ValueError: On empty data, NaN inputs, targets that do not fit the model or
+                bad arguments.
+            FloatingPointError: When the training loss becomes NaN or infinite.
         """
-        check_positive_int(epochs, "epochs")
-        check_amp(amp)
+        epochs = self.default_epochs if epochs is None else epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < self.min_epochs:
+            kind = "a positive" if self.min_epochs else "a non-negative"
+            raise ValueError(f"epochs must be {kind} integer, got {epochs!r}.")
+        lr = self.default_lr() if lr is None else lr
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
-        loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = optimizer(params, lr=lr)
-        report = FitReport(n_data=n)
-        start = time.perf_counter()
-        total = epochs * len(loader)
-        self._generator = generator
-        self.train()
-        step = 0
-        # ``generator`` is peeked, not advanced: methods that never touch the global RNG
-        # shuffle and draw exactly as they would without the fork.
-        with seeded_global_rng(_peek_seed(generator), self.device):
-            try:
-                bar = tqdm(
-                    range(epochs), desc=f"fit {self.cli_name}", disable=not progress, leave=False
-                )
-                for _ in bar:
-                    total_loss, seen = 0.0, 0
-                    for x, y in loader:
-                        x, y = self._to_model(x), y.to(self.device)
-                        check_input(x)
-                        self._before_step(step, total)
-                        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-                            loss = self.loss(x, y, n).float()
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(
-                                f"training loss became {loss.item()} at step {step}; lower lr."
-                            )
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        if self.device.type == "cpu":  # GPUs handle subnormals at full speed
-                            flush_subnormal_(params)
-                        total_loss += loss.item() * x.shape[0]
-                        seen += x.shape[0]
-                        step += 1
-                    report.losses.append(total_loss / seen)
-                    bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
-            finally:
-                self.eval()
-                self._generator = None
-        report.wall_time_s = time.perf_counter() - start
-        return report
+        check_amp(amp)
+        phases = self.fit_phases(
+            epochs=epochs, lr=lr, optimizer=torch.optim.Adam if optimizer is None else optimizer,
+            schedule=schedule, cycles=cycles,
+        )  # fmt: skip
+        return run_fit(
+            self, data, phases, batch_size=batch_size, progress=progress, generator=generator,
+            clip_grad_norm=clip_grad_norm, val_data=val_data, patience=patience,
+            val_samples=val_samples, callbacks=callbacks, amp=amp,
+        )  # fmt: skip
 
     # -- prediction --------------------------------------------------------------------------
-    def _sample_outputs(self, x: Tensor, samples: int, generator: torch.Generator) -> Tensor:
-        """Network outputs for ``samples`` posterior draws, shape (S, N, ...)."""
+    def _sample_outputs(
+        self, x: Tensor, plan: ChunkPlan, generator: torch.Generator, context: Any
+    ) -> Tensor:
+        """Network outputs for ``plan.samples`` posterior draws, shape (S, N, ...).
+
+        Args:
+            x: One block of inputs on the model's device.
+            plan: The call's chunking of the draws.
+            generator: The call's generator, reset to the same state for every block.
+            context: The call's context from ``_predict_context``.
+        """
         raise NotImplementedError
+
+    def _predict_context(self, samples: int, options: dict[str, Any]) -> tuple[int, Any]:
+        """Validate a ``predict`` call's method options; return its draws and context.
+
+        The default accepts no options. Methods with options (L0's ``deterministic``,
+        SWAG's ``bn_data``) override this and document them in their class docstring.
+
+        Args:
+            samples: Draws asked for.
+            options: The call's extra keyword arguments.
+
+        Raises:
+            TypeError: For an option the method does not take.
+        """
+        if options:
+            raise TypeError(
+                f"{type(self).__name__}.predict() got unexpected option(s) {sorted(options)}."
+            )
+        return samples, None
+
+    def _predictive(self, outputs: Tensor, plan: ChunkPlan, context: Any) -> Predictive:
+        """The ``Predictive`` of the stacked outputs (S, N, ...) of one call."""
+        return self.likelihood.predictive(outputs)
 
     @torch.no_grad()
     def predict(
@@ -327,6 +430,7 @@ class BaseMethod(nn.Module, Method):
         *,
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
+        **options: Any,
     ) -> Predictive:
         """Bayesian model average over ``samples`` posterior draws.
 
@@ -338,6 +442,8 @@ class BaseMethod(nn.Module, Method):
             generator: Random generator for the posterior draws (reproducible predictions).
                 Every input sees the same S draws, whatever the chunking; without a
                 generator a private one is seeded from torch's global RNG.
+            **options: Method-specific options (see the method's docstring), e.g. L0's
+                ``deterministic=True`` or SWAG's ``bn_data=``.
 
         Returns:
             A ``Predictive`` holding S outputs, sample dimension first; S is
@@ -345,28 +451,28 @@ class BaseMethod(nn.Module, Method):
 
         Raises:
             ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+            TypeError: For an option the method does not take.
         """
         check_input(x)
         check_positive_int(samples, "samples")
+        samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
         rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
-        x = self._to_model(x)
+        x = self.to_model(x)
         if generator is None:  # a private generator, so every input block sees the same draws
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
             generator = torch.Generator(self.device).manual_seed(seed)
-        start = generator.get_state()
         block = min(rows, x.shape[0])
-        self._chunk = max(1, rows // block)  # samples per vectorised call, same for all blocks
+        plan = ChunkPlan(samples, max(1, rows // block))
+        blocks = (x,) if block == x.shape[0] else x.split(block)
+        start = generator.get_state() if len(blocks) > 1 else None
         outs = []
         with eval_mode(self):
-            for xb in x.split(block):
-                generator.set_state(start)  # the same S posterior draws for every input
-                outs.append(self._sample_outputs(xb, samples, generator))
-        return self.likelihood.predictive(torch.cat(outs, dim=1))
-
-    def _chunks(self, samples: int) -> Iterator[int]:
-        """Sizes of the sample chunks of the current ``predict`` call."""
-        for first in range(0, samples, self._chunk):
-            yield min(self._chunk, samples - first)
+            for xb in blocks:
+                if start is not None:
+                    generator.set_state(start)  # the same S posterior draws for every input
+                outs.append(self._sample_outputs(xb, plan, generator, context))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return self._predictive(out, plan, context)

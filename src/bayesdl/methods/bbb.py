@@ -24,7 +24,7 @@ computed once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -34,46 +34,15 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from bayesdl._checks import draw
+from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.priors import Normal, Prior
+from bayesdl.methods.layers import Subset, layer_op, select_layers
+from bayesdl.priors import Prior
 from bayesdl.types import ParamDict
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 Estimator = Literal["reparam", "local", "flipout"]
-Subset = Literal["all", "last_layer"] | Sequence[str]
-
-
-def _layer_op(module: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Apply ``module``'s operation (with its stride, padding, ...) with other weights."""
-    if isinstance(module, nn.Linear):
-        return F.linear(x, weight, bias)
-    return module._conv_forward(x, weight, bias)  # type: ignore[operator]
-
-
-def _select(model: nn.Module, subset: Subset) -> dict[str, nn.Module]:
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, _LAYERS)}
-    if not layers:
-        raise ValueError("MeanFieldVI found no nn.Linear or nn.Conv layers in the model.")
-    if subset == "all":
-        return layers
-    if subset == "last_layer":
-        name = list(layers)[-1]
-        return {name: layers[name]}
-    if isinstance(subset, str):
-        raise ValueError(
-            f"subset must be 'all', 'last_layer' or a list of module names, got {subset!r}."
-        )
-    chosen = {}
-    for prefix in subset:
-        found = {n: m for n, m in layers.items() if n == prefix or n.startswith(prefix + ".")}
-        if not found:
-            raise ValueError(
-                f"subset entry {prefix!r} names no Linear/Conv layer; layers: {list(layers)}."
-            )
-        chosen.update(found)
-    return chosen
 
 
 @register_method("vi")
@@ -108,7 +77,7 @@ class MeanFieldVI(BaseMethod):
         kl_annealing_steps: int = 0,
         head: str | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         if estimator not in ("reparam", "local", "flipout"):
             raise ValueError(
                 f"estimator must be 'reparam', 'local' or 'flipout', got {estimator!r}."
@@ -117,11 +86,9 @@ class MeanFieldVI(BaseMethod):
             raise ValueError(f"init_scale must be positive, got {init_scale}.")
         if kl_annealing_steps < 0:
             raise ValueError(f"kl_annealing_steps must be >= 0, got {kl_annealing_steps}.")
-        self.prior = Normal(1.0) if prior is None else prior
         self.estimator = estimator
         self.kl_annealing_steps = kl_annealing_steps
-        self._kl_weight = 1.0
-        self.layers = _select(model, subset)
+        self.layers = select_layers(model, subset, "MeanFieldVI")
         self.names: list[str] = []  # variational parameter names, in model order
         rho = {}
         for lname, layer in self.layers.items():
@@ -169,30 +136,38 @@ class MeanFieldVI(BaseMethod):
             out[name] = mu + std[name] * eps
         return out
 
-    def kl(self) -> Tensor:
-        """``KL(q || p)`` summed over every variational weight."""
-        return self.prior.kl(self.mean(), self.std(), self._generator)
+    def kl(self, generator: torch.Generator | None = None) -> Tensor:
+        """``KL(q || p)`` summed over every variational weight.
+
+        Args:
+            generator: Random generator of a Monte Carlo KL (priors without a closed form).
+        """
+        return self.prior.kl(self.mean(), self.std(), generator)
 
     # -- training ----------------------------------------------------------------------------
-    def _before_step(self, step: int, total_steps: int) -> None:
-        if self.kl_annealing_steps:
-            self._kl_weight = min(1.0, (step + 1) / self.kl_annealing_steps)
+    def objective(self, x, y, n_data, generator=None, state=None) -> Terms:
+        """Expected NLL (one draw, per ``estimator``) and the weighted ``KL / N``.
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
+        With ``kl_annealing_steps`` the KL weight grows linearly over the first steps of a
+        ``fit`` (``state.step``); outside ``fit`` (``state=None``) it is 1.
+        """
         if self.estimator == "reparam":
-            sample = {k: v[0] for k, v in self.sample_params(1, self._generator).items()}
+            sample = {k: v[0] for k, v in self.sample_params(1, generator).items()}
             forward = lambda inp: functional_call(self.model, sample, (inp,))  # noqa: E731
             output = self._forward_checked(x, y, forward)
         else:
-            with self._noise_hooks():
+            with self._noise_hooks(generator):
                 output = self._forward_checked(x, y)
-        return self.likelihood.nll(output, y) + self._kl_weight * self.kl() / n_data
+        weight = 1.0
+        if self.kl_annealing_steps and state is not None:
+            weight = min(1.0, (state.step + 1) / self.kl_annealing_steps)
+        return Terms(self.likelihood.nll(output, y), weight * self.kl(generator) / n_data)
 
     @contextmanager
-    def _noise_hooks(self) -> Iterator[None]:
-        """Add local-reparameterisation or Flipout noise to each layer's mean output."""
+    def _noise_hooks(self, gen: torch.Generator | None) -> Iterator[None]:
+        """Add local-reparameterisation or Flipout noise, drawn from ``gen``, to each
+        layer's mean output."""
         std = self.std()
-        gen = self._generator
 
         def randn(shape, like):
             return draw("randn", shape, like, gen)
@@ -207,13 +182,13 @@ class MeanFieldVI(BaseMethod):
             def hook(module: nn.Module, inputs: tuple, out: Tensor) -> Tensor:
                 x = inputs[0]
                 if self.estimator == "local":
-                    var = _layer_op(module, x * x, s_w * s_w, None if s_b is None else s_b * s_b)
+                    var = layer_op(module, x * x, s_w * s_w, None if s_b is None else s_b * s_b)
                     return out + var.clamp_min(1e-16).sqrt() * randn(out.shape, out)
                 # flipout: signs per example and channel, broadcast over spatial positions
                 in_shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
                 out_shape = (out.shape[0], out.shape[1]) + (1,) * (out.dim() - 2)
                 delta_w = s_w * randn(s_w.shape, s_w)
-                pert = _layer_op(module, x * sign(in_shape, x), delta_w, None) * sign(
+                pert = layer_op(module, x * sign(in_shape, x), delta_w, None) * sign(
                     out_shape, out
                 )
                 if s_b is not None:
@@ -231,11 +206,11 @@ class MeanFieldVI(BaseMethod):
                 h.remove()
 
     # -- prediction --------------------------------------------------------------------------
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
         return torch.cat(
             [
                 stacked_forward(self.split, args, self.sample_params(s, generator))
-                for s in self._chunks(samples)
+                for s in plan.chunks()
             ]
         )

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from bayesdl._checks import draw
+from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods.base import register_method
 from bayesdl.methods.mc_dropout import MCDropout, _is_dropout
@@ -217,9 +218,9 @@ class ConcreteDropout(MCDropout):
         return {n: p for n, p in self.model.named_parameters() if n not in fed}
 
     @contextmanager
-    def _relaxed(self) -> Iterator[None]:
-        """Replace each dropout layer's output by the concrete relaxation with learned p."""
-        gen = self._generator
+    def _relaxed(self, gen: torch.Generator | None) -> Iterator[None]:
+        """Replace each dropout layer's output by the concrete relaxation with learned p,
+        drawing its uniform noise from ``gen``."""
 
         def hook_for(name: str):
             def hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
@@ -248,11 +249,12 @@ class ConcreteDropout(MCDropout):
             for m, mode in modes:
                 m.training = mode
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        with self._relaxed():
+    def objective(self, x, y, n_data, generator=None, state=None) -> Terms:
+        """Concrete-relaxed NLL; the dropout regulariser and ``-log p`` over N."""
+        with self._relaxed(generator):
             output = self._forward_checked(x, y)
         log_prior = self.prior.log_prob(self._prior_params())
-        return self.likelihood.nll(output, y) + self.regulariser(n_data) - log_prior / n_data
+        return Terms(self.likelihood.nll(output, y), self.regulariser(n_data) - log_prior / n_data)
 
     # -- prediction ----------------------------------------------------------------------
     @contextmanager
@@ -268,6 +270,6 @@ class ConcreteDropout(MCDropout):
             for n, m in self.dropouts.items():
                 m.p = old[n]
 
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         with self._learned_rates():
-            return super()._sample_outputs(x, samples, generator)
+            return super()._sample_outputs(x, plan, generator, context)

@@ -44,11 +44,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bayesdl._checks import check_input, check_positive_int, draw, to_loader
+from bayesdl._checks import check_input, check_positive_int, draw
+from bayesdl.engine import make_batches
 from bayesdl.likelihoods import Gaussian, Likelihood
 from bayesdl.methods._bank import SampleBank
-from bayesdl.methods.base import register_method, seeded_global_rng
-from bayesdl.priors import Normal, Prior
+from bayesdl.methods.base import register_method
+from bayesdl.priors import Prior
+from bayesdl.runtime import seeded_global_rng
 from bayesdl.types import DataLike, FitReport, ParamDict
 
 __all__ = ["HMC", "HMCDiagnostics"]
@@ -164,8 +166,7 @@ class HMC(SampleBank):
             raise ValueError(f"step_size must be positive, got {step_size}.")
         if not 0 < target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}.")
-        super().__init__(model, likelihood, num_samples * num_chains)
-        self.prior = Normal(1.0) if prior is None else prior
+        super().__init__(model, likelihood, num_samples * num_chains, prior=prior)
         self.num_samples, self.num_chains = num_samples, num_chains
         self.kernel_options = {
             "step_size": step_size, "adapt_step_size": adapt_step_size,
@@ -180,17 +181,6 @@ class HMC(SampleBank):
             "full_mass": full_mass, "target_accept": target_accept,
             "max_tree_depth": max_tree_depth, "sample_noise": sample_noise,
         }  # fmt: skip
-
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        """The MAP objective ``U / N`` on a minibatch (used by the initialising fit).
-
-        Args:
-            x: Inputs, shape (B, ...).
-            y: Targets, shape (B,) labels or (B, D) regression targets.
-            n_data: Size of the whole training set N.
-        """
-        nll = self.likelihood.nll(self._forward_checked(x, y), y)
-        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
 
     def potential(self, params: ParamDict, x: Tensor, y: Tensor) -> Tensor:
         """Full-data potential ``U = N * mean NLL - log p(theta)`` at ``params``.
@@ -313,12 +303,12 @@ class HMC(SampleBank):
 
     def _full_data(self, data: DataLike, batch_size: int) -> tuple[Tensor, Tensor, int]:
         """The whole data set as two tensors on the model's device."""
-        # a private generator: iterating a DataLoader draws a seed, not from the global RNG
-        loader, n = to_loader(data, batch_size, shuffle=False, generator=torch.Generator())
-        xs, ys = zip(*loader, strict=True)
-        x, y = self._to_model(torch.cat(xs)), torch.cat(ys).to(self.device)
+        # in the data's order; a private generator: iterating a DataLoader draws a seed
+        batches = make_batches(data, batch_size, shuffle=False, generator=torch.Generator())
+        xs, ys = zip(*batches.epoch(None), strict=True)
+        x, y = self.to_model(torch.cat(xs)), torch.cat(ys).to(self.device)
         check_input(x, "X")
-        return x, y, n
+        return x, y, batches.n_data
 
     def diagnostics(self, *, max_r_hat: float = 1.01, min_ess: float = 100.0) -> HMCDiagnostics:
         """Split R-hat, effective sample size and divergences of the stored draws.

@@ -41,11 +41,12 @@ import torch
 from torch import Tensor, nn
 
 from bayesdl._checks import check_input, draw
+from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.predictive import Predictive
-from bayesdl.priors import Normal, Prior
+from bayesdl.priors import Prior
 from bayesdl.types import ParamDict
 
 GAMMA, ZETA = -0.1, 1.1
@@ -127,6 +128,9 @@ class L0(BaseMethod):
         head: For non-Sequential models, the submodule holding every gated layer whose
             output is the model's output; the rest is computed once at prediction.
 
+    ``predict`` option: ``deterministic=True`` predicts with the test-time gates ``gates()``
+    (one output, the sparse network the paper reports) instead of gate draws.
+
     Raises:
         ValueError: On hyperparameters out of range or no layer to gate.
 
@@ -157,14 +161,13 @@ class L0(BaseMethod):
         layers: Sequence[str] | None = None,
         head: str | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         if not l0_weight >= 0:
             raise ValueError(f"l0_weight must be >= 0, got {l0_weight}.")
         if not 0 < droprate_init < 1:
             raise ValueError(f"droprate_init must lie in (0, 1), got {droprate_init}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
-        self.prior = Normal(1.0) if prior is None else prior
         self.l0_weight = float(l0_weight)
         self.temperature = float(temperature)
         self.layers = _select(model, layers)
@@ -260,9 +263,9 @@ class L0(BaseMethod):
 
     # -- training ------------------------------------------------------------------------
     @contextmanager
-    def _per_example_gates(self) -> Iterator[None]:
-        """Pre-hooks multiplying each gated layer's input by gates drawn per example."""
-        gen = self._generator
+    def _per_example_gates(self, gen: torch.Generator | None) -> Iterator[None]:
+        """Pre-hooks multiplying each gated layer's input by gates drawn per example
+        from ``gen``."""
 
         def hook_for(name: str, conv: bool):
             def hook(module: nn.Module, args: tuple) -> tuple:
@@ -285,49 +288,21 @@ class L0(BaseMethod):
             for h in handles:
                 h.remove()
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        with self._per_example_gates():
+    def objective(self, x, y, n_data, generator=None, state=None) -> Terms:
+        """NLL under per-example gates; the expected-L0 penalty and ``-log p`` over N."""
+        with self._per_example_gates(generator):
             output = self._forward_checked(x, y)
         penalty = self.l0_weight * self.expected_l0()
         log_prior = self.prior.log_prob(dict(self.model.named_parameters()))
-        return self.likelihood.nll(output, y) + (penalty - log_prior) / n_data
+        return Terms(self.likelihood.nll(output, y), (penalty - log_prior) / n_data)
 
     # -- prediction ----------------------------------------------------------------------
-    _deterministic = False
-
-    def predict(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        deterministic: bool = False,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Predictive:
-        """Model average over ``samples`` gate draws, or the deterministic sparse network.
-
-        Args:
-            x: Inputs, shape (N, ...).
-            samples: Number of gate draws S (each shared by every input).
-            deterministic: Use the test-time gates ``gates()`` instead (S = 1), the
-                network the paper reports.
-            chunk_size: Most (sample, input) pairs per vectorised call (see
-                ``BaseMethod.predict``).
-            generator: Random generator for the gate draws.
-
-        Returns:
-            A ``Predictive`` with S outputs (1 when ``deterministic``).
-
-        Raises:
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
-        """
-        self._deterministic = deterministic
-        try:
-            return super().predict(
-                x, 1 if deterministic else samples, chunk_size=chunk_size, generator=generator
-            )
-        finally:
-            self._deterministic = False
+    def _predict_context(self, samples: int, options: dict[str, Any]) -> tuple[int, bool]:
+        """``predict(x, deterministic=True)``: the test-time gates ``gates()`` (S = 1), the
+        sparse network the paper reports; otherwise ``samples`` gate draws."""
+        deterministic = bool(options.pop("deterministic", False))
+        super()._predict_context(samples, options)
+        return (1 if deterministic else samples), deterministic
 
     def predict_deterministic(self, x: Tensor, *, chunk_size: int | None = None) -> Predictive:
         """The sparse network with the test-time gates: ``predict(x, deterministic=True)``.
@@ -338,15 +313,15 @@ class L0(BaseMethod):
         """
         return self.predict(x, deterministic=True, chunk_size=chunk_size)
 
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
-        if self._deterministic:
+        if context:  # deterministic
             z = {n: g.unsqueeze(0) for n, g in self.gates().items()}
             return stacked_forward(self.split, args, self._gated_params(z))
         return torch.cat(
             [
                 stacked_forward(self.split, args, self.sample_params(s, generator))
-                for s in self._chunks(samples)
+                for s in plan.chunks()
             ]
         )
 
@@ -375,7 +350,7 @@ class L0(BaseMethod):
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
-            self.model(self._to_model(x[:1]))
+            self.model(self.to_model(x[:1]))
         finally:
             for h in handles:
                 h.remove()

@@ -46,14 +46,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from bayesdl._checks import check_input, draw, to_loader
+from bayesdl._checks import check_input, draw
+from bayesdl.engine import Batches, FitState, make_batches, progress_bar
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.methods.bbb import _LAYERS, _select
-from bayesdl.methods.map import MAP
+from bayesdl.methods.layers import WEIGHT_LAYERS, select_layers
 from bayesdl.priors import Centered, Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
@@ -295,9 +294,12 @@ class _KFAC(_Curvature):
 class Laplace(BaseMethod):
     """Laplace approximation with a GGN (full, diagonal or KFAC) posterior precision.
 
-    Use it post hoc on a trained network (``fit(data, epochs=0)`` or ``fit_posterior``) or
-    let ``fit`` train the MAP weights first (``NLL + (-log prior) / N``, the ``MAP``
-    objective). The network keeps the MAP weights; the posterior is stored beside them.
+    Post hoc by default: ``Laplace(trained_net).fit(data)`` computes the posterior at the
+    network's weights and leaves them untouched. Training first is explicit:
+    ``fit(data, epochs=E)`` trains the MAP weights (``NLL + (-log prior) / N``, the ``MAP``
+    objective) for ``E`` epochs through the training engine, then fits the posterior. The
+    network keeps the MAP weights; the posterior is stored beside them.
+    ``fit(..., val_data=(X, y))`` is required by ``prior_precision="gridsearch"``.
 
     Args:
         model: The user's network (its parameters are the posterior mean).
@@ -339,6 +341,10 @@ class Laplace(BaseMethod):
         Curvature", ICML 2015.
     """
 
+    default_epochs = 0  # post hoc: the weights the user trained are the MAP estimate
+    min_epochs = 0
+    validate_on_network = True  # no posterior until the curvature is computed
+
     def __init__(
         self,
         model: nn.Module,
@@ -350,7 +356,7 @@ class Laplace(BaseMethod):
         pred_type: PredType = "glm",
         head: str | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         if type(self.likelihood) not in (Categorical, Gaussian):
             raise ValueError(
                 "Laplace supports the Categorical and Gaussian likelihoods, got "
@@ -368,9 +374,8 @@ class Laplace(BaseMethod):
                 )
         elif isinstance(prior_precision, bool) or not float(prior_precision) > 0:
             raise ValueError(f"prior_precision must be positive, got {prior_precision!r}.")
-        self.prior = Normal(1.0) if prior is None else prior
         self.hessian, self.pred_type, self.tuning = hessian, pred_type, prior_precision
-        if not any(isinstance(m, _LAYERS) for m in model.modules()):
+        if not any(isinstance(m, WEIGHT_LAYERS) for m in model.modules()):
             raise ValueError("Laplace found no nn.Linear or nn.Conv layers in the model.")
         if subset == "last_layer":
             linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -378,7 +383,7 @@ class Laplace(BaseMethod):
                 raise ValueError("subset='last_layer' needs an nn.Linear layer in the model.")
             self.layers = dict(linear[-1:])
         else:
-            self.layers = _select(model, subset)
+            self.layers = select_layers(model, subset, "Laplace")
         self.names = [
             f"{ln}.{pn}" if ln else pn
             for ln, layer in self.layers.items()
@@ -488,58 +493,21 @@ class Laplace(BaseMethod):
         return torch.zeros_like(self._flat_mean())
 
     # -- training ------------------------------------------------------------------------------
-    loss = MAP.loss  # the MAP objective NLL + (-log p(theta)) / N, before the curvature
+    def on_fit_start(self, state: FitState) -> None:
+        """Refuse a grid search without validation data before any training."""
+        if self.tuning == "gridsearch" and state.val_data is None:
+            raise ValueError("prior_precision='gridsearch' needs val_data=(X_val, y_val).")
+        if self.tuning != "gridsearch" and state.val_data is not None and not state.phases:
+            raise ValueError(
+                f"val_data is only used by prior_precision='gridsearch', not {self.tuning!r}, "
+                "and by early stopping of a MAP training (epochs > 0)."
+            )
 
-    def fit(
-        self,
-        data: DataLike,
-        *,
-        epochs: int = 10,
-        lr: float = 1e-3,
-        batch_size: int = 128,
-        progress: bool = True,
-        generator: torch.Generator | None = None,
-        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
-        val_data: DataLike | None = None,
-        amp: torch.dtype | None = None,
-    ) -> FitReport:
-        """Train the MAP weights for ``epochs`` (0: post hoc), then ``fit_posterior``.
-
-        Args:
-            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
-            epochs: Passes of MAP training; 0 keeps the model's weights as they are.
-            lr: Learning rate of the MAP training.
-            batch_size: Minibatch size (ignored for a ``DataLoader``).
-            progress: Show tqdm progress bars.
-            generator: Random generator for shuffling.
-            optimizer: Optimiser class for the MAP training, called as
-                ``optimizer(params, lr=lr)`` (closure-based ones such as LBFGS: use your
-                own loop on ``loss``, then ``fit_posterior``).
-            val_data: Validation data for ``prior_precision="gridsearch"``.
-            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
-                ``BaseMethod.fit`` (the MAP training only; the Hessian is computed in float32).
-
-        Returns:
-            A ``FitReport``; ``extras`` holds ``prior_precision`` and ``log_marglik``.
-
-        Raises:
-            ValueError: On bad data, ``epochs < 0``, or ``val_data`` missing for (or given
-                without) the grid search.
-        """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
-        self._check_val_data(val_data)
-        if epochs:
-            report = super().fit(
-                data, epochs=epochs, lr=lr, batch_size=batch_size, progress=progress,
-                generator=generator, optimizer=optimizer, amp=amp,
-            )  # fmt: skip
-        else:
-            report = FitReport()
-        post = self.fit_posterior(data, batch_size=batch_size, progress=progress, val_data=val_data)
-        report.n_data, report.wall_time_s = post.n_data, report.wall_time_s + post.wall_time_s
+    def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
+        """Fit the posterior at the (trained or given) weights: ``fit_posterior``."""
+        val = state.val_data if self.tuning == "gridsearch" else None
+        post = self.fit_posterior(state.batches, progress=state.progress, val_data=val)
         report.extras.update(post.extras)
-        return report
 
     def _check_val_data(self, val_data: DataLike | None) -> None:
         if self.tuning == "gridsearch" and val_data is None:
@@ -551,7 +519,7 @@ class Laplace(BaseMethod):
 
     def fit_posterior(
         self,
-        data: DataLike,
+        data: DataLike | Batches,
         *,
         batch_size: int = 128,
         progress: bool = True,
@@ -560,8 +528,9 @@ class Laplace(BaseMethod):
         """Compute the GGN at the model's current weights and set the prior precision.
 
         Args:
-            data: The training data (the GGN is a sum over it).
-            batch_size: Examples per vectorised Jacobian/backward call (memory ~ B K P).
+            data: The training data (the GGN is a sum over it), or a ``Batches`` sampler.
+            batch_size: Examples per vectorised Jacobian/backward call (memory ~ B K P;
+                ignored for a ``DataLoader`` or ``Batches``).
             progress: Show a tqdm progress bar.
             val_data: Validation data for ``prior_precision="gridsearch"``.
 
@@ -574,13 +543,13 @@ class Laplace(BaseMethod):
         """
         self._check_val_data(val_data)
         start = time.perf_counter()
-        loader, n = to_loader(data, batch_size, shuffle=False)
+        batches = make_batches(data, batch_size, shuffle=False)
+        n = batches.n_data
         self.eval()
         self.curvature.reset()
         log_lik = self.log_likelihood.new_zeros(())
-        for x, y in tqdm(loader, desc="fit laplace GGN", disable=not progress, leave=False):
-            x, y = self._to_model(x), y.to(self.device)
-            check_input(x)
+        for x, y in progress_bar(batches.epoch(None), "fit laplace GGN", progress):
+            x, y = self.to_model(x), self.to_model(y, targets=True)
             with torch.no_grad():
                 out = self.curvature.update(self, self.split.prefix(x), y)
                 log_lik -= self.likelihood.nll(out.detach(), y) * x.shape[0]
@@ -607,8 +576,8 @@ class Laplace(BaseMethod):
                 )
             return 1.0 / float(scale) ** 2
         if self.tuning == "gridsearch":
-            loader, _ = to_loader(val_data, batch_size, shuffle=False)
-            nlls = [self._val_nll(loader, float(delta)) for delta in GRID]
+            batches = make_batches(val_data, batch_size, shuffle=False)
+            nlls = [self._val_nll(batches.epoch(None), float(delta)) for delta in GRID]
             return float(GRID[int(torch.tensor(nlls).argmin())])
         return self._maximise_marglik()
 
@@ -679,7 +648,7 @@ class Laplace(BaseMethod):
         return out, torch.cat([jac[self.split.tail_name(n)].flatten(2) for n in self.names], 2)
 
     # -- prediction ----------------------------------------------------------------------------
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         self._check_fitted()
         args = self.split.prefix(x)
         mean = {self.split.tail_name(n): p.detach() for n, p in self.mean().items()}
@@ -689,7 +658,7 @@ class Laplace(BaseMethod):
             return jvp(lambda p: functional_call(self.split.tail, p, args), (mean,), (d,))[1]
 
         outs = []
-        for s in self._chunks(samples):
+        for s in plan.chunks():
             deltas = self._deltas(s, generator)
             if self.pred_type == "nn":
                 theta = {n: self.mean()[n].detach() + d for n, d in deltas.items()}
@@ -719,7 +688,7 @@ class Laplace(BaseMethod):
         """
         self._check_fitted()
         check_input(x)
-        x = self._to_model(x)
+        x = self.to_model(x)
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         means, covs = [], []

@@ -6,11 +6,11 @@ Minimises ``NLL + (-log p(theta)) / N``; with ``priors.Normal(scale)`` that is w
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.priors import Normal, Prior
+from bayesdl.priors import Prior
 
 
 @register_method("map")
@@ -34,14 +34,9 @@ class MAP(BaseMethod):
     def __init__(
         self, model: nn.Module, likelihood: Likelihood | None = None, prior: Prior | None = None
     ) -> None:
-        super().__init__(model, likelihood)
-        self.prior = Normal(1.0) if prior is None else prior
-
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        nll = self.likelihood.nll(self._forward_checked(x, y), y)
-        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+        super().__init__(model, likelihood, prior)
 
     max_samples = 1
 
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         return self.model(x).unsqueeze(0)

@@ -29,7 +29,7 @@ from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.priors import Normal, Prior
+from bayesdl.priors import Prior
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
@@ -90,23 +90,18 @@ class MCDropout(BaseMethod):
         prior: Prior | None = None,
         head: str | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         if not any(_is_dropout(m) for m in model.modules()):
             raise ValueError(
                 "MCDropout needs nn.Dropout layers in the model, found none; add "
                 "nn.Dropout(p) before the layers that should be stochastic, or use MeanFieldVI."
             )
-        self.prior = Normal(1.0) if prior is None else prior
         self.split = split_model(model, _is_dropout, head)
         self.hparams = {"head": head}
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        nll = self.likelihood.nll(self._forward_checked(x, y), y)
-        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
-
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
-        return torch.cat([self._tail(args, s, generator) for s in self._chunks(samples)])
+        return torch.cat([self._tail(args, s, generator) for s in plan.chunks()])
 
     def _tail(self, args: tuple, samples: int, generator: torch.Generator | None) -> Tensor:
         """Run the stochastic tail for ``samples`` masks; returns (S, N, ...)."""

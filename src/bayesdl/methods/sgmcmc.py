@@ -43,12 +43,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from bayesdl._checks import check_positive_int, draw, to_loader
+from bayesdl._checks import check_positive_int, draw
+from bayesdl.engine import FitState, Phase, cycle_lengths
+from bayesdl.engine import Schedule as EngineSchedule
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._bank import SampleBank
 from bayesdl.methods.base import register_method
-from bayesdl.priors import Normal, Prior
-from bayesdl.types import DataLike, FitReport
+from bayesdl.priors import Prior
+from bayesdl.types import FitReport
 
 __all__ = ["SGMCMCOptimizer", "SGLD", "SGHMC"]
 
@@ -128,9 +130,8 @@ def _check_sampler(momentum_decay: float, temperature: float) -> None:
 
 @dataclass
 class _Plan:
-    """Per-step schedule of one ``fit``: step-size factor, noise on/off, steps to store."""
+    """Per-step plan of one ``fit``: noise on/off and the steps whose result is stored."""
 
-    factor: list[float]
     noisy: list[bool]
     store: frozenset[int]
 
@@ -139,31 +140,31 @@ def _plan_schedule(
     total: int, schedule: Schedule, cycles: int, exploration: float, burn_in: float,
     num_samples: int,
 ) -> _Plan:  # fmt: skip
-    """Step sizes, noise and sample-storing steps for a run of ``total`` steps.
+    """Noise and sample-storing steps for a run of ``total`` steps.
 
-    Cyclical: ``min(cycles, total)`` cycles of (nearly) equal length; the sampling stage of
-    each is its last ``1 - exploration`` fraction, lengthened where needed so that the
-    cycles together hold ``num_samples`` sampling steps when the run is long enough.
-    Samples are the ``num_samples`` sampling steps after ``burn_in * total`` spread evenly
-    (fewer, with a warning, when there are fewer such steps).
+    Cyclical: ``min(cycles, total)`` cycles of (nearly) equal length
+    (``engine.cycle_lengths``, the cycles of the engine's ``"cyclical"`` learning-rate
+    schedule); the sampling stage of each is its last ``1 - exploration`` fraction,
+    lengthened where needed so that the cycles together hold ``num_samples`` sampling steps
+    when the run is long enough. Samples are the ``num_samples`` sampling steps after
+    ``burn_in * total`` spread evenly (fewer, with a warning, when there are fewer such steps).
 
     Raises:
         ValueError: If no sampling step is left after the burn-in.
     """
     if schedule == "constant":
-        factor, noisy = [1.0] * total, [True] * total
+        noisy = [True] * total
     else:
-        c = min(cycles, total)
-        if c < cycles:
+        lengths = cycle_lengths(total, cycles)
+        if len(lengths) < cycles:
             warnings.warn(
-                f"{total} steps cannot hold {cycles} cycles; using {c}.", UserWarning, stacklevel=5
-            )
-        share = math.ceil(num_samples / c)
-        factor, noisy = [], []
-        for i in range(c):
-            length = round((i + 1) * total / c) - round(i * total / c)
+                f"{total} steps cannot hold {cycles} cycles; using {len(lengths)}.",
+                UserWarning, stacklevel=6,
+            )  # fmt: skip
+        share = math.ceil(num_samples / len(lengths))
+        noisy = []
+        for length in lengths:
             start = max(0, min(math.ceil(exploration * length), length - share))
-            factor += [(math.cos(math.pi * j / length) + 1.0) / 2.0 for j in range(length)]
             noisy += [j >= start for j in range(length)]
     first = math.ceil(burn_in * total)
     eligible = [k for k in range(first, total) if noisy[k]]
@@ -178,14 +179,14 @@ def _plan_schedule(
             f"the run has only {len(eligible)} sampling steps after burn-in, so the bank holds "
             f"{n} of num_samples={num_samples} samples; raise epochs for the full bank.",
             UserWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
     idx = torch.linspace(len(eligible) - 1, 0, n).round().long().tolist()  # n = 1: the last
-    return _Plan(factor, noisy, frozenset(eligible[i] for i in idx))
+    return _Plan(noisy, frozenset(eligible[i] for i in idx))
 
 
 class _SGMCMC(SampleBank):
-    """Shared fit loop: the base class's training loop driven by the sampler's schedule."""
+    """SGLD and SGHMC: the training engine driven by the sampler's optimiser and schedule."""
 
     def __init__(
         self, model: nn.Module, likelihood: Likelihood | None, prior: Prior | None,
@@ -203,107 +204,68 @@ class _SGMCMC(SampleBank):
         if not 0 <= burn_in < 1:
             raise ValueError(f"burn_in must lie in [0, 1), got {burn_in}.")
         _check_sampler(momentum_decay, temperature)
-        super().__init__(model, likelihood, num_samples)
+        super().__init__(model, likelihood, num_samples, prior=prior)
         self.momentum_decay = momentum_decay
-        self.prior = Normal(1.0) if prior is None else prior
         self.lr, self.schedule, self.cycles = lr, schedule, cycles
         self.exploration, self.burn_in, self.temperature = exploration, burn_in, temperature
         self.hparams = {
             "num_samples": num_samples, "lr": lr, "schedule": schedule, "cycles": cycles,
             "exploration": exploration, "burn_in": burn_in, "temperature": temperature,
         }  # fmt: skip
-        self._plan: _Plan | None = None
-        self._optimizer: SGMCMCOptimizer | None = None
-        self._fit_lr = lr
 
-    def loss(self, x: Tensor, y: Tensor, n_data: int) -> Tensor:
-        """Per-example energy ``U / N = mean NLL - log p(theta) / N`` of the batch.
+    # -- the engine's hooks: the sampler's optimiser, schedule, noise and bank ---------------
+    def default_lr(self) -> float:
+        """The constructor's ``lr``."""
+        return self.lr
 
-        Args:
-            x: Inputs, shape (B, ...).
-            y: Targets, shape (B,) labels or (B, D) regression targets.
-            n_data: Size of the whole training set N.
+    def fit_phases(self, *, epochs, lr, optimizer, schedule, cycles) -> list[Phase]:
+        """One sampling phase with the sampler's own step-size schedule.
+
+        ``fit``'s ``optimizer``, ``schedule`` and ``cycles`` are ignored: the sampler and
+        its cyclical or constant schedule are the constructor's. The likelihood's own
+        parameters (a learned Gaussian noise) are optimised with the same schedule but
+        without noise: they are point estimates, not sampled. Dropout layers stay active
+        during the run, as in training. The bank is emptied first and holds
+        ``num_samples`` draws afterwards (``FitReport.extras["samples"]``).
         """
-        nll = self.likelihood.nll(self._forward_checked(x, y), y)
-        return nll - self.prior.log_prob(dict(self.model.named_parameters())) / n_data
+        engine_schedule: EngineSchedule = "cyclical" if self.schedule == "cyclical" else "constant"
+        return [Phase("sample", epochs, lr, SGMCMCOptimizer, engine_schedule, self.cycles,
+                      monitor=False)]  # fmt: skip
 
-    def fit(
-        self,
-        data: DataLike,
-        *,
-        epochs: int = 10,
-        lr: float | None = None,
-        batch_size: int = 128,
-        progress: bool = True,
-        generator: torch.Generator | None = None,
-        amp: torch.dtype | None = None,
-    ) -> FitReport:
-        """Run the sampler for ``epochs`` passes and fill the sample bank.
-
-        The bank is emptied first. The likelihood's own parameters (a learned Gaussian
-        noise) are optimised with the same schedule but without noise: they are point
-        estimates, not sampled. Dropout layers stay active during the run, as in training.
-
-        Args:
-            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
-            epochs: Passes over the data; the schedule is laid over all of them.
-            lr: Peak step size; ``None``: the constructor's ``lr``.
-            batch_size: Minibatch size (ignored for a ``DataLoader``).
-            progress: Show a tqdm progress bar.
-            generator: Random generator for shuffling and the injected noise.
-            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
-                ``BaseMethod.fit`` (the injected noise and the updates stay in float32).
-
-        Returns:
-            A ``FitReport`` with the mean per-example energy ``U / N`` per epoch and, in
-            ``extras``, the number of samples stored.
-
-        Raises:
-            ValueError: On bad arguments, or when no sampling step follows the burn-in.
-        """
-        lr = self.lr if lr is None else lr
-        loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
+    def make_optimizer(self, params, phase, state) -> SGMCMCOptimizer:
+        """``SGMCMCOptimizer`` over the model's parameters; the likelihood's get no noise."""
         model_params = {id(p) for p in self.model.parameters()}
+        sampled = [p for p in params if id(p) in model_params]
+        fixed = [p for p in params if id(p) not in model_params]
+        groups: list[dict[str, Any]] = [{"params": sampled}]
+        if fixed:  # the likelihood's parameters: optimised, never noised
+            groups.append({"params": fixed, "temperature": 0.0})
+        return SGMCMCOptimizer(
+            groups, phase.lr, state.n_data, momentum_decay=self.momentum_decay,
+            temperature=self.temperature, generator=state.generator,
+        )  # fmt: skip
 
-        def make_optimizer(params: list[nn.Parameter], lr: float) -> SGMCMCOptimizer:
-            sampled = [p for p in params if id(p) in model_params]
-            fixed = [p for p in params if id(p) not in model_params]
-            groups = [{"params": sampled}]
-            if fixed:  # the likelihood's parameters: optimised, never noised
-                groups.append({"params": fixed, "temperature": 0.0})
-            self._optimizer = SGMCMCOptimizer(
-                groups, lr, n, momentum_decay=self.momentum_decay, temperature=self.temperature,
-                generator=generator,
-            )  # fmt: skip
-            return self._optimizer
-
+    def before_phase(self, state: FitState) -> None:
+        """Empty the bank and lay out the run's noisy and sample-storing steps."""
         self.clear()
-        self._fit_lr = lr
-        try:
-            report = super().fit(
-                loader, epochs=epochs, lr=lr, batch_size=batch_size, progress=progress,
-                generator=generator, optimizer=make_optimizer, amp=amp,
-            )  # fmt: skip
-            if self._plan is not None and len(self._plan.factor) - 1 in self._plan.store:
-                self.store()  # the sample made by the last step
-        finally:
-            self._plan, self._optimizer = None, None
-        report.extras["samples"] = float(self.stored)
-        return report
+        state.scratch["plan"] = _plan_schedule(
+            state.total_steps, self.schedule, self.cycles, self.exploration, self.burn_in,
+            self.bank_size,
+        )  # fmt: skip
 
-    def _before_step(self, step: int, total_steps: int) -> None:
-        if step == 0:
-            self._plan = _plan_schedule(
-                total_steps, self.schedule, self.cycles, self.exploration, self.burn_in,
-                self.bank_size,
-            )  # fmt: skip
-        elif step - 1 in self._plan.store:
-            self.store()  # the parameters made by the previous step
-        assert self._optimizer is not None
-        for i, group in enumerate(self._optimizer.param_groups):
-            group["lr"] = self._fit_lr * self._plan.factor[step]
-            if i == 0:
-                group["temperature"] = self.temperature if self._plan.noisy[step] else 0.0
+    def before_step(self, state: FitState) -> None:
+        """Switch the injected noise on in the sampling stages only."""
+        noisy = state.scratch["plan"].noisy[state.step]
+        state.optimizer.param_groups[0]["temperature"] = self.temperature if noisy else 0.0
+
+    def after_step(self, state: FitState) -> None:
+        """Store the parameters made by this step when the plan keeps it."""
+        if state.step - 1 in state.scratch["plan"].store:
+            self.store()
+
+    def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
+        """Report how many samples the bank holds."""
+        report.extras["samples"] = float(self.stored)
 
 
 @register_method("sgld")
@@ -315,7 +277,8 @@ class SGLD(_SGMCMC):
         likelihood: Observation model; ``Categorical()`` by default.
         prior: Weight prior; ``priors.Normal(1.0)`` by default.
         num_samples: Samples kept in the bank (fixed, so saved files have fixed shapes).
-        lr: Peak step size on the per-example objective (the posterior step is ``lr / N``).
+        lr: Peak step size on the per-example objective (the posterior step is ``lr / N``);
+            the default was chosen on validation data (``benchmarks/sgmcmc_defaults.py``).
         schedule: ``"cyclical"`` (cSG-MCMC cosine cycles) or ``"constant"`` step size.
         cycles: Number of cosine cycles over the whole run (cyclical schedule).
         exploration: Fraction of each cycle run without noise before sampling (Zhang et
@@ -344,7 +307,7 @@ class SGLD(_SGMCMC):
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
         num_samples: int = 20,
-        lr: float = 1e-2,
+        lr: float = 0.3,
         schedule: Schedule = "cyclical",
         cycles: int = 4,
         exploration: float = 0.8,
@@ -367,7 +330,8 @@ class SGHMC(_SGMCMC):
         likelihood: Observation model; ``Categorical()`` by default.
         prior: Weight prior; ``priors.Normal(1.0)`` by default.
         num_samples: Samples kept in the bank (fixed, so saved files have fixed shapes).
-        lr: Peak step size on the per-example objective (the posterior step is ``lr / N``).
+        lr: Peak step size on the per-example objective (the posterior step is ``lr / N``);
+            the default was chosen on validation data (``benchmarks/sgmcmc_defaults.py``).
         schedule: ``"cyclical"`` (cSG-MCMC cosine cycles) or ``"constant"`` step size.
         cycles: Number of cosine cycles over the whole run (cyclical schedule).
         exploration: Fraction of each cycle run without noise (momentum SGD) before
@@ -388,7 +352,7 @@ class SGHMC(_SGMCMC):
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
         num_samples: int = 20,
-        lr: float = 1e-3,
+        lr: float = 0.3,
         schedule: Schedule = "cyclical",
         cycles: int = 4,
         exploration: float = 0.8,

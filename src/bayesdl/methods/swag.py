@@ -41,25 +41,32 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import islice
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bayesdl._checks import check_input, check_positive_int, draw, to_loader
+from bayesdl._checks import check_input, check_positive_int, draw
+from bayesdl.engine import FitState, Phase
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
-from bayesdl.methods.base import BaseMethod, default_chunk_rows, register_method
-from bayesdl.methods.ensemble import fit_members
-from bayesdl.methods.map import MAP
-from bayesdl.predictive import Predictive
-from bayesdl.priors import Normal, Prior
-from bayesdl.types import DataLike, FitReport, ParamDict
+from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.priors import Prior
+from bayesdl.runtime import default_chunk_rows
+from bayesdl.types import FitReport, ParamDict
 
 _VAR_CLAMP = 1e-30  # as in the authors' code (var_clamp); keeps sqrt(Sigma_diag) finite
 CollectUnit = Literal["epoch", "step"]
+
+
+@dataclass
+class _BatchNormRefresh:
+    """Per-``predict`` context: inputs for BatchNorm statistics and their cache per chunk."""
+
+    data: Tensor
+    cache: list[ParamDict]
 
 
 def _is_batchnorm(m: nn.Module) -> bool:
@@ -88,6 +95,10 @@ class MultiSWAG(BaseMethod):
         scale: Multiplier of the sampling covariance; 1 is the paper's, 0 the SWA point.
         bn_batches: Training minibatches kept to recompute BatchNorm statistics per sample.
 
+    ``predict`` option: ``bn_data=X``, training inputs for recomputing BatchNorm statistics
+    for every sampled weight set (default: the minibatches kept by ``fit``, which
+    ``bayesdl.save`` does not save; ignored without BatchNorm).
+
     Raises:
         ValueError: On a non-positive ``members``, ``rank < 2`` or other bad values.
 
@@ -111,7 +122,7 @@ class MultiSWAG(BaseMethod):
         scale: float = 1.0,
         bn_batches: int = 10,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, prior)
         check_positive_int(members, "members")
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 2:
             raise ValueError(
@@ -133,7 +144,6 @@ class MultiSWAG(BaseMethod):
         params = list(model.parameters())
         if not params:
             raise ValueError("SWAG needs a model with parameters, got one with none.")
-        self.prior = Normal(1.0) if prior is None else prior
         self.members, self.rank, self.swa_start, self.swa_lr = members, rank, swa_start, swa_lr
         self.collect_every, self.collect_unit, self.scale = collect_every, collect_unit, scale
         self.bn_batches = bn_batches
@@ -153,105 +163,75 @@ class MultiSWAG(BaseMethod):
         self.split = split_model(
             model, lambda m: _is_batchnorm(m) or any(True for _ in m.parameters(recurse=False))
         )
-        self._collecting: tuple[int, int] | None = None  # (member, steps between snapshots)
-        self._bn_data: Tensor | None = None
-        self._bn_cache: list[ParamDict] | None = None
         self.hparams = {
             "members": members, "rank": rank, "swa_start": swa_start, "swa_lr": swa_lr,
             "collect_every": collect_every, "collect_unit": collect_unit, "scale": scale,
             "bn_batches": bn_batches,
         }  # fmt: skip
 
-    # -- training ----------------------------------------------------------------------------
-    loss = MAP.loss  # NLL + (-log p(theta)) / N
+    # -- training: the engine's phases and hooks ---------------------------------------------
+    validate_on_network = True  # the moments exist only once the SWA phase has run
 
-    def fit(
-        self,
-        data: DataLike,
-        *,
-        epochs: int = 10,
-        lr: float = 1e-3,
-        batch_size: int = 128,
-        progress: bool = True,
-        generator: torch.Generator | None = None,
-        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
-        amp: torch.dtype | None = None,
-    ) -> FitReport:
-        """Pre-train, then collect SWAG moments from constant-learning-rate SGD (per member).
+    def fit_members(self) -> int:
+        """One SWAG posterior per member, each from its own initialisation."""
+        return self.members
 
-        Args:
-            data: A ``DataLoader``, a ``Dataset`` or a tuple ``(X, y)``.
-            epochs: Passes over the data per member, pre-training and SWA phase together.
-            lr: Learning rate of the pre-training.
-            batch_size: Minibatch size (ignored for a ``DataLoader``).
-            progress: Show progress bars.
-            generator: Random generator for the shuffling and the members' initialisations.
-            optimizer: Optimiser class of the pre-training, called as
-                ``optimizer(params, lr=lr)``; the SWA phase is ``torch.optim.SGD``.
-            amp: ``torch.bfloat16``: mixed precision of the training steps, as in
-                ``BaseMethod.fit``.
+    def fit_phases(self, *, epochs, lr, optimizer, schedule, cycles) -> list[Phase]:
+        """Pre-training, then collection of SWAG moments from constant-rate SGD.
 
-        Returns:
-            A ``FitReport`` with the mean loss per epoch (both phases); ``extras`` holds the
-            number of snapshots collected (``snapshots``, per member for MultiSWAG).
-
-        Raises:
-            ValueError: On bad data, or an SWA phase too short to collect a snapshot.
+        ``floor(swa_start * epochs)`` epochs of ``optimizer`` at ``lr`` on the MAP objective
+        (``schedule`` applies to them), then the remaining epochs of ``torch.optim.SGD`` at
+        the constant ``swa_lr``, collecting a snapshot every ``collect_every`` epochs (or
+        steps). ``FitReport.extras`` holds the snapshots collected (``snapshots``, per
+        member for MultiSWAG).
         """
-        check_positive_int(epochs, "epochs")
         pre = int(self.swa_start * epochs)
-        loader, _ = to_loader(data, batch_size, shuffle=False)
-        steps = (epochs - pre) * len(loader)
-        period = self.collect_every * (len(loader) if self.collect_unit == "epoch" else 1)
+        phases = [Phase("pretrain", pre, lr, optimizer, schedule, cycles)] if pre else []
+        return phases + [Phase("swa", epochs - pre, self.swa_lr, torch.optim.SGD, monitor=False)]
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Check that the SWA phase collects something; keep the BatchNorm batches."""
+        steps = state.phases[-1].epochs * len(state.batches)
+        period = self.collect_every * (len(state.batches) if self.collect_unit == "epoch" else 1)
         if steps < period:
             raise ValueError(
-                f"the SWA phase ({epochs - pre} epoch(s) of {len(loader)} step(s)) is shorter "
-                f"than collect_every={self.collect_every} {self.collect_unit}(s), so nothing "
-                "would be collected; raise epochs or lower swa_start or collect_every."
+                f"the SWA phase ({state.phases[-1].epochs} epoch(s) of {len(state.batches)} "
+                f"step(s)) is shorter than collect_every={self.collect_every} "
+                f"{self.collect_unit}(s), so nothing would be collected; raise epochs or lower "
+                "swa_start or collect_every."
             )
+        state.scratch["period"] = period
         if self.bn_names:
-            self.bn_inputs = self._to_model(
-                torch.cat([b[0] for b in islice(loader, self.bn_batches)])
-            )
-        train = super().fit
+            self.bn_inputs = self.to_model(state.batches.first_inputs(self.bn_batches))
 
-        def fit_one(member: int, bar: bool) -> FitReport:
-            first = FitReport()
-            if pre:
-                first = train(data, epochs=pre, lr=lr, batch_size=batch_size, progress=bar,
-                              generator=generator, optimizer=optimizer, amp=amp)  # fmt: skip
-            self._reset(member)
-            self._collecting = (member, period)
-            try:
-                swa = train(data, epochs=epochs - pre, lr=self.swa_lr, batch_size=batch_size,
-                            progress=bar, generator=generator, optimizer=torch.optim.SGD,
-                            amp=amp)  # fmt: skip
-            finally:
-                self._collecting = None
-            if steps % period == 0:  # the final iterate is due
-                self.collect(member)
-            self._set_model(member)
-            n = int(self.n_models[member])
-            if n < 2:
-                warnings.warn(
-                    f"{type(self).__name__} collected {n} snapshot, so its covariance is zero; "
-                    "use more epochs, a smaller swa_start or collect_unit='step'.",
-                    stacklevel=4,
-                )
-            return FitReport(
-                losses=first.losses + swa.losses,
-                wall_time_s=first.wall_time_s + swa.wall_time_s,
-                n_data=swa.n_data,
-                extras={"snapshots": float(n)},
+    def before_phase(self, state: FitState) -> None:
+        """Reset the member's moments before its SWA phase."""
+        if state.phase is not None and state.phase.name == "swa":
+            self._reset(state.member)
+
+    def after_step(self, state: FitState) -> None:
+        """Collect the iterate every ``period`` SGD steps of the SWA phase."""
+        if state.phase.name == "swa" and state.step % state.scratch["period"] == 0:
+            self.collect(state.member)
+
+    def after_member(self, state: FitState) -> None:
+        """Load the member's SWA mean into the model; warn about a degenerate covariance."""
+        self._set_model(state.member)
+        n = int(self.n_models[state.member])
+        if n < 2:
+            warnings.warn(
+                f"{type(self).__name__} collected {n} snapshot, so its covariance is zero; "
+                "use more epochs, a smaller swa_start or collect_unit='step'.",
+                stacklevel=5,
             )
 
-        return fit_members(self, self.members, fit_one, generator=generator, progress=progress)
-
-    def _before_step(self, step: int, total_steps: int) -> None:
-        if self._collecting is not None:
-            member, period = self._collecting
-            if step and step % period == 0:  # the iterate after `step` SGD steps
-                self.collect(member)
+    def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
+        """Report the snapshots collected per member."""
+        counts = [float(n) for n in self.n_models.tolist()]
+        if self.members == 1:
+            report.extras["snapshots"] = counts[0]
+        else:
+            report.extras.update({f"member{m}_snapshots": n for m, n in enumerate(counts)})
 
     @torch.no_grad()
     def collect(self, member: int = 0) -> None:
@@ -330,68 +310,41 @@ class MultiSWAG(BaseMethod):
         return self._unflatten(self._draw(self._assign(n), generator))
 
     # -- prediction --------------------------------------------------------------------------
-    def predict(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-        bn_data: Tensor | None = None,
-    ) -> Predictive:
-        """Bayesian model average over ``samples`` SWAG draws (spread over the members).
+    def _predict_context(self, samples: int, options: dict[str, Any]) -> tuple[int, Any]:
+        """``predict(x, bn_data=X)``: training inputs for recomputing BatchNorm statistics
+        per sample (default: the minibatches kept by ``fit``; ignored without BatchNorm)."""
+        bn_data = options.pop("bn_data", None)
+        super()._predict_context(samples, options)
+        if not self.bn_names:
+            return samples, None
+        data = self.bn_inputs if bn_data is None else bn_data
+        if data is None:
+            raise ValueError(
+                "the model has BatchNorm, whose statistics SWAG recomputes for every "
+                "sampled weight set: pass bn_data= (training inputs) to predict; the "
+                "batches kept by fit are not saved by bayesdl.save."
+            )
+        check_input(data, "bn_data")
+        return samples, _BatchNormRefresh(self.to_model(data), [])
 
-        Args:
-            x: Inputs, shape (N, ...).
-            samples: Number of weight samples S.
-            chunk_size: Most (sample, input) pairs per vectorised call.
-            generator: Random generator for the draws (reproducible predictions).
-            bn_data: Training inputs for recomputing BatchNorm statistics per sample;
-                default: the minibatches kept by ``fit``. Ignored without BatchNorm.
-
-        Returns:
-            A ``Predictive`` holding S outputs.
-
-        Raises:
-            RuntimeError: Before ``fit``.
-            ValueError: On bad ``x``, or a BatchNorm model without ``bn_data`` after a
-                ``bayesdl.load``.
-        """
-        if self.bn_names:
-            data = self.bn_inputs if bn_data is None else bn_data
-            if data is None:
-                raise ValueError(
-                    "the model has BatchNorm, whose statistics SWAG recomputes for every "
-                    "sampled weight set: pass bn_data= (training inputs) to predict; the "
-                    "batches kept by fit are not saved by bayesdl.save."
-                )
-            check_input(data, "bn_data")
-            self._bn_data, self._bn_cache = self._to_model(data), []
-        try:
-            return super().predict(x, samples, chunk_size=chunk_size, generator=generator)
-        finally:
-            self._bn_data = self._bn_cache = None
-
-    def _sample_outputs(self, x, samples, generator):
+    def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
-        member = self._assign(samples)
+        member = self._assign(plan.samples)
         outs, first = [], 0
-        for c, s in enumerate(self._chunks(samples)):
+        for c, s in enumerate(plan.chunks()):
             params = self._unflatten(self._draw(member[first : first + s], generator))
             first += s
-            if self._bn_cache is not None:  # the same draws for every input block
-                if c == len(self._bn_cache):
-                    self._bn_cache.append(self._stacked_bn_stats(params))
-                params.update(self._bn_cache[c])
+            if context is not None:  # the same draws for every input block: cache per chunk
+                if c == len(context.cache):
+                    context.cache.append(self._stacked_bn_stats(params, context.data))
+                params.update(context.cache[c])
             outs.append(stacked_forward(self.split, args, params))
         return torch.cat(outs)
 
-    def _stacked_bn_stats(self, params: ParamDict) -> ParamDict:
-        """BatchNorm statistics of each stacked weight set: name -> (S, ...)."""
+    def _stacked_bn_stats(self, params: ParamDict, inputs: Tensor) -> ParamDict:
+        """BatchNorm statistics of each stacked weight set on ``inputs``: name -> (S, ...)."""
         n = next(iter(params.values())).shape[0]
-        stats = [
-            self._bn_stats({k: v[i] for k, v in params.items()}, self._bn_data) for i in range(n)
-        ]
+        stats = [self._bn_stats({k: v[i] for k, v in params.items()}, inputs) for i in range(n)]
         return {k: torch.stack([s[k] for s in stats]) for k in self.bn_names}
 
     def _bn_stats(self, params: ParamDict, inputs: Tensor) -> ParamDict:
