@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import bayesdl as bdl
+from provenance import provenance, stamp
 from bayesdl import data as bdata
 from bayesdl.evaluate import VALID_FRACTION
 from bayesdl.models import gal_cnn
@@ -68,7 +69,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             best[method] = chosen["lr"]
     print("chosen by validation NLL:", best)
     if args.out:
-        out = {"command": "python " + " ".join(sys.argv), "rows": rows, "chosen_lr": best}
+        out = stamp({"rows": rows, "chosen_lr": best}, provenance(__file__, args.argv))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     return rows
@@ -82,7 +83,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of data order and weights")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default=None, help="JSON results file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    return args
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Cost of ``fit`` as a ratio to a hand-written Adam loop on the same network and data.
+"""Fixed costs of the engine on a small model: ``fit`` against a hand-written Adam loop, and
+``predict`` at small batches against bare forward passes.
+
+Part 1, ``fit``.
 
 The issue's setting: sklearn's digits (1,797 images, 64 features), the MLP 64-100-100-10
 with dropout 0.25, minibatches of 64, 500 Adam steps at lr 1e-3 on the MAP objective
@@ -8,13 +11,17 @@ same weight decay written as ``sum(p^2) / (2 N)``, ``backward``, ``step``. ``fit
 what the engine does on top (per-step hooks, the schedule, subnormal flushing on a CPU,
 the data and prior terms kept apart for the report, the divergence check).
 
-Each variant is timed ``--repeats`` times alternately; the ratio is of the medians, and
-the spread (min-max) is printed with it.
+Part 2, ``predict`` at batch 1, 32 and 450 (what a person waiting on one image feels), on
+the same MLP: ``MAP.predict(x)`` against one bare eval-mode forward pass; ``MCDropout``
+(S = 20) and a 20-draw ``SGLD`` bank against 20 bare forward passes.
+
+Each variant is timed ``--repeats`` times alternately with its baseline; ratios are of the
+medians, and the spread (min-max) is recorded with them.
 
 Usage::
 
-    python benchmarks/fit_speed.py --repeats 7 --threads 2
-    python benchmarks/fit_speed.py --steps 20 --repeats 1   # smoke
+    python benchmarks/engine_speed.py --repeats 7 --threads 2 --out benchmarks/results/engine_speed.json
+    python benchmarks/engine_speed.py --steps 20 --repeats 1 --calls 3   # smoke
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 from torch import nn
 
 import bayesdl as bdl
+from provenance import provenance, stamp
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,6 +93,47 @@ def engine_fit(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, seed: i
     return (time.perf_counter() - start) * steps / (epochs * per_epoch)
 
 
+def _per_call(fn, calls: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def predict_rows(x_all: torch.Tensor, y_all: torch.Tensor, args: argparse.Namespace) -> list:
+    """Per-call time of predict against bare forward passes, per batch size and method."""
+    torch.manual_seed(0)
+    net = _mlp()
+    sgld = bdl.SGLD(net, num_samples=20)
+    sgld.fit((x_all, y_all), epochs=2, progress=False, generator=torch.Generator().manual_seed(0))
+    methods = {"map": (bdl.MAP(net), 1), "mc-dropout": (bdl.MCDropout(net), 20),
+               "sgld": (sgld, 20)}  # fmt: skip
+    rows = []
+    net.eval()
+    for batch in (1, 32, 450):
+        x = x_all[:batch]
+        for name, (method, s) in methods.items():
+            ratios, times, bases = [], [], []
+            for _ in range(args.repeats):
+                with torch.no_grad():
+                    base = _per_call(lambda: [net(x) for _ in range(s)], args.calls)  # noqa: B023
+                t = _per_call(lambda: method.predict(x, s), args.calls)  # noqa: B023
+                ratios.append(t / base)
+                times.append(t)
+                bases.append(base)
+            rows.append({
+                "batch": batch, "method": name, "samples": s,
+                "predict_s": statistics.median(times), "bare_s": statistics.median(bases),
+                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"batch {batch:4d} {name:10s} predict / {s} bare forward(s): "
+                  f"{r['ratio_median']:.2f}x ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})")
+    return rows
+
+
 def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     x, y = _data()
@@ -96,13 +145,14 @@ def main(args: argparse.Namespace) -> dict:
         times["fit"].append(engine_fit(x, y, args.steps, args.batch_size, r))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "command": "python " + " ".join(sys.argv),
         "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
         "seconds": times, "median_s": med, "ratio_fit_to_hand_loop": med["fit"] / med["hand_loop"],
     }  # fmt: skip
     for k, v in times.items():
         print(f"{k:10s} median {med[k]:.3f} s (min {min(v):.3f}, max {max(v):.3f})")
     print(f"fit / hand-written loop: {result['ratio_fit_to_hand_loop']:.2f}x (target <= 1.2x)")
+    result["predict"] = predict_rows(x, y, args)
+    stamp(result, provenance(__file__, args.argv))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -115,8 +165,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size")
     p.add_argument("--repeats", type=int, default=7, help="timings per variant")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--calls", type=int, default=50, help="predict calls per timing")
     p.add_argument("--out", default=None, help="JSON results file (none: print only)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    return args
 
 
 if __name__ == "__main__":
