@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance, stamp
 from torch import nn
 
 import bayesdl as bdl
-from provenance import provenance, stamp
 
 RESULTS = Path(__file__).parent / "results"
 

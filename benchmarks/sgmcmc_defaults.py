@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance, stamp
 
 import bayesdl as bdl
-from provenance import provenance, stamp
 from bayesdl import data as bdata
 from bayesdl.evaluate import VALID_FRACTION
 from bayesdl.models import gal_cnn
