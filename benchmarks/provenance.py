@@ -9,7 +9,11 @@ Every benchmark script calls :func:`provenance` when it writes results and recor
 - markdown tables and CSV files start with one line (:func:`header`).
 
 Results committed before this helper existed carry records recovered from git history; those
-have ``"recovered"`` set to a sentence saying how (see ``benchmarks/README.md``).
+have ``"recovered"`` set to a sentence saying how (see ``benchmarks/README.md``). To add one to
+a results file that lacks it::
+
+    python benchmarks/provenance.py recover benchmarks/results/<name>.json --commit 1a2b3c4 \
+        --command "python benchmarks/<name>.py --out benchmarks/results" --source "its docstring"
 
 This file is a script helper, not part of the package: the scripts import it from their own
 folder (``benchmarks/`` is on ``sys.path`` when a script runs).
@@ -160,3 +164,108 @@ def log_header(record: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     if missing:
         parts.append(f"{missing} lines from before provenance was recorded (benchmarks/README.md)")
     return header(record) + (" Log lines from: " + "; ".join(parts) + "." if parts else "")
+
+
+def recovered(
+    command: str, commit: str, source: str, note: str | None = None, root: str | Path = "."
+) -> dict[str, Any]:
+    """A provenance record for results made before provenance was recorded.
+
+    Args:
+        command: the command that made them, as far as it is known.
+        commit: the commit that added the results (any revision git understands).
+        source: where ``command`` comes from (a docstring, a README, the results' config).
+        note: what else a reader should know (e.g. where a rerun would differ).
+        root: a directory inside the git checkout.
+
+    Returns:
+        ``{"command", "commit", "dirty", "version", "date", "recovered"[, "note"]}``: the
+        full commit hash, ``dirty`` ``None`` (unknown), the version in ``pyproject.toml`` at
+        that commit, that commit's author date, and a sentence saying how it was recovered.
+
+    Raises:
+        ValueError: when ``commit`` is not a commit of this repository.
+    """
+    full = _git(Path(root), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    if not full:
+        raise ValueError(f"{commit!r} is not a commit of this repository; pass one git knows.")
+    pyproject = _git(Path(root), "show", f"{full}:pyproject.toml") or ""
+    version = next(
+        (line.split('"')[1] for line in pyproject.splitlines() if line.startswith("version")),
+        "unknown",
+    )
+    today = _dt.date.today().isoformat()
+    record = {
+        "command": command,
+        "commit": full,
+        "dirty": None,
+        "version": version,
+        "date": _git(Path(root), "log", "-1", "--format=%aI", full),
+        "recovered": (
+            f"on {today} from git history: commit = the commit that added these results (the "
+            "run used its code or its parent's; uncommitted changes unknown), date = that "
+            "commit's date (the run ended before it), version = pyproject.toml there, "
+            f"command = {source}"
+        ),
+    }
+    if note:
+        record["note"] = note
+    return record
+
+
+def add_to_file(path: str | Path, record: dict[str, Any]) -> None:
+    """Record ``record`` in a committed results file, keeping the rest of it as it was.
+
+    A JSON object gets a ``"provenance"`` key (its indentation and final newline kept); a
+    markdown file a first line :func:`header`; a CSV file that line as a ``#`` comment.
+
+    Args:
+        path: a ``.json``, ``.md`` or ``.csv`` file.
+        record: a :func:`provenance` or :func:`recovered` record.
+
+    Raises:
+        ValueError: when the file already has provenance, or is of another kind.
+    """
+    import json
+
+    path = Path(path)
+    if path.suffix not in (".json", ".md", ".csv"):
+        raise ValueError(f"{path}: provenance goes into .json, .md or .csv files, not {path.suffix}.")
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if not isinstance(data, dict) or "provenance" in data:
+            raise ValueError(f"{path}: not a JSON object without 'provenance'; nothing changed.")
+        lines = text.splitlines()
+        indent = len(lines[1]) - len(lines[1].lstrip()) if len(lines) > 1 else None
+        data["provenance"] = record
+        end = "\n" if text.endswith("\n") else ""
+        path.write_text(json.dumps(data, indent=indent or None) + end)
+    else:
+        comment = "# " if path.suffix == ".csv" else ""
+        if text.startswith(comment + "Made by `"):
+            raise ValueError(f"{path} already starts with its provenance; nothing changed.")
+        path.write_text(comment + header(record) + ("\n" if comment else "\n\n") + text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``recover PATH... --command CMD --commit REV --source TEXT [--note TEXT]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Add recovered provenance to committed results.")
+    sub = p.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("recover", help="record how committed results were made")
+    r.add_argument("paths", nargs="+", type=Path, help=".json / .md / .csv results files")
+    r.add_argument("--command", required=True, help="the command that made them")
+    r.add_argument("--commit", required=True, help="the commit that added them")
+    r.add_argument("--source", required=True, help="where the command comes from")
+    r.add_argument("--note", default=None, help="anything else a reader should know")
+    args = p.parse_args(argv)
+    record = recovered(args.command, args.commit, args.source, args.note, root=args.paths[0].parent)
+    for path in args.paths:
+        add_to_file(path, record)
+        print(f"{path}: {header(record)}")
+
+
+if __name__ == "__main__":
+    main()

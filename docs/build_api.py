@@ -15,6 +15,8 @@ from pathlib import Path
 MODULES = [
     "bayesdl",  # and the subpackages in its __all__: active, data, likelihoods, metrics, priors
     "bayesdl.methods",
+    "bayesdl.engine",
+    "bayesdl.runtime",
     "bayesdl.predictive",
     "bayesdl.calibrate",
     "bayesdl.evaluate",

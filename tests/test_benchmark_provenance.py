@@ -140,3 +140,43 @@ def test_log_header_names_where_the_lines_came_from():
     text = prov.log_header(rec, rows)
     assert "`python benchmarks/x.py --seeds 1` at ffffffffffff (2 lines)" in text
     assert "1 lines from before provenance was recorded" in text
+
+
+def test_recovered_reads_commit_version_and_date_from_git():
+    prov = _load_provenance()
+    commit = _git("rev-parse", "HEAD~1")
+    if commit is None:
+        pytest.skip("needs a git checkout with history")
+    record = prov.recovered("python benchmarks/x.py", commit[:7], "a test", "n", root=ROOT)
+    assert record["commit"] == commit and record["dirty"] is None and record["note"] == "n"
+    assert record["date"] == _git("log", "-1", "--format=%aI", commit)
+    pyproject = _git("show", f"{commit}:pyproject.toml")
+    assert f'version = "{record["version"]}"' in pyproject
+    assert record["recovered"].endswith("command = a test")
+    with pytest.raises(ValueError, match="not a commit"):
+        prov.recovered("python benchmarks/x.py", "f" * 40, "a test", root=ROOT)
+
+
+def test_add_to_file_keeps_the_rest_of_each_file(tmp_path):
+    prov = _load_provenance()
+    record = {"command": "python benchmarks/x.py", "commit": "a" * 40, "version": "0.1.0",
+              "date": "2026-12-06T00:00:00+00:00", "recovered": "by hand"}  # fmt: skip
+    for indent, end in ((1, ""), (2, "\n")):
+        path = tmp_path / f"r{indent}.json"
+        path.write_text(json.dumps({"rows": [1, 2], "x": {"y": 1}}, indent=indent) + end)
+        prov.add_to_file(path, record)
+        expected = {"rows": [1, 2], "x": {"y": 1}, "provenance": record}
+        assert path.read_text() == json.dumps(expected, indent=indent) + end
+        with pytest.raises(ValueError, match="without 'provenance'"):
+            prov.add_to_file(path, record)
+    md, csv = tmp_path / "t.md", tmp_path / "t.csv"
+    md.write_text("| a |\n|---|\n")
+    csv.write_text("a,b\n1,2\n")
+    prov.add_to_file(md, record)
+    prov.add_to_file(csv, record)
+    assert md.read_text() == prov.header(record) + "\n\n| a |\n|---|\n"
+    assert csv.read_text() == "# " + prov.header(record) + "\na,b\n1,2\n"
+    with pytest.raises(ValueError, match="already starts"):
+        prov.add_to_file(csv, record)
+    with pytest.raises(ValueError, match="not .png"):
+        prov.add_to_file(tmp_path / "p.png", record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,9 @@ LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 # Files users do not have: the project's internal design notes (their names split so this
 # file does not match itself).
 INTERNAL = ("DESIGN" + ".md", "STYLE" + ".md", "shared" + "/")
-# Known references in files another change is rewriting (issue 22's engine work); each must
-# still contain its reference, so fixing it makes this list fail until the entry is removed.
-PENDING = {"src/bayesdl/methods/base.py": "DESIGN" + ".md"}
+# Known references in files another change is rewriting (issue 22's engine work, which drops
+# them): tolerated where they are, with a warning once they are gone, to remove the entry.
+PENDING: dict[str, str] = {}
 
 
 def _files(*patterns: str) -> list[Path]:
@@ -62,7 +63,8 @@ def test_no_reference_to_files_users_do_not_have():
                 found.append(f"{rel}:{line}: {name}")
     assert not found, found
     for rel, name in PENDING.items():
-        assert name in (ROOT / rel).read_text(), f"{rel} no longer mentions {name}: drop it from PENDING"
+        if name not in (ROOT / rel).read_text():
+            warnings.warn(f"{rel} no longer mentions {name}: drop it from PENDING", stacklevel=1)
 
 
 PATH_MENTION = re.compile(

@@ -94,8 +94,8 @@ def flush_subnormal_(params: list[Tensor]) -> None:
 
     A weight that gets no gradient from the data (an input that is always zero, a dead
     unit) feels only the prior's pull, and Adam shrinks it geometrically until it is stuck
-    around 1e-38, in float32's subnormal range. CPUs multiply subnormals up to ~100x more
-    slowly, and ``torch.set_flush_denormal`` reaches only the calling thread, so such
+    around 1e-38, in float32's subnormal range. CPUs multiply subnormals far more slowly
+    (``benchmarks/results/subnormal_speed.md``), and ``torch.set_flush_denormal`` reaches only the calling thread, so such
     weights slowed MC dropout training on MNIST several-fold as they accumulated
     (``benchmarks/subnormal_speed.py``). Their values are below anything the network can
     resolve, so zero is the same weight, at full speed.

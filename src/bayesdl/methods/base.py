@@ -351,12 +351,12 @@ class BaseMethod(nn.Module, Method):
             val_samples: Posterior draws of the validation predictive.
             callbacks: ``engine.Callback`` objects called after every step and epoch.
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
-                run under ``torch.autocast`` (``benchmarks/amp_speed.py``) while the weights,
+                run under ``torch.autocast`` (``benchmarks/results/amp_speed.md``) while the weights,
                 gradients and optimiser stay in full precision. ``None``: full precision.
 
         On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
         set to zero after every step (``runtime.flush_subnormal_``): they change no output,
-        and CPUs compute with them up to ~100x more slowly.
+        and CPUs compute with them far more slowly (``benchmarks/results/subnormal_speed.md``).
 
         Returns:
             A ``FitReport``: the objective per epoch with its data and prior terms apart,
