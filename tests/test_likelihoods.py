@@ -53,10 +53,10 @@ def test_kl_annealing_ramps_the_kl_weight():
     torch.manual_seed(0)
     vi = bdl.MeanFieldVI(nn.Linear(2, 2), kl_annealing_steps=4)
     x, y = torch.randn(5, 2), torch.randint(0, 2, (5,))
-    full = vi.objective(x, y, 10).prior
+    full = vi.objective(x, y, 10).prior.detach()
     batches = make_batches((x, y), 5)
     seen = []
     for step in range(6):
         state = FitState(10, None, batches, None, step=step)
-        seen.append(float(vi.objective(x, y, 10, None, state).prior / full))
+        seen.append(float(vi.objective(x, y, 10, None, state).prior.detach() / full))
     assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
