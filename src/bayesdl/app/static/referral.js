@@ -92,11 +92,15 @@ document.getElementById("sample").addEventListener("click", async () => {
 });
 document.getElementById("upload").addEventListener("submit", async ev => {
   ev.preventDefault();
-  const files = document.getElementById("files").files;
-  if (!files.length) { showError("choose one or more files first."); return; }
+  const accept = document.querySelector("main.referral").dataset.accept.split(",");
+  const picked = [...document.getElementById("files").files, ...document.getElementById("folder").files];
+  // a folder may hold other files: send only the accepted kinds
+  const files = picked.filter(f => accept.some(ext => f.name.toLowerCase().endsWith(ext)));
+  if (!files.length) { showError(`choose ${accept.join(", ")} files or a folder holding some.`); return; }
   const form = new FormData();
   for (const f of files) form.append("files", f);
   await load(await send("/api/cases", {method: "POST", body: form}));
   document.getElementById("files").value = "";
+  document.getElementById("folder").value = "";
 });
 load().catch(() => {});
