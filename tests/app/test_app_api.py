@@ -316,6 +316,17 @@ def test_the_cli_binds_to_loopback_by_default():
         "127.0.0.1", 8000, "mc-dropout", "bald")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [({"seed": -1}, "seed must be"), ({"batch_size": 0}, "batch_size must be"),
+     ({"method": "laplace"}, "unknown method"), ({"acquisition": "psychic"}, "unknown acquisition"),
+     ({"mc_samples": 2.5}, "mc_samples must be")],
+)  # fmt: skip
+def test_bad_settings_are_refused(make_app, options, words):
+    with pytest.raises(ValueError, match=words):
+        make_app(**options)
+
+
 def test_other_settings_on_the_same_work_directory_are_refused(make_app, tmp_path):
     make_app()
     with pytest.raises(ValueError, match="acquisition: 'bald' \\(now 'entropy'\\)"):

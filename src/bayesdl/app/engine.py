@@ -124,7 +124,9 @@ class Labeller:
             ("pool_subset", pool_subset or 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")  # fmt: skip
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
         self.data, self.method_name = data, method
         self.batch_size, self.train_steps, self.mc_samples = batch_size, train_steps, mc_samples
         self.pool_subset, self.seed = pool_subset, seed

@@ -92,11 +92,26 @@ document.getElementById("sample").addEventListener("click", async () => {
 });
 document.getElementById("upload").addEventListener("submit", async ev => {
   ev.preventDefault();
-  const files = document.getElementById("files").files;
-  if (!files.length) { showError("choose one or more files first."); return; }
-  const form = new FormData();
-  for (const f of files) form.append("files", f);
-  await load(await send("/api/cases", {method: "POST", body: form}));
+  const accept = document.querySelector("main.referral").dataset.accept.split(",");
+  const picked = [...document.getElementById("files").files, ...document.getElementById("folder").files];
+  // a folder may hold other files: send only the accepted kinds
+  const files = picked.filter(f => accept.some(ext => f.name.toLowerCase().endsWith(ext)));
+  if (!files.length) { showError(`choose ${accept.join(", ")} files or a folder holding some.`); return; }
+  // several requests, each within the server's limits (500 files, 20 MiB)
+  let chunk = [], size = 0;
+  const flush = async () => {
+    if (!chunk.length) return;
+    const form = new FormData();
+    for (const f of chunk) form.append("files", f);
+    await load(await send("/api/cases", {method: "POST", body: form}));
+    chunk = []; size = 0;
+  };
+  for (const f of files) {
+    if (chunk.length >= 200 || size + f.size > 16 * 2 ** 20) await flush();
+    chunk.push(f); size += f.size;
+  }
+  await flush();
   document.getElementById("files").value = "";
+  document.getElementById("folder").value = "";
 });
 load().catch(() => {});
