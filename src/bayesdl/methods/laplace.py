@@ -54,7 +54,7 @@ from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.bbb import _LAYERS, _select
 from bayesdl.methods.map import MAP
-from bayesdl.priors import Centered, Normal, Prior
+from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
 Subset = Literal["all", "last_layer"] | Sequence[str]
@@ -483,9 +483,7 @@ class Laplace(BaseMethod):
         )
 
     def _prior_mean(self) -> Tensor:
-        if isinstance(self.prior, Centered):
-            return torch.cat([self.prior._loc(n, p).flatten() for n, p in self.mean().items()])
-        return torch.zeros_like(self._flat_mean())
+        return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
     # -- training ------------------------------------------------------------------------------
     loss = MAP.loss  # the MAP objective NLL + (-log p(theta)) / N, before the curvature
