@@ -376,6 +376,9 @@ OUTPUT_COPIES = 3
 concatenation, the Predictive's normalised copy)."""
 
 
+_ALWAYS_FITS = 2**26  # bytes (64 MiB)
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
@@ -407,6 +410,8 @@ def check_output_memory(
     """
     per = per_example or 1
     need = samples * n * per * torch.empty((), dtype=dtype).element_size()
+    if available is None and need * OUTPUT_COPIES <= _ALWAYS_FITS:
+        return  # not worth reading the system's memory for
     have = available_memory(device) if available is None else available
     if have is None or need * OUTPUT_COPIES <= have:
         return
