@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _first_change(
+    current: Mapping[str, Any], recorded: Mapping[str, str], digest: Callable[[str, Any], str]
+) -> tuple[str, str] | None:
+    """The first key, in sorted order, that was ``"removed"``, ``"added"`` or ``"altered"``
+    (its ``digest(key, value)`` differs from the recorded one), or ``None``."""
+    for key in sorted(set(recorded) | set(current)):
+        if key not in current:
+            return key, "removed"
+        if key not in recorded:
+            return key, "added"
+        if digest(key, current[key]) != recorded[key]:
+            return key, "altered"
+    return None
+
+
 def _verify(path: Path, meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
     """Raise ``ValueError`` naming what was altered unless ``meta`` and ``tensors`` are what
     ``save`` wrote (format 2), or the tensors match a format-1 file's digest (with a warning).
@@ -200,30 +215,18 @@ def _verify(path: Path, meta: dict[str, Any], tensors: Mapping[str, torch.Tensor
     if not isinstance(table, dict) or not {"fields", "tensors"} <= set(table):
         raise ValueError(f"{path}: its table of digests is missing or altered; file altered.")
     fields = {k: v for k, v in meta.items() if k not in ("digests", "sha256")}
-    recorded = table["fields"]
-    for key in sorted(set(recorded) | set(fields)):
-        if key not in fields:
-            raise ValueError(f"{path}: metadata field {key!r} was removed; file altered.")
-        if key not in recorded:
-            raise ValueError(f"{path}: metadata field {key!r} was added; file altered.")
-        if _json_digest(fields[key]) != recorded[key]:
-            shown = json.dumps(fields[key])
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise ValueError(
-                f"{path}: metadata field {key!r} was altered (now {shown}; it does not match "
-                "its digest); refusing to load it."
-            )
-    recorded = table["tensors"]
-    for name in sorted(set(recorded) | set(tensors)):
-        if name not in tensors:
-            raise ValueError(f"{path}: tensor {name!r} was removed; file altered.")
-        if name not in recorded:
-            raise ValueError(f"{path}: tensor {name!r} was added; file altered.")
-        if _tensor_digest(name, tensors[name]) != recorded[name]:
-            raise ValueError(
-                f"{path}: tensor {name!r} was altered (its data does not match its digest); "
-                "refusing to load it."
-            )
+    change = _first_change(fields, table["fields"], lambda _key, value: _json_digest(value))
+    if change is not None:
+        key, how = change
+        shown = json.dumps(fields.get(key))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        now = f" (now {shown}; it does not match its digest)" if how == "altered" else ""
+        raise ValueError(f"{path}: metadata field {key!r} was {how}{now}; refusing to load it.")
+    change = _first_change(tensors, table["tensors"], _tensor_digest)
+    if change is not None:
+        name, how = change
+        data = " (its data does not match its digest)" if how == "altered" else ""
+        raise ValueError(f"{path}: tensor {name!r} was {how}{data}; refusing to load it.")
     if _json_digest({k: v for k, v in meta.items() if k != "sha256"}) != meta["sha256"]:
         raise ValueError(f"{path}: its table of digests was altered; file altered.")
 
