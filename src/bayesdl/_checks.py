@@ -150,7 +150,7 @@ class InputSpec:
     """What a model takes per example, read from its first layer (see ``input_spec``).
 
     Attributes:
-        layer: The first layer, as ``"'0' (Linear(in_features=20, ...))"``.
+        layer: The first layer's name and type, as ``"'0' (Linear)"``.
         kind: ``"linear"``, ``"conv"`` or ``"embedding"``.
         size: Features per example (``"linear"``), or input channels (``"conv"``).
         flatten: Whether an ``nn.Flatten`` comes first, so each example is flattened to
