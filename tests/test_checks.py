@@ -8,6 +8,7 @@ from torch import nn
 from torch.testing import assert_close
 
 import bayesdl as bdl
+import bayesdl._checks
 from bayesdl._checks import (
     check_labels,
     check_model_input,
@@ -143,3 +144,40 @@ def test_active_loop_refuses_inputs_the_model_cannot_take_before_training():
     assert time.perf_counter() - start < 5 and learner.method is None  # nothing was trained
     with pytest.raises(TypeError, match="train labels must be an integer tensor"):
         bdl.active.ActiveLearner(net, (train.x, train.y.float()), test, progress=False)
+
+
+def test_fit_and_predict_check_their_inputs_against_the_model():
+    x = torch.randn(30, 20)
+    y = torch.arange(30) % 3
+    method = bdl.MCDropout(_mlp())
+    with pytest.raises(ValueError, match=r"X has 19 features \(shape \(30, 19\)\)"):
+        method.fit((x[:, :19], y), epochs=1, progress=False)
+    method.fit((x.round().long(), y), epochs=1, progress=False)  # integer inputs are cast
+    with pytest.raises(ValueError, match="one example without the batch dimension"):
+        method.predict(x[0])
+    with pytest.raises(ValueError, match=r"1 extra dimension\(s\)"):
+        method.predict(x[:, None])
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    ints = torch.randint(0, 2, (4, 20))
+    assert_close(
+        method.predict(ints, 3, generator=g()).samples,
+        method.predict(ints.float(), 3, generator=g()).samples,
+    )
+    assert_close(
+        method.predict(ints.bool(), 3, generator=g()).samples,
+        method.predict(ints.float(), 3, generator=g()).samples,
+    )
+
+
+def test_a_huge_sample_count_fails_fast(monkeypatch):
+    # a machine with 16 GB free (this test must not depend on the one it runs on)
+    monkeypatch.setattr(bayesdl._checks, "available_memory", lambda device: 16 * 10**9)
+    method = bdl.MCDropout(_mlp())
+    start = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=r"samples=1000000000 on 1 input\(s\) would need 12.0 GB .* but 16.0 GB"
+    ):
+        method.predict(torch.randn(1, 20), samples=10**9, chunk_size=100)
+    assert time.perf_counter() - start < 2.0
+    # a method with finitely many draws caps S first: MAP holds one, so this is cheap
+    assert bdl.MAP(_mlp()).predict(torch.randn(2, 20), samples=10**9).samples.shape == (1, 2, 3)

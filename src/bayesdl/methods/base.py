@@ -11,7 +11,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bayesdl._checks import check_amp, check_input, check_positive_int, to_loader
+from bayesdl._checks import (
+    check_amp,
+    check_model_input,
+    check_output_memory,
+    check_positive_int,
+    output_size,
+    to_loader,
+)
 from bayesdl.likelihoods import Categorical, Likelihood
 from bayesdl.predictive import Predictive
 from bayesdl.types import DataLike, FitReport
@@ -270,6 +277,8 @@ class BaseMethod(nn.Module, Method):
         check_amp(amp)
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
+        if isinstance(data, tuple) and len(data) == 2:
+            check_model_input(self.model, data[0], "X")  # the whole data's shape, once
         loader, n = to_loader(data, batch_size, shuffle=True, generator=generator)
         params = [p for p in self.parameters() if p.requires_grad]
         opt = optimizer(params, lr=lr)
@@ -290,7 +299,7 @@ class BaseMethod(nn.Module, Method):
                     total_loss, seen = 0.0, 0
                     for x, y in loader:
                         x, y = self._to_model(x), y.to(self.device)
-                        check_input(x)
+                        x = check_model_input(self.model, x)
                         self._before_step(step, total)
                         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                             loss = self.loss(x, y, n).float()
@@ -344,12 +353,14 @@ class BaseMethod(nn.Module, Method):
             ``min(samples, max_samples)`` for methods with finitely many draws.
 
         Raises:
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+            ValueError: If ``x`` is empty, holds NaN/inf or does not have the shape the model
+                takes, ``samples < 1``, or the S outputs would not fit in memory.
         """
-        check_input(x)
+        x = check_model_input(self.model, x)
         check_positive_int(samples, "samples")
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
+        check_output_memory(samples, x.shape[0], output_size(self.model), self.dtype, self.device)
         rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = self._to_model(x)
