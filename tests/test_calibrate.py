@@ -89,11 +89,11 @@ def test_errors():
     gaussian = bdl.GaussianPredictive(torch.zeros(2, 10, 1), torch.tensor(1.0))
     with pytest.raises(TypeError, match="needs a CategoricalPredictive"):
         TemperatureScaling().fit(gaussian, y)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\)"):
         TemperatureScaling().fit(logits, y + 1)
-    with pytest.raises(ValueError, match=r"labels must have shape \(10,\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(N,\) = \(10,\)"):
         TemperatureScaling().fit(logits, y[:5])
-    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+    with pytest.raises(TypeError, match="y must be an integer tensor"):
         TemperatureScaling().fit(logits, y.double())
     bad = logits.clone()
     bad[3, 1] = math.nan

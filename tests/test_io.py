@@ -1,3 +1,4 @@
+import hashlib
 import json
 import struct
 
@@ -12,6 +13,33 @@ import bayesdl as bdl
 def _net(width=8):
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, 1))
+
+
+def _rewrite(src, dst, meta, tensors=None):
+    """Copy the file ``src`` to ``dst`` with metadata ``meta`` (and ``tensors``), as an
+    editor of the file would."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(
+        load_file(str(src)) if tensors is None else tensors, dst, {"bayesdl": json.dumps(meta)}
+    )
+    return dst
+
+
+def _as_format_1(src, dst, meta):
+    """The file as bayesdl wrote it before format 2: no digest table, and "sha256" over the
+    tensors alone (name, dtype, shape and bytes of each, in name order)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(src))
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    meta = {k: v for k, v in meta.items() if k not in ("digests", "sha256")}
+    meta.update(format=1, sha256=h.hexdigest())
+    return _rewrite(src, dst, meta, tensors)
 
 
 def _fitted():
@@ -73,13 +101,13 @@ def test_dropout_rates_are_recorded_and_a_model_with_other_rates_is_refused(tmp_
     ):
         bdl.load(path, other)
     assert bdl.load(path, _net()).model[2].p == 0.1
-    # a file written before rates were recorded has no "dropout" key: it loads, unchecked
-    from safetensors.torch import load_file, save_file
-
+    # a format-1 file written before rates were recorded has no "dropout" key: it loads,
+    # unchecked, with a warning that its metadata is not covered by the digest
     meta = bdl.io.read_metadata(path)
     del meta["dropout"]
-    save_file(load_file(str(path)), tmp_path / "old.safetensors", {"bayesdl": json.dumps(meta)})
-    assert bdl.load(tmp_path / "old.safetensors", other).model[2].p == 0.3
+    old = _as_format_1(path, tmp_path / "old.safetensors", meta)
+    with pytest.warns(UserWarning, match="predates file format 2"):
+        assert bdl.load(old, other).model[2].p == 0.3
 
 
 def test_tampered_file_fails_clearly(tmp_path):
@@ -89,7 +117,7 @@ def test_tampered_file_fails_clearly(tmp_path):
     raw[-3] ^= 0xFF  # flip bits in the tensor payload
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="does not match its recorded SHA-256"):
+    with pytest.raises(ValueError, match="tensor '.*' was altered"):
         bdl.load(bad, _net())
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(bytes(raw[:40]))
@@ -124,3 +152,101 @@ def test_foreign_and_malicious_files_are_refused(tmp_path):
     odd.write_bytes(struct.pack("<Q", len(blob)) + blob)
     with pytest.raises(ValueError):
         bdl.load(odd, _net())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("prior", {"name": "laplace", "scale": 5.0}), ("version", "0.0.1"), ("hparams", {})],
+)
+def test_an_edited_metadata_field_is_named(tmp_path, field, value):
+    vi, _ = _fitted()
+    path = bdl.save(vi, tmp_path / "vi.safetensors")
+    meta = bdl.io.read_metadata(path)
+    meta[field] = value
+    bad = _rewrite(path, tmp_path / "bad.safetensors", meta)
+    with pytest.raises(ValueError, match=f"metadata field '{field}' was altered"):
+        bdl.load(bad, _net())
+
+
+def test_an_edited_method_name_is_reported_as_such(tmp_path):
+    vi, _ = _fitted()
+    path = bdl.save(vi, tmp_path / "vi.safetensors")
+    meta = bdl.io.read_metadata(path)
+    meta["method"] = "map"
+    bad = _rewrite(path, tmp_path / "bad.safetensors", meta)
+    with pytest.raises(ValueError, match="metadata field 'method' was altered \\(now \"map\""):
+        bdl.load(bad, _net())
+
+
+def test_missing_digest_and_altered_tensor_are_different_errors(tmp_path):
+    from safetensors.torch import load_file
+
+    vi, _ = _fitted()
+    path = bdl.save(vi, tmp_path / "vi.safetensors")
+    meta = bdl.io.read_metadata(path)
+    del meta["sha256"]
+    with pytest.raises(ValueError, match="has no digest"):
+        bdl.load(_rewrite(path, tmp_path / "a.safetensors", meta), _net())
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0
+    meta = bdl.io.read_metadata(path)
+    with pytest.raises(ValueError, match=f"tensor '{name}' was altered"):
+        bdl.load(_rewrite(path, tmp_path / "b.safetensors", meta, tensors), _net())
+    # a forged digest table (the field edited and its digest updated) is still refused
+    meta = bdl.io.read_metadata(path)
+    meta["prior"] = {"name": "laplace", "scale": 5.0}
+    meta["digests"]["fields"]["prior"] = hashlib.sha256(
+        json.dumps(meta["prior"], sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    with pytest.raises(ValueError, match="table of digests was altered"):
+        bdl.load(_rewrite(path, tmp_path / "c.safetensors", meta), _net())
+
+
+def test_format_1_files_still_load_and_their_tensors_are_checked(tmp_path):
+    from safetensors.torch import load_file
+
+    vi, x = _fitted()
+    path = bdl.save(vi, tmp_path / "vi.safetensors")
+    old = _as_format_1(path, tmp_path / "old.safetensors", bdl.io.read_metadata(path))
+    with pytest.warns(UserWarning, match="predates file format 2"):
+        loaded = bdl.load(old, _net())
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert_close(
+        loaded.predict(x, 3, generator=g()).samples, vi.predict(x, 3, generator=g()).samples
+    )
+    tensors = load_file(str(old))
+    name = sorted(tensors)[-1]
+    tensors[name] = -tensors[name]
+    bad = _rewrite(old, tmp_path / "bad.safetensors", bdl.io.read_metadata(old), tensors)
+    with pytest.raises(ValueError, match="does not match its recorded SHA-256"):
+        bdl.load(bad, _net())
+
+
+def test_centered_prior_serialises_itself(tmp_path):
+    net = _net()
+    centre = {n: p.detach() + 0.5 for n, p in net.named_parameters()}
+    prior = bdl.priors.Centered(centre, scale={"": 2.0, "3": 0.5})
+    cfg, tensors = prior.config(), prior.tensors()
+    assert cfg == {"name": "centered", "scale": {"": 2.0, "3": 0.5}}
+    again = bdl.priors.from_config(json.loads(json.dumps(cfg)), tensors)
+    w = {n: torch.randn_like(p) for n, p in net.named_parameters()}
+    # truth: the Gaussian log density around the given centre, written out
+    truth = sum(
+        torch.distributions.Normal(centre[n], 0.5 if n.startswith("3.") else 2.0).log_prob(v).sum()
+        for n, v in w.items()
+    )
+    assert_close(again.log_prob(w), truth)
+    assert_close(again.mean("0.weight", w["0.weight"]), centre["0.weight"])
+    assert_close(bdl.priors.Normal(1.0).mean("0.weight", w["0.weight"]), torch.zeros(8, 3))
+    mc = bdl.MCDropout(_net(), prior=prior)
+    loaded = bdl.load(bdl.save(mc, tmp_path / "c.safetensors"), _net())
+    assert_close(loaded.prior.log_prob(w), truth)
+    with pytest.raises(ValueError, match="takes no tensors"):
+        bdl.priors.from_config({"name": "normal", "scale": 1.0}, tensors)
+
+
+def test_save_of_a_bare_module_says_to_wrap_it(tmp_path):
+    with pytest.raises(TypeError, match=r"wrap the Sequential in a method first, e.g. .*bdl.MAP"):
+        bdl.save(_net(), tmp_path / "net.safetensors")
+    assert not (tmp_path / "net.safetensors").exists()

@@ -60,3 +60,40 @@ def test_kl_annealing_ramps_the_kl_weight():
         state = FitState(10, None, batches, None, step=step)
         seen.append(float(vi.objective(x, y, 10, None, state).prior.detach() / full))
     assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_one_dimensional_targets_for_a_one_output_model():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = x[:, 0] - 2 * x[:, 1] + 0.1 * torch.randn(40, generator=g)  # shape (40,)
+    m = bdl.MAP(nn.Linear(3, 1), likelihood=bdl.likelihoods.Gaussian(sigma=0.5))
+    out = m.model(x)
+    # truth: the Gaussian NLL written out, per example, averaged; not (N, N) broadcasting
+    truth = 0.5 * ((y - out[:, 0]) / 0.5) ** 2 + math.log(0.5) + 0.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(m.likelihood.nll(out, y), truth.mean())
+    torch.testing.assert_close(m.likelihood.nll(out, y), m.likelihood.nll(out, y[:, None]))
+    het = bdl.likelihoods.HeteroscedasticGaussian()
+    two = torch.stack([out[:, 0], torch.full((40,), 2 * math.log(0.5))], -1)  # log var
+    torch.testing.assert_close(het.nll(two, y), truth.mean())
+    m.fit((x, y), epochs=2, batch_size=8, progress=False, generator=g)  # accepted
+    assert m.predict(x[:4]).mean.shape == (4, 1)
+
+
+def test_regression_target_errors_quote_the_example_not_the_minibatch():
+    x = torch.randn(50, 3)
+    m = bdl.MAP(nn.Linear(3, 2), likelihood=bdl.likelihoods.Gaussian())
+    with pytest.raises(ValueError) as info:
+        m.fit((x, torch.randn(50, 3)), batch_size=16, progress=False)
+    message = str(info.value)
+    assert "shape (N, 2)" in message and "got shape (3,) per example" in message
+    assert "16" not in message  # the minibatch size is not the user's data
+    with pytest.raises(ValueError, match=r"got one value per example; pass y of shape \(N, 2\)"):
+        m.fit((x, torch.randn(50)), progress=False)
+
+
+def test_float_labels_with_the_default_likelihood_point_at_gaussian():
+    m = bdl.MAP(nn.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"integer tensor.*bdl.likelihoods.Gaussian\(\)"):
+        m.fit((torch.randn(20, 3), torch.randn(20)), progress=False)
+    with pytest.raises(TypeError, match=r"bdl.likelihoods.Gaussian\(\)"):
+        m.predict(torch.randn(5, 3)).log_likelihood(torch.randn(5))

@@ -62,7 +62,7 @@ def test_log_likelihood_and_label_checks():
     p = CategoricalPredictive(_random_logits())
     y = torch.arange(11) % 4
     assert_close(p.log_likelihood(y), p.probs[torch.arange(11), y].log())
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 4\)"):
         p.log_likelihood(torch.full((11,), 4))
     with pytest.raises(ValueError, match="shape"):
         p.log_likelihood(torch.zeros(3, dtype=torch.long))

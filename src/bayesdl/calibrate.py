@@ -20,8 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from bayesdl._checks import check_positive_int
-from bayesdl.predictive import CategoricalPredictive, Predictive, _check_labels
+from bayesdl._checks import check_labels, check_positive_int
+from bayesdl.predictive import CategoricalPredictive, Predictive
 
 __all__ = ["TemperatureScaling"]
 
@@ -96,8 +96,8 @@ class TemperatureScaling:
         """
         check_positive_int(max_iter, "max_iter")
         log_p = _log_probs(predictive).detach()
-        _check_labels(y, log_p.shape[1], log_p.shape[2])
-        index = y.to(log_p.device).long().view(1, -1, 1).expand(log_p.shape[0], -1, 1)
+        y = check_labels(y, log_p.shape[1], log_p.shape[2])
+        index = y.to(log_p.device).view(1, -1, 1).expand(log_p.shape[0], -1, 1)
         log_t = log_p.new_tensor(0.0 if self.temperature is None else math.log(self.temperature))
         log_t.requires_grad_(True)
         opt = torch.optim.LBFGS([log_t], max_iter=max_iter, line_search_fn="strong_wolfe")

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from bayesdl._checks import check_input, check_positive_int, to_dataset
+from bayesdl._checks import check_input, check_model_input, check_positive_int, to_dataset
 from bayesdl.runtime import flush_subnormal_, peek_seed, seeded_global_rng
 from bayesdl.types import DataLike, FitReport
 
@@ -221,10 +221,12 @@ class LoaderBatches:
 
     Args:
         loader: Any ``DataLoader`` over a sized dataset yielding ``(x, y)``.
+        model: The network whose input shape every minibatch is checked against
+            (``_checks.check_model_input``); ``None``: general checks only.
     """
 
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
+    def __init__(self, loader: DataLoader, model: torch.nn.Module | None = None) -> None:
+        self.loader, self.model = loader, model
         self.n_data = len(loader.dataset)  # type: ignore[arg-type]
         if self.n_data == 0:
             raise ValueError("data is an empty DataLoader; pass at least one example.")
@@ -234,7 +236,10 @@ class LoaderBatches:
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
         for x, y in self.loader:
-            check_input(x)
+            if self.model is None:
+                check_input(x)
+            else:
+                x = check_model_input(self.model, x)
             yield x, y
 
     def first_inputs(self, batches: int) -> Tensor:
@@ -247,6 +252,7 @@ def make_batches(
     *,
     shuffle: bool = True,
     generator: torch.Generator | None = None,
+    model: torch.nn.Module | None = None,
 ) -> Batches:
     """The engine's minibatch sampler for ``data``.
 
@@ -257,21 +263,25 @@ def make_batches(
         shuffle: Shuffle every epoch.
         generator: Shuffling generator of a ``Dataset``'s loader (tensors and batch
             samplers take theirs per epoch).
+        model: The network the inputs must fit (``_checks.check_model_input``): a tuple's
+            ``X`` is checked (and integer inputs cast) once, a loader's minibatches each.
 
     Raises:
         ValueError: On empty data, NaN inputs or mismatched lengths.
     """
     if isinstance(data, DataLoader):
-        return LoaderBatches(data)
+        return LoaderBatches(data, model)
     if hasattr(data, "epoch") and hasattr(data, "n_data"):
         return data  # type: ignore[return-value]
     check_positive_int(batch_size, "batch_size")
+    if model is not None and isinstance(data, tuple) and len(data) == 2:
+        data = (check_model_input(model, data[0], "X"), data[1])
     dataset = to_dataset(data)  # type: ignore[arg-type]
     tensors = getattr(dataset, "tensors", None)
     if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
         return TensorBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    return LoaderBatches(loader)
+    return LoaderBatches(loader, model)
 
 
 def cycle_lengths(total: int, cycles: int) -> list[int]:
@@ -337,9 +347,9 @@ def progress_bar(iterable: Iterable[Any], desc: str, enabled: bool) -> Any:
         desc: Label of the bar.
         enabled: Show the bar.
     """
-    from tqdm.auto import tqdm
+    from bayesdl.progress import progress_bar as bar
 
-    return tqdm(iterable, desc=desc, disable=not enabled, leave=False)
+    return bar(iterable, desc=desc, disable=not enabled, leave=False)
 
 
 def _run_phase(
@@ -462,7 +472,7 @@ def run_fit(
         and prior terms apart, validation NLL when ``val_data`` is given, wall time.
     """
     start = time.perf_counter()
-    batches = make_batches(data, batch_size, generator=generator)
+    batches = make_batches(data, batch_size, generator=generator, model=method.model)
     val = None
     if val_data is not None:
         if not (isinstance(val_data, tuple) and len(val_data) == 2):

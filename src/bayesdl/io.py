@@ -2,8 +2,13 @@
 
 Nothing is ever unpickled. A file records the method's registry name, its
 hyperparameters, the likelihood and prior configs, the network's dropout rates, every
-tensor's name and shape, the library version and a SHA-256 digest of the tensor payload,
-so that ``load`` can refuse a file that was tampered with or that belongs to another model.
+tensor's name and shape and the library version, each metadata field and each tensor with
+its own SHA-256 digest, and one SHA-256 over all of them. ``load`` refuses a file whose
+digest is missing, naming the metadata field or the tensor that was altered, and a file
+that belongs to another model.
+
+Files of format 1 (bayesdl before the metadata digest) still load: their tensors are
+checked, and a warning says that their metadata is not covered.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +29,14 @@ from torch import nn
 
 from bayesdl import likelihoods, priors
 from bayesdl.methods.base import BaseMethod, get_method
-from bayesdl.methods.mc_dropout import _is_dropout
+from bayesdl.methods.mc_dropout import is_dropout
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "read_metadata"]
 
 _KEY = "bayesdl"
-_PRIOR_LOC = "prior.loc."
+_PRIOR = "prior."
+FORMAT = 2
+"""Version of the file layout that ``save`` writes (1: digest over the tensors only)."""
 
 
 def _version() -> str:
@@ -36,21 +45,37 @@ def _version() -> str:
     return __version__
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _tensor_digest(name: str, t: torch.Tensor) -> str:
+    return hashlib.sha256(
+        name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode() + _tensor_bytes(t)
+    ).hexdigest()
+
+
+def _payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Format 1's digest: every tensor's name, dtype, shape and bytes, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
+        h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+def _json_digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _dropout_rates(model: nn.Module) -> dict[str, float]:
     """Rate of every dropout layer, by module name: part of the posterior for MC dropout, and
     not among the weights."""
-    return {name: float(m.p) for name, m in model.named_modules() if _is_dropout(m)}
+    return {name: float(m.p) for name, m in model.named_modules() if is_dropout(m)}
 
 
 def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -67,6 +92,17 @@ def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False
     Raises:
         FileExistsError: If ``path`` exists and ``overwrite`` is False.
     """
+    if not isinstance(method, BaseMethod):
+        hint = ""
+        if isinstance(method, nn.Module):
+            hint = (
+                f"; wrap the {type(method).__name__} in a method first, e.g. "
+                "method = bdl.MAP(net); method.fit(data); bdl.save(method, path)"
+            )
+        raise TypeError(
+            f"save takes a bayesdl method (bdl.MAP, bdl.MCDropout, ...), got "
+            f"{type(method).__name__}{hint}."
+        )
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
@@ -74,13 +110,11 @@ def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False
     prior = getattr(method, "prior", None)
     prior_cfg = None
     if prior is not None:
-        if isinstance(prior, priors.Centered):
-            prior_cfg = {"name": prior.name, "scale": priors.Normal.config(prior)["scale"]}
-            tensors.update({_PRIOR_LOC + k: v.cpu().contiguous() for k, v in prior.loc.items()})
-        else:
-            prior_cfg = prior.config()
-    meta = {
-        "format": 1,
+        prior_cfg = prior.config()
+        extra = prior.tensors()
+        tensors.update({_PRIOR + k: v.detach().cpu().contiguous() for k, v in extra.items()})
+    meta: dict[str, Any] = {
+        "format": FORMAT,
         "version": _version(),
         "method": method.cli_name,
         "hparams": method.hparams,
@@ -88,8 +122,13 @@ def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False
         "prior": prior_cfg,
         "dropout": _dropout_rates(method.model),
         "shapes": {k: list(v.shape) for k, v in tensors.items()},
-        "sha256": _digest(tensors),
     }
+    meta = json.loads(json.dumps(meta))  # digest exactly what load will read back
+    meta["digests"] = {
+        "fields": {k: _json_digest(v) for k, v in meta.items()},
+        "tensors": {k: _tensor_digest(k, v) for k, v in tensors.items()},
+    }
+    meta["sha256"] = _json_digest(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -105,7 +144,15 @@ def save(method: BaseMethod, path: str | os.PathLike, *, overwrite: bool = False
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a saved file, without loading its tensors."""
+    """The JSON metadata of a saved file, without loading its tensors (nor verifying it).
+
+    Args:
+        path: A file written by ``save``.
+
+    Raises:
+        ValueError: If the file is not a safetensors file written by ``save``, or was
+            written by a newer bayesdl.
+    """
     from safetensors import safe_open
 
     try:
@@ -116,9 +163,72 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"{path} is a safetensors file but not one written by bayesdl.save.")
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: corrupt bayesdl metadata ({err}).") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: corrupt bayesdl metadata (not a JSON object).")
+    if isinstance(meta.get("format"), int) and meta["format"] > FORMAT:
+        raise ValueError(
+            f"{path} has file format {meta['format']}, newer than this bayesdl reads "
+            f"({FORMAT}); upgrade bayesdl to load it."
+        )
+    return meta
+
+
+def _first_change(
+    current: Mapping[str, Any], recorded: Mapping[str, str], digest: Callable[[str, Any], str]
+) -> tuple[str, str] | None:
+    """The first key, in sorted order, that was ``"removed"``, ``"added"`` or ``"altered"``
+    (its ``digest(key, value)`` differs from the recorded one), or ``None``."""
+    for key in sorted(set(recorded) | set(current)):
+        if key not in current:
+            return key, "removed"
+        if key not in recorded:
+            return key, "added"
+        if digest(key, current[key]) != recorded[key]:
+            return key, "altered"
+    return None
+
+
+def _verify(path: Path, meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` naming what was altered unless ``meta`` and ``tensors`` are what
+    ``save`` wrote (format 2), or the tensors match a format-1 file's digest (with a warning).
+    """
+    if "sha256" not in meta:
+        raise ValueError(
+            f"{path} has no digest (its metadata lacks 'sha256'): it was edited or not written "
+            "by bayesdl.save; refusing to load it."
+        )
+    if meta.get("format", 1) == 1 and "digests" not in meta:
+        if _payload_digest(tensors) != meta["sha256"]:
+            raise ValueError(
+                f"{path}: tensor data does not match its recorded SHA-256; file altered."
+            )
+        warnings.warn(
+            f"{path} predates file format {FORMAT}: its tensors are verified but its metadata "
+            "is not covered by a digest; re-save it with bdl.save to protect it.",
+            stacklevel=3,
+        )
+        return
+    table = meta.get("digests")
+    if not isinstance(table, dict) or not {"fields", "tensors"} <= set(table):
+        raise ValueError(f"{path}: its table of digests is missing or altered; file altered.")
+    fields = {k: v for k, v in meta.items() if k not in ("digests", "sha256")}
+    change = _first_change(fields, table["fields"], lambda _key, value: _json_digest(value))
+    if change is not None:
+        key, how = change
+        shown = json.dumps(fields.get(key))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        now = f" (now {shown}; it does not match its digest)" if how == "altered" else ""
+        raise ValueError(f"{path}: metadata field {key!r} was {how}{now}; refusing to load it.")
+    change = _first_change(tensors, table["tensors"], _tensor_digest)
+    if change is not None:
+        name, how = change
+        data = " (its data does not match its digest)" if how == "altered" else ""
+        raise ValueError(f"{path}: tensor {name!r} was {how}{data}; refusing to load it.")
+    if _json_digest({k: v for k, v in meta.items() if k != "sha256"}) != meta["sha256"]:
+        raise ValueError(f"{path}: its table of digests was altered; file altered.")
 
 
 def load(path: str | os.PathLike, model: nn.Module, **overrides: Any) -> BaseMethod:
@@ -144,29 +254,28 @@ def load(path: str | os.PathLike, model: nn.Module, **overrides: Any) -> BaseMet
             f"load takes the bare network, not a {type(model).__name__}: pass a freshly built "
             f"nn.Module (the file records which method to rebuild around it)."
         )
+    path = Path(path)
     meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(f"{path} is corrupt: {err}") from err
+    _verify(path, meta, tensors)
     rates = _dropout_rates(model)
-    if "dropout" in meta and meta["dropout"] != rates:  # older files lack the key
+    if "dropout" in meta and meta["dropout"] != rates:  # format-1 files may lack the key
         raise ValueError(
             f"{path} was saved from a model with dropout rates {meta['dropout']}, but this model "
             f"has {rates}; build it with the saved rates (e.g. gal_cnn(dropout=...), "
             f"bayesdl evaluate --dropout)."
         )
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as err:
-        raise ValueError(f"{path} is corrupt: {err}") from err
-    if _digest(tensors) != meta.get("sha256"):
-        raise ValueError(f"{path}: tensor data does not match its recorded SHA-256; file altered.")
-    loc = {k[len(_PRIOR_LOC) :]: tensors.pop(k) for k in list(tensors) if k.startswith(_PRIOR_LOC)}
+    prior_tensors = {
+        k[len(_PRIOR) :]: tensors.pop(k) for k in list(tensors) if k.startswith(_PRIOR)
+    }
     prior_cfg = meta.get("prior")
     kwargs: dict[str, Any] = dict(meta.get("hparams", {}))
     kwargs["likelihood"] = likelihoods.from_config(meta["likelihood"])
     if prior_cfg is not None:
-        if prior_cfg["name"] == priors.Centered.name:
-            kwargs["prior"] = priors.Centered(loc, prior_cfg["scale"])
-        else:
-            kwargs["prior"] = priors.from_config(prior_cfg)
+        kwargs["prior"] = priors.from_config(prior_cfg, prior_tensors)
     kwargs.update(overrides)
     method = get_method(meta["method"])(model, **kwargs)
     expected = {k: tuple(v.shape) for k, v in method.state_dict().items()}

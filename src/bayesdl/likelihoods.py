@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive, _check_labels
+from bayesdl._checks import check_labels
+from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 
 __all__ = ["Likelihood", "Categorical", "Gaussian", "HeteroscedasticGaussian", "from_config"]
 
@@ -73,24 +74,41 @@ class Categorical(Likelihood):
             raise ValueError(
                 f"Categorical expects model outputs (N, C) of logits, got {tuple(output.shape)}."
             )
-        _check_labels(y, output.shape[0], output.shape[1])
+        check_labels(y, output.shape[0], output.shape[1], regression_hint=True, minibatch=True)
 
     def predictive(self, outputs: Tensor) -> CategoricalPredictive:
         return CategoricalPredictive(outputs)
 
 
 def _check_regression_target(output: Tensor, y: Tensor, d: int) -> None:
-    if y.is_floating_point() is False:
-        raise TypeError(f"regression targets must be floating point, got {y.dtype}.")
-    if y.shape != (output.shape[0], d):
-        raise ValueError(
-            f"regression targets must have shape ({output.shape[0]}, {d}), got {tuple(y.shape)}; "
-            "use y.unsqueeze(-1) for a single output."
+    if not y.is_floating_point():
+        raise TypeError(
+            f"regression targets must be floating point, got {y.dtype}; use y.float() (or the "
+            "default Categorical likelihood for class labels)."
         )
+    if y.dim() == 1 and d == 1 and y.shape[0] == output.shape[0]:
+        return  # one target per example for a one-output model: (N,) stands for (N, 1)
+    if y.shape[:1] != output.shape[:1] or tuple(y.shape[1:]) != (d,):
+        got = "one value" if y.dim() == 1 else f"shape {tuple(y.shape[1:])}"
+        fix = (
+            f"pass y of shape (N, {d})" + (" or (N,)" if d == 1 else "")
+            + (f", or give the model {math.prod(y.shape[1:])} output(s)" if y.dim() > 1 else "")
+        )  # fmt: skip
+        raise ValueError(
+            f"regression targets must have shape (N, {d}){' or (N,)' if d == 1 else ''} for a "
+            f"model with {d} output(s) per example, got {got} per example; {fix}."
+        )
+
+
+def _as_output_shape(output: Tensor, y: Tensor) -> Tensor:
+    """Targets (N,) of a one-output model as (N, 1), so they do not broadcast to (N, N)."""
+    return y.unsqueeze(-1) if y.dim() == 1 and output.dim() == 2 else y
 
 
 class Gaussian(Likelihood):
     """Homoscedastic regression: ``y ~ N(f(x), sigma^2)``; the network outputs the mean (N, D).
+
+    Targets have shape (N, D), or (N,) for a one-output network.
 
     Args:
         sigma: Fixed noise standard deviation, or ``None`` to learn it (initialised at
@@ -128,10 +146,11 @@ class Gaussian(Likelihood):
 
         Args:
             output: Predicted means, shape (N, D).
-            y: Targets, shape (N, D).
+            y: Targets, shape (N, D), or (N,) when D = 1.
             log_sigma: Log noise standard deviation, a scalar tensor.
         """
         var = (2 * log_sigma).exp()
+        y = _as_output_shape(output, y)
         return (
             F.gaussian_nll_loss(output, y, var.expand_as(output), full=True, reduction="sum")
             / (output.shape[0])
@@ -160,6 +179,7 @@ class HeteroscedasticGaussian(Likelihood):
 
     def nll(self, output: Tensor, y: Tensor) -> Tensor:
         mean, var = self._split(output)
+        y = _as_output_shape(mean, y)
         return F.gaussian_nll_loss(mean, y, var, full=True, reduction="sum") / output.shape[0]
 
     def check_target(self, output: Tensor, y: Tensor) -> None:

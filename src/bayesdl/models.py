@@ -6,10 +6,11 @@ from collections.abc import Iterable
 
 from torch import nn
 
-__all__ = ["gal_cnn", "mlp"]
+__all__ = ["INITS", "gal_cnn", "mlp"]
 
 
-_INITS = ("torch", "glorot")
+INITS = ("torch", "glorot")
+"""Weight initialisations ``gal_cnn`` offers (see its ``init`` argument)."""
 
 
 def check_dropout_pair(dropout: Iterable[float]) -> tuple[float, float]:
@@ -48,8 +49,8 @@ def gal_cnn(
     Raises:
         ValueError: On an unknown ``init`` or a dropout rate outside [0, 1).
     """
-    if init not in _INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {list(_INITS)}.")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {list(INITS)}.")
     p_conv, p_dense = check_dropout_pair(dropout)
     side = (image_size - 6) // 2
     net = nn.Sequential(

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from bayesdl._checks import check_finite
+from bayesdl._checks import check_finite, check_labels
 
 __all__ = ["Predictive", "CategoricalPredictive", "GaussianPredictive"]
 
@@ -114,8 +114,8 @@ class CategoricalPredictive(Predictive):
 
     def log_likelihood(self, y: Tensor) -> Tensor:
         """``log p(y|x)`` of labels ``y`` (N,) under the model average, shape (N,)."""
-        _check_labels(y, len(self), self.samples.shape[-1])
-        return self.log_probs.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        y = check_labels(y, len(self), self.samples.shape[-1], regression_hint=True)
+        return self.log_probs.gather(-1, y.to(self.samples.device).unsqueeze(-1)).squeeze(-1)
 
     def cpu(self) -> CategoricalPredictive:
         return CategoricalPredictive(self.samples.cpu())
@@ -178,15 +178,3 @@ class GaussianPredictive(Predictive):
 
     def cpu(self) -> GaussianPredictive:
         return GaussianPredictive(self.samples.cpu(), self.noise_variance.cpu())
-
-
-def _check_labels(y: Tensor, n: int, num_classes: int) -> None:
-    if y.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}.")
-    if y.is_floating_point():
-        raise TypeError(f"labels must be an integer tensor, got {y.dtype}.")
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes - 1}], got range "
-            f"[{int(y.min())}, {int(y.max())}]."
-        )

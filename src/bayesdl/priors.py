@@ -130,20 +130,61 @@ class Prior:
         terms = [self.kl_param(n, mu[n], sigma[n], generator) for n in mu]
         return torch.stack(terms).sum() if terms else torch.tensor(0.0)
 
+    def mean(self, name: str, like: Tensor) -> Tensor:
+        """The prior mean of the named parameter (zero unless the prior is centred).
+
+        Args:
+            name: The parameter's name in the model.
+            like: A tensor of the parameter's shape, dtype and device.
+
+        Returns:
+            A tensor like ``like``.
+        """
+        return torch.zeros_like(like)
+
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable constructor arguments (for ``bayesdl.save``)."""
+        """JSON-serialisable constructor arguments and ``"name"`` (for ``bayesdl.save``)."""
         raise NotImplementedError
 
+    def tensors(self) -> dict[str, Tensor]:
+        """Tensors the prior needs besides ``config()`` (e.g. ``Centered``'s means), by name;
+        empty for most priors. ``bayesdl.save`` stores them next to the weights."""
+        return {}
 
-def from_config(config: Mapping[str, Any]) -> Prior:
-    """Rebuild a prior from ``Prior.config()`` (``Centered`` needs its tensors: not here)."""
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Prior:
+        """Rebuild the prior from ``config()`` without its ``"name"`` and ``tensors()``.
+
+        Args:
+            config: Constructor arguments as returned by ``config()``, less ``"name"``.
+            tensors: What ``tensors()`` returned.
+
+        Raises:
+            ValueError: If tensors are given to a prior that takes none.
+        """
+        if tensors:
+            raise ValueError(
+                f"prior {cls.name!r} takes no tensors, got {sorted(tensors)[:5]}; the file "
+                "was altered or written by another version."
+            )
+        return cls(**config)
+
+
+def from_config(config: Mapping[str, Any], tensors: Mapping[str, Tensor] | None = None) -> Prior:
+    """Rebuild a prior from its ``config()`` and ``tensors()`` (the registry's inverse).
+
+    Args:
+        config: What ``Prior.config()`` returned (with its ``"name"``).
+        tensors: What ``Prior.tensors()`` returned (``None``: none).
+
+    Raises:
+        ValueError: On an unknown prior name or arguments it does not take.
+    """
     config = dict(config)
     name = config.pop("name", None)
-    if name not in _REGISTRY or name == Centered.name:
-        raise ValueError(
-            f"cannot rebuild prior {name!r} from a config; known: {sorted(_REGISTRY)}."
-        )
-    return _REGISTRY[name](**config)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown prior {name!r}; known: {sorted(_REGISTRY)}.")
+    return _REGISTRY[name].from_config(config, dict(tensors or {}))
 
 
 class Normal(Prior):
@@ -197,19 +238,36 @@ class Centered(Normal):
         super().__init__(scale)
         self.loc = {n: p.detach().clone() for n, p in params.items()}
 
-    def _loc(self, name: str, like: Tensor) -> Tensor:
+    def mean(self, name: str, like: Tensor) -> Tensor:
+        """The given weights of parameter ``name``, on ``like``'s device and dtype.
+
+        Raises:
+            ValueError: If no mean was given for ``name``.
+        """
         if name not in self.loc:
             raise ValueError(f"Centered prior has no mean for parameter {name!r}.")
-        return self.loc[name].to(like.device, like.dtype)
+        return self.loc[name].to(like.device, like.dtype).expand_as(like)
 
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
-        return super().log_prob_param(name, value - self._loc(name, value))
+        return super().log_prob_param(name, value - self.mean(name, value))
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
         self._finite_for_kl(name)
-        loc = self._loc(name, mu).expand_as(mu)
+        loc = self.mean(name, mu)
         prior = _normal(loc, torch.full_like(mu, _resolve(self.scale, name)))
         return kl_divergence(_normal(mu, sigma), prior).sum()
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The means, as ``"loc.<parameter name>"``."""
+        return {f"loc.{n}": v for n, v in self.loc.items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Centered:
+        """Rebuild from ``config()`` (less ``"name"``) and the ``"loc.*"`` tensors."""
+        odd = [k for k in tensors if not k.startswith("loc.")]
+        if odd:
+            raise ValueError(f"Centered prior: unexpected tensors {odd[:5]} (want 'loc.*').")
+        return cls({k[len("loc.") :]: v for k, v in tensors.items()}, **config)
 
 
 class ScaleMixture(Prior):

@@ -170,7 +170,7 @@ def test_bad_targets_and_early_calls_are_refused():
     with pytest.raises(RuntimeError, match="call fit first"):
         hmc.diagnostics()
     with pytest.raises(ValueError, match="regression targets must have shape"):
-        hmc.fit((x, y.squeeze(-1)), progress=False)
+        hmc.fit((x, torch.cat([y, y], 1)), progress=False)  # two targets, one output
 
 
 def test_a_learned_noise_is_sampled_against_its_exact_marginal_posterior(tmp_path):

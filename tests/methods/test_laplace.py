@@ -438,7 +438,7 @@ def test_errors():
         la.fit((x, y), epochs=-1)
     with pytest.raises(ValueError, match="val_data is only used by"):
         la.fit((x, y), epochs=0, val_data=(x, y))
-    with pytest.raises(ValueError, match="labels must lie in"):
+    with pytest.raises(ValueError, match="y must hold class indices in"):
         la.fit((x, y + 3), epochs=0, progress=False)
     with pytest.raises(ValueError, match="needs val_data"):
         bdl.Laplace(net, prior_precision="gridsearch").fit((x, y), epochs=0)
@@ -459,7 +459,7 @@ def test_a_failed_fit_leaves_no_partial_sums():
     bad[-1] = 7  # fails in the last batch, after the first ones were summed
     for hessian in ("full", "kfac"):
         la = bdl.Laplace(_mlp(), hessian=hessian, prior_precision=1.0)
-        with pytest.raises(ValueError, match="labels must lie in"):
+        with pytest.raises(ValueError, match="y must hold class indices in"):
             la.fit_posterior((x, bad), batch_size=7, progress=False)
         la.fit_posterior((x, y), batch_size=7, progress=False)
         fresh = bdl.Laplace(_mlp(), hessian=hessian, prior_precision=1.0)

@@ -24,7 +24,7 @@ import torch
 from bayesdl import data as bdata
 from bayesdl.active.acquisition import get_acquisition
 from bayesdl.active.loop import ActiveLearner
-from bayesdl.models import _INITS, gal_cnn
+from bayesdl.models import INITS, gal_cnn
 
 __all__ = ["ExperimentConfig", "run_experiment", "summarize", "format_summary", "PUBLISHED"]
 
@@ -123,8 +123,8 @@ class ExperimentConfig:
             )
         if self.decay is not None and self.decay not in _DECAY:
             raise ValueError(f"unknown decay {self.decay!r}; choose one of {list(_DECAY)}.")
-        if self.init not in _INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of {list(_INITS)}.")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {list(INITS)}.")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}.")
 

@@ -60,7 +60,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bayesdl import metrics, priors
-from bayesdl._checks import check_amp
+from bayesdl._checks import (
+    check_amp,
+    check_labels,
+    check_model_input,
+    check_output_memory,
+    output_size,
+)
 from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.acquisition import get_acquisition, select
 from bayesdl.active.history import ActiveHistory, StepRecord
@@ -99,8 +105,8 @@ def _split_data(data: Any, name: str) -> tuple[Tensor, Tensor, int | None]:
             f"{name} must hold N >= 1 inputs and labels of shape (N,), got X "
             f"{tuple(x.shape)} and y {tuple(y.shape)}."
         )
-    if y.is_floating_point():
-        raise TypeError(f"{name} labels must be integers, got {y.dtype}.")
+    top = int(y.max()) + 1 if classes is None else int(classes)
+    check_labels(y, x.shape[0], top, name=f"{name} labels")
     return x, y, classes
 
 
@@ -373,6 +379,20 @@ class ActiveLearner:
             self._config = json.loads(json.dumps(config))
         return self._config
 
+    def _check_inputs(self) -> None:
+        """Refuse, before any training, pool or test inputs that the model cannot take, and
+        a pool scoring or test prediction whose outputs would not fit in memory."""
+        model = self._build(0).model
+        first = next(model.parameters(), torch.empty(0))
+        per_example = output_size(model)
+        scored = min(self.pool_subset or self.train_x.shape[0], self.train_x.shape[0])
+        for x, name, n, samples in (
+            (self.train_x, "train X", scored, self.mc_samples),
+            (self.test_x, "test X", self.test_x.shape[0], self.test_samples),
+        ):
+            check_model_input(model, x, name)
+            check_output_memory(samples, n, per_example, first.dtype, first.device)
+
     # -- pieces of a step ----------------------------------------------------------------
     def _build(self, step: int) -> Method:
         """A fresh method; its constructor's global-RNG draws are seeded by (seed, step)."""
@@ -536,6 +556,7 @@ class ActiveLearner:
                         f"{self.checkpoint_dir} holds a checkpoint of another config; pass "
                         "overwrite=True to replace it or use another checkpoint_dir."
                     )
+        self._check_inputs()
         bar = tqdm(
             total=self.num_steps + 1,
             initial=start,

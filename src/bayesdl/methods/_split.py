@@ -16,6 +16,50 @@ class _Captured(Exception):
         self.args_ = args
 
 
+class Through:
+    """Prefix of a split ``nn.Sequential``: ``x -> (front(x),)``, or ``(x,)`` without a front.
+
+    A class rather than a closure, so that a method holding it can be pickled
+    (``torch.save``) and deep-copied.
+
+    Args:
+        front: The deterministic leading layers, or ``None`` for none.
+    """
+
+    def __init__(self, front: nn.Module | None) -> None:
+        self.front = front
+
+    def __call__(self, x: Tensor) -> tuple[Any, ...]:
+        return (x,) if self.front is None else (self.front(x),)
+
+
+class HeadInput:
+    """Prefix of a model split at a named head: runs the model until ``tail`` is called and
+    returns the positional arguments ``tail`` receives (captured by a forward pre-hook).
+
+    Args:
+        model: The whole network.
+        tail: The head submodule.
+        head: Its dotted name (for error messages).
+    """
+
+    def __init__(self, model: nn.Module, tail: nn.Module, head: str) -> None:
+        self.model, self.tail, self.head = model, tail, head
+
+    def __call__(self, x: Tensor) -> tuple[Any, ...]:
+        def grab(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            raise _Captured(args)
+
+        handle = self.tail.register_forward_pre_hook(grab)
+        try:
+            self.model(x)
+        except _Captured as c:
+            return c.args_
+        finally:
+            handle.remove()
+        raise ValueError(f"head={self.head!r} was never called in the model's forward pass.")
+
+
 @dataclass
 class Split:
     """``model(x) == tail(*prefix(x))`` with every stochastic module inside ``tail``.
@@ -71,21 +115,7 @@ def split_model(
                 f"modules {outside} are stochastic but outside head={head!r}; name a head "
                 "that contains every stochastic layer."
             )
-
-        def prefix(x: Tensor) -> tuple[Any, ...]:
-            def grab(_module: nn.Module, args: tuple[Any, ...]) -> None:
-                raise _Captured(args)
-
-            handle = tail.register_forward_pre_hook(grab)
-            try:
-                model(x)
-            except _Captured as c:
-                return c.args_
-            finally:
-                handle.remove()
-            raise ValueError(f"head={head!r} was never called in the model's forward pass.")
-
-        return Split(prefix, tail, head)
+        return Split(HeadInput(model, tail, head), tail, head)
 
     if isinstance(model, nn.Sequential):
         for i, child in enumerate(model):
@@ -94,8 +124,8 @@ def split_model(
                     break
                 items = list(model.named_children())
                 front = nn.Sequential(OrderedDict(items[:i]))
-                return Split(lambda x, f=front: (f(x),), nn.Sequential(OrderedDict(items[i:])), "")
-    return Split(lambda x: (x,), model, "")
+                return Split(Through(front), nn.Sequential(OrderedDict(items[i:])), "")
+    return Split(Through(None), model, "")
 
 
 def stacked_forward(split: Split, args: tuple[Any, ...], params: dict[str, Tensor]) -> Tensor:

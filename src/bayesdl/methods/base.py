@@ -26,7 +26,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from bayesdl._checks import check_amp, check_input, check_positive_int
+from bayesdl._checks import (
+    check_amp,
+    check_model_input,
+    check_output_memory,
+    check_positive_int,
+    output_size,
+)
 from bayesdl.engine import (
     Batches,
     Callback,
@@ -450,14 +456,16 @@ class BaseMethod(nn.Module, Method):
             ``min(samples, max_samples)`` for methods with finitely many draws.
 
         Raises:
-            ValueError: If ``x`` is empty or holds NaN/inf, or ``samples < 1``.
+            ValueError: If ``x`` is empty, holds NaN/inf or does not have the shape the model
+                takes, ``samples < 1``, or the S outputs would not fit in memory.
             TypeError: For an option the method does not take.
         """
-        check_input(x)
+        x = check_model_input(self.model, x)
         check_positive_int(samples, "samples")
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
+        check_output_memory(samples, x.shape[0], output_size(self.model), self.dtype, self.device)
         rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = self.to_model(x)

@@ -304,7 +304,9 @@ class HMC(SampleBank):
     def _full_data(self, data: DataLike, batch_size: int) -> tuple[Tensor, Tensor, int]:
         """The whole data set as two tensors on the model's device."""
         # in the data's order; a private generator: iterating a DataLoader draws a seed
-        batches = make_batches(data, batch_size, shuffle=False, generator=torch.Generator())
+        batches = make_batches(
+            data, batch_size, shuffle=False, generator=torch.Generator(), model=self.model
+        )
         xs, ys = zip(*batches.epoch(None), strict=True)
         x, y = self.to_model(torch.cat(xs)), torch.cat(ys).to(self.device)
         check_input(x, "X")

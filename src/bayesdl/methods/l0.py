@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesdl._checks import check_input, draw
+from bayesdl._checks import check_model_input, draw
 from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
@@ -337,7 +337,7 @@ class L0(BaseMethod):
                     f"convolutions {conv} (their output size depends on the input size)."
                 )
             return dict.fromkeys(self.layers, 1)
-        check_input(x)
+        x = check_model_input(self.model, x)
         found: dict[str, int] = {}
 
         def hook_for(name: str):

@@ -47,13 +47,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
 
-from bayesdl._checks import check_input, draw
+from bayesdl._checks import check_model_input, draw
 from bayesdl.engine import Batches, FitState, make_batches, progress_bar
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.layers import WEIGHT_LAYERS, select_layers
-from bayesdl.priors import Centered, Normal, Prior
+from bayesdl.priors import Normal, Prior
 from bayesdl.types import DataLike, FitReport, ParamDict
 
 Subset = Literal["all", "last_layer"] | Sequence[str]
@@ -488,9 +488,7 @@ class Laplace(BaseMethod):
         )
 
     def _prior_mean(self) -> Tensor:
-        if isinstance(self.prior, Centered):
-            return torch.cat([self.prior._loc(n, p).flatten() for n, p in self.mean().items()])
-        return torch.zeros_like(self._flat_mean())
+        return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
@@ -543,7 +541,7 @@ class Laplace(BaseMethod):
         """
         self._check_val_data(val_data)
         start = time.perf_counter()
-        batches = make_batches(data, batch_size, shuffle=False)
+        batches = make_batches(data, batch_size, shuffle=False, model=self.model)
         n = batches.n_data
         self.eval()
         self.curvature.reset()
@@ -687,8 +685,7 @@ class Laplace(BaseMethod):
             ValueError: If ``x`` is empty or holds NaN/inf.
         """
         self._check_fitted()
-        check_input(x)
-        x = self.to_model(x)
+        x = self.to_model(check_model_input(self.model, x))
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         means, covs = [], []

@@ -34,8 +34,16 @@ from bayesdl.priors import Prior
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _is_dropout(m: nn.Module) -> bool:
+def is_dropout(m: nn.Module) -> bool:
+    """Whether ``m`` is one of torch's dropout layers (``nn.Dropout``, ``nn.Dropout1d/2d/3d``).
+
+    Args:
+        m: Any module.
+    """
     return isinstance(m, _DROPOUT)
+
+
+_is_dropout = is_dropout  # the name the other method files import (the lead moves them)
 
 
 def dropout_mask(

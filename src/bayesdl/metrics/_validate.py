@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from bayesdl._checks import check_finite
+from bayesdl._checks import check_labels as check_class_labels
 
 PROB_SUM_ATOL = 1e-3
 """How far a row of ``probs`` may sum from 1 before it is rejected."""
@@ -75,33 +76,14 @@ def check_probs(probs: object) -> Tensor:
 
 
 def check_labels(y: object, n: int, n_classes: int, device: torch.device) -> Tensor:
-    """Validate integer class labels of shape (N,) in [0, C) and return them as int64.
+    """Validate integer class labels of shape (N,) in [0, C) and return them as int64 on
+    ``device`` (``bayesdl._checks.check_labels``, shared with the methods).
 
     Raises:
         TypeError: If ``y`` is not an integer tensor.
         ValueError: If the shape is not (N,) or a label lies outside [0, C).
     """
-    y = check_tensor(y, "y")
-    if y.shape != (n,):
-        raise ValueError(
-            f"y must have shape (N,) = ({n},) to match probs, got shape {tuple(y.shape)}."
-        )
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(
-            f"y must be an integer tensor of class indices, got dtype {y.dtype}; "
-            "use y.long() if it holds whole numbers."
-        )
-    y = y.to(device=device, dtype=torch.int64)
-    bad = (y < 0) | (y >= n_classes)
-    if bad.any():
-        idx = bad.nonzero().flatten()
-        raise ValueError(
-            f"y must hold class indices in [0, {n_classes}) for probs with C={n_classes} "
-            f"columns; {idx.numel()} label(s) are out of range, first indices "
-            f"{idx[:_MAX_INDICES_SHOWN].tolist()} with values "
-            f"{y[idx[:_MAX_INDICES_SHOWN]].tolist()}."
-        )
-    return y
+    return check_class_labels(y, n, n_classes).to(device)
 
 
 def check_scores(score: object, name: str, n: int | None = None) -> Tensor:
