@@ -43,7 +43,9 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
+            or action.default is None
+            or action.default is False  # a flag (0 == False, so not "in (None, False)")
+            or action.default == argparse.SUPPRESS
             or "%(default)" in text
             or "default:" in text
         ):
@@ -70,10 +72,6 @@ def _methods_help(names: Sequence[str]) -> str:
 
 
 # -- demo ------------------------------------------------------------------------------------
-DEMO_SECONDS = 30
-"""Wall time of ``bayesdl demo`` measured alone on two CPU cores, rounded up (README too)."""
-
-
 def add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Declare ``bayesdl demo`` and its options.
 
@@ -83,15 +81,17 @@ def add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
+    from bayesdl.demo import RUNTIME_S
+
     p = _parser(
         sub,
         "demo",
-        help=f"the article's pictures on built-in data (about {DEMO_SECONDS} s on 2 CPU cores)",
+        help=f"the article's pictures on built-in data (about {RUNTIME_S} s on 2 CPU cores)",
         description=(
             "Bayes' theorem on a coin, 1-d regression with a gap (MAP vs mean-field VI vs "
             "MC dropout), two-moons confidence / entropy / mutual-information maps and "
             "reliability diagrams. Writes PNGs and metrics.json to --out. Takes about "
-            f"{DEMO_SECONDS} s on two CPU cores."
+            f"{RUNTIME_S} s on two CPU cores."
         ),
     )
     p.add_argument("--out", default="bayesdl-demo", help="output directory")
