@@ -166,6 +166,7 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     """
     from bayesdl.active.acquisition import acquisition_names
     from bayesdl.active.experiment import ExperimentConfig, experiment_methods
+    from bayesdl.methods import method_names
 
     d = ExperimentConfig()
     methods = experiment_methods()
@@ -180,9 +181,9 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         ),
     )
     p.add_argument("--dataset", default=d.dataset, choices=_DATASETS, help="image data set")
-    p.add_argument("--method", default=d.method, choices=methods, metavar="METHOD",
+    p.add_argument("--method", default=d.method, choices=method_names(), metavar="METHOD",
                    help="posterior approximation retrained at every step, "
-                        + _methods_help(methods))  # fmt: skip
+                        + _methods_help(methods) + " (the others are refused with the reason)")  # fmt: skip
     p.add_argument("--acquisition", default=",".join(d.acquisitions),
                    help="acquisition function(s), comma-separated (one series of runs each), "
                         "from: " + ", ".join(acquisition_names()))  # fmt: skip

@@ -37,13 +37,13 @@ class _LineBar(_std_tqdm):
 
     tqdm calls ``display`` whenever it would redraw; here that prints ``str(self)`` on a
     line of its own if ``interval`` seconds have passed since the last line (or the bar's
-    start), and always once more when the bar closes, if anything moved since.
+    start), and always once more when the bar closes, if the count or the postfix changed.
     """
 
     def __init__(self, *args: Any, interval: float, leave: bool = True, **kwargs: Any) -> None:
         self._interval = interval
         self._printed_at: float | None = None
-        self._printed_n: int | float | None = None
+        self._printed: tuple[Any, str] | None = None  # (n, postfix) of the last line
         # tqdm's own close() ends a bar it leaves with a newline and clears one it does not
         # leave with a carriage return; with leave=False it calls display(msg="") instead,
         # which is where the last line is printed.
@@ -52,11 +52,11 @@ class _LineBar(_std_tqdm):
     def _line(self, text: str) -> None:
         self.fp.write(text.strip() + "\n")
         self.fp.flush()
-        self._printed_at, self._printed_n = self._time(), self.n
+        self._printed_at, self._printed = self._time(), (self.n, self.postfix)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg == "":  # close(): the last state, unless it was printed already
-            if self._printed_n != self.n:
+            if self._printed != (self.n, self.postfix):
                 self._line(self.__str__())
             return False  # tells close() not to write "\r"
         if msg is not None:
