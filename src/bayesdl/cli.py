@@ -67,6 +67,18 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _add_training_options(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    p.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size,
+                   help="training minibatch size")  # fmt: skip
+
+
+def _add_machine_options(p: argparse.ArgumentParser, device: str) -> None:
+    p.add_argument("--device", default=device, help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice)")  # fmt: skip
+
+
 def _methods_help(names: Sequence[str]) -> str:
     return "one of: " + ", ".join(names)
 
@@ -206,9 +218,7 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--train-epochs", type=_positive_float, default=d.train_epochs,
                    help="epochs per retraining, sized to the labelled set (default: a fixed "
                         "--train-steps)")  # fmt: skip
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
-                   help="training minibatch size")  # fmt: skip
+    _add_training_options(p, d.lr, d.batch_size)
     p.add_argument("--weight-decay", type=_positive_float, default=None,
                    help="c in Gal et al.'s prior c / N_labelled * ||w||^2 (default: 3.5 for "
                         "MNIST-sized images, 0.5 for digits)")  # fmt: skip
@@ -226,9 +236,7 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="first N test points only (default: all)")  # fmt: skip
     p.add_argument("--seed", type=_non_negative_int, default=d.seed,
                    help="seed of the first run: initial set, initialisation, shuffling, samples")  # fmt: skip
-    p.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice)")  # fmt: skip
+    _add_machine_options(p, d.device)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoints in --out (give the same settings)")  # fmt: skip
@@ -303,9 +311,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="training epochs (default: 5; 60 for digits)")  # fmt: skip
     p.add_argument("--samples", type=_positive_int, default=d.samples,
                    help="posterior samples S per prediction")  # fmt: skip
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
-                   help="training minibatch size")  # fmt: skip
+    _add_training_options(p, d.lr, d.batch_size)
     p.add_argument("--train-size", type=_positive_int, default=None,
                    help="first N training points only (default: all)")  # fmt: skip
     p.add_argument("--test-size", type=_positive_int, default=None,
@@ -315,9 +321,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "evaluate instead of training (default: train)")  # fmt: skip
     p.add_argument("--seed", type=_non_negative_int, default=d.seed,
                    help="seed of initialisation, shuffling and posterior sampling")  # fmt: skip
-    p.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice)")  # fmt: skip
+    _add_machine_options(p, d.device)
     p.add_argument("--dropout", type=_rate_pair, default=d.dropout, metavar="P_CONV,P_DENSE",
                    help="the CNN's dropout rates (default: Gal et al.'s 0.25,0.5)")  # fmt: skip
     p.add_argument(
