@@ -150,9 +150,9 @@ class ExperimentConfig:
 
 _UNSUITABLE: dict[type, str] = {
     HMC: (
-        "it runs full-batch NUTS over every weight of the CNN at each retraining (one "
-        "retraining on 20 digits images ran for over 10 minutes on 2 CPU cores); for a "
-        "sampled posterior choose sgld or sghmc"
+        "it runs full-batch NUTS over every weight of the CNN at each retraining (two "
+        "retrainings on 20 and 30 digits images had not finished after 12 minutes on a "
+        "busy 2-core machine); for a sampled posterior choose sgld or sghmc"
     ),
 }
 """Registered methods that the experiment refuses, with the reason (keyed by class)."""
