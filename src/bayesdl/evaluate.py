@@ -406,7 +406,8 @@ def predict_timings(
     def bayes() -> None:
         method.predict(x, samples=samples, generator=torch.Generator(device).manual_seed(seed))
 
-    bare(), bayes()  # warm-ups
+    bare()  # warm-ups
+    bayes()
     det, pred = [], []
     for _ in range(repeats):
         det.append(_seconds(bare, device))
