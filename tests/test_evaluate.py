@@ -4,12 +4,20 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import pytest
 import torch
 
 from bayesdl.cli import main
-from bayesdl.evaluate import METRIC_COLUMNS, EvaluateConfig, decision_metrics, evaluate
+from bayesdl.evaluate import (
+    METRIC_COLUMNS,
+    METRIC_LABELS,
+    TIMING_REPEATS,
+    EvaluateConfig,
+    decision_metrics,
+    evaluate,
+)
 from bayesdl.models import gal_cnn
 from bayesdl.predictive import CategoricalPredictive
 
@@ -25,7 +33,7 @@ FILES = ["metrics.json", "metrics.csv", "reliability.png", "ood_entropy.png", "o
 
 def _without_timings(results):
     return {
-        name: {k: v for k, v in row.items() if k not in ("predict_ratio", "predict_s", "fit_s")}
+        name: {k: v for k, v in row.items() if not k.startswith(("predict_", "fit_"))}
         for name, row in results["methods"].items()
     }
 
@@ -44,9 +52,14 @@ def test_writes_every_file_with_the_documented_layout(run):
     assert set(results["methods"]) == {"map", "mc-dropout", "vi"}
     for name, row in results["methods"].items():
         assert list(row) == METRIC_COLUMNS, name
-        for key in METRIC_COLUMNS[:-3]:  # everything but the timings is a fraction or a loss
+        timings = [c for c in METRIC_COLUMNS if c.startswith(("predict_", "fit_"))]
+        assert METRIC_COLUMNS[-len(timings) :] == timings  # the timings come last
+        for key in METRIC_COLUMNS[: -len(timings)]:  # the rest are fractions or a loss
             assert 0.0 <= row[key] <= (10.0 if key == "nll" else 1.0), (name, key, row[key])
         assert row["predict_ratio"] > 0 and row["fit_s"] > 0
+        # medians of several timings, with their range
+        assert row["predict_ratio_min"] <= row["predict_ratio"] <= row["predict_ratio_max"]
+        assert row["predict_s_min"] <= row["predict_s"] <= row["predict_s_max"]
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",") == ["method", *METRIC_COLUMNS] and len(rows) == 4
     assert results["n_test"] == 120 and results["n_ood"] == 120 and results["n_train"] == 400
@@ -193,3 +206,119 @@ def test_dropout_option_reaches_the_network(tmp_path, monkeypatch, capsys):
             capsys.readouterr().err
         )
     assert not (tmp_path / "bad").exists()
+
+
+# -- the report reads like a report ----------------------------------------------------------
+class _Cells(HTMLParser):
+    """Collects the text of every <th> and <td>, and the <img> count."""
+
+    def __init__(self):
+        super().__init__()
+        self.headers, self.cells, self.images, self._into = [], [], 0, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("th", "td"):
+            self._into = self.headers if tag == "th" else self.cells
+            self._into.append("")
+        elif tag == "img":
+            self.images += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self._into = None
+
+    def handle_data(self, data):
+        if self._into is not None:
+            self._into[-1] += data
+
+
+def _parse(path):
+    cells = _Cells()
+    cells.feed(path.read_text())
+    return cells
+
+
+def test_report_headers_are_human_names_with_the_direction_of_better(run):
+    out, _ = run
+    headers = [h for h in _parse(out / "report.html").headers if h != "method"]
+    assert headers, "no table headers"
+    for header in headers:
+        assert "_" not in header, f"raw snake_case header {header!r}"
+        assert header in METRIC_LABELS.values(), header
+        assert header.endswith(("\u2191", "\u2193")), f"{header!r}: which way is better?"
+    assert "NLL \u2193" in headers and "Accuracy \u2191" in headers
+    page = (out / "report.html").read_text()
+    assert "higher is better" in page and "lower is better" in page
+
+
+def test_report_gives_medians_of_several_timings_with_their_range(run):
+    out, results = run
+    page = (out / "report.html").read_text()
+    assert f"median of {TIMING_REPEATS} timings" in page
+    row = results["methods"]["vi"]
+    cell = f"{row['predict_ratio']:.4f} ({row['predict_ratio_min']:.3g}\u2013"
+    assert any(c.startswith(cell) for c in _parse(out / "report.html").cells), cell
+
+
+def test_predict_timings_alternate_and_summarise(monkeypatch):
+    import bayesdl as bdl
+    import bayesdl.evaluate as ev
+
+    method = bdl.MAP(torch.nn.Linear(3, 2))
+    calls = []
+    real = method.predict
+    monkeypatch.setattr(method, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clock = iter(range(1000))  # each timing reads the clock twice: 1 s per timed call
+    monkeypatch.setattr(ev.time, "perf_counter", lambda: float(next(clock)))
+    t = ev.predict_timings(method, torch.randn(10, 3), samples=4, repeats=3)
+    assert len(calls) == 1 + 3  # a warm-up, then one per repeat
+    assert t["predict_ratio"] == t["predict_ratio_min"] == t["predict_ratio_max"] == 1.0
+    assert t["predict_s"] == 1.0
+    with pytest.raises(ValueError, match="repeats must be a positive integer"):
+        ev.predict_timings(method, torch.randn(10, 3), samples=4, repeats=0)
+
+
+def test_a_point_estimate_gets_no_mutual_information_histogram_but_a_note(tmp_path, monkeypatch):
+    import bayesdl.plotting as plotting
+
+    drawn = {}
+    real = plotting.plot_score_histograms
+
+    def spy(scores, **kwargs):
+        drawn[kwargs["score_name"]] = list(scores)
+        return real(scores, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_score_histograms", spy)
+    fast = list(FAST)
+    fast[fast.index("--methods") + 1] = "map,vi"
+    out = tmp_path / "mi"
+    assert main(["evaluate", *fast, "--out", str(out)]) == 0
+    assert drawn == {"predictive entropy": ["map", "vi"], "mutual information": ["vi"]}
+    page = _parse(out / "report.html")
+    assert "No mutual-information histogram for map" in (out / "report.html").read_text()
+    # MAP's MI columns (AUROC, AUPR, FPR95) say n/a instead of a meaningless 0.5 / 1.0
+    assert page.cells.count("n/a") == 3
+    # with MAP alone there is no MI picture at all
+    fast[fast.index("--methods") + 1] = "map"
+    assert main(["evaluate", *fast, "--out", str(tmp_path / "map")]) == 0
+    assert not (tmp_path / "map" / "ood_mi.png").exists()
+    assert _parse(tmp_path / "map" / "report.html").images == 3
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
+def test_report_does_not_scroll_sideways_at_1200_pixels(run, tmp_path):
+    out, _ = run
+    probe = (
+        "<script>window.onload = () => document.body.setAttribute('data-widths', "
+        "document.documentElement.scrollWidth + '/' + document.documentElement.clientWidth);"
+        "</script></body>"
+    )
+    probed = tmp_path / "probed.html"
+    probed.write_text((out / "report.html").read_text().replace("</body>", probe))
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+         "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    scroll, client = map(int, re.search(r'data-widths="(\d+)/(\d+)"', dom).groups())
+    assert 1000 < client <= 1200 and scroll <= client, (scroll, client)

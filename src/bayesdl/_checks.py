@@ -490,3 +490,37 @@ def check_labels(
             f"{where}."
         )
     return y
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device``, refused if this machine cannot use it.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ... or a ``torch.device``.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        ValueError: If the name is not a device, or CUDA / MPS (or that CUDA index) is not
+            available here; the message says which devices are.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu or cuda.") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {str(dev)!r}: CUDA is not available on this machine (torch "
+                f"{torch.__version__}, no usable GPU); use cpu instead."
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(dev)!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(dev)!r}: MPS is not available on this machine; use cpu instead.")
+    return dev

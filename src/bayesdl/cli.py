@@ -1,11 +1,23 @@
 """The ``bayesdl`` command line: parse, call the library, report.
 
-Each subcommand is a pair of functions registered in ``_COMMANDS``: ``add_<name>(sub)``
-declares its arguments and ``run_<name>(args) -> int`` does the work. To add a command
-(``active-learn``, ``evaluate``, ``bench``), write the pair and add it to the table.
+Commands:
+
+- ``bayesdl demo``: the article's pictures on built-in data;
+- ``bayesdl active-learn``: uncertainty-driven active learning on an image data set;
+- ``bayesdl evaluate``: calibration, OOD alarms, referral and cost of several methods, with
+  an HTML report;
+- ``bayesdl label``: a local web app to label what the model is least sure of and to refer
+  unsure cases to an expert (``bayesdl.app``, extra ``app``).
+
+Each command is a pair of functions registered in ``_COMMANDS``: ``add_<name>(sub)``
+declares its arguments and ``run_<name>(args) -> int`` does the work. To add a command,
+write the pair and add it to the table. Method choices come from the method registry
+(``bayesdl.methods.method_names``), never from a list here.
 
 Errors a user can fix (bad values, missing or existing files, a missing optional
-dependency) are printed as one line, ``bayesdl: error: ...``, with exit status 2.
+dependency, an unavailable device) are printed as one line, ``bayesdl: error: ...``, with
+exit status 2; an output directory that the failed command created and left empty is
+removed again.
 """
 
 from __future__ import annotations
@@ -13,12 +25,40 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bayesdl.app.cli import add_label_parser, run_label  # argparse only; Flask on use
 
 __all__ = ["main", "build_parser"]
 
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
+_DATASETS = ["mnist", "fashion-mnist", "digits"]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends every option with its default, as ``(default: 20)``.
+
+    Like ``argparse.ArgumentDefaultsHelpFormatter``, except that options whose default is
+    ``None`` or ``False`` (a flag), or whose help already says what the default is, are
+    left as written: their help text explains the default in words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default is None
+            or action.default is False  # a flag (0 == False, so not "in (None, False)")
+            or action.default == argparse.SUPPRESS
+            or "%(default)" in text
+            or "default:" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
 
 
 def _non_negative_int(text: str) -> int:
@@ -31,6 +71,22 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _add_training_options(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    p.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size,
+                   help="training minibatch size")  # fmt: skip
+
+
+def _add_machine_options(p: argparse.ArgumentParser, device: str) -> None:
+    p.add_argument("--device", default=device, help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice)")  # fmt: skip
+
+
+def _methods_help(names: Sequence[str]) -> str:
+    return "one of: " + ", ".join(names)
+
+
 # -- demo ------------------------------------------------------------------------------------
 def add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Declare ``bayesdl demo`` and its options.
@@ -41,18 +97,23 @@ def add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
-    p = sub.add_parser(
+    from bayesdl.demo import RUNTIME_S
+
+    p = _parser(
+        sub,
         "demo",
-        help="the article's pictures on built-in data (< 2 min on CPU)",
+        help=f"the article's pictures on built-in data (about {RUNTIME_S} s on 2 CPU cores)",
         description=(
             "Bayes' theorem on a coin, 1-d regression with a gap (MAP vs mean-field VI vs "
             "MC dropout), two-moons confidence / entropy / mutual-information maps and "
-            "reliability diagrams. Writes PNGs and metrics.json to --out."
+            "reliability diagrams. Writes PNGs and metrics.json to --out. Takes about "
+            f"{RUNTIME_S} s on two CPU cores."
         ),
     )
-    p.add_argument("--out", default="bayesdl-demo", help="output directory (default: %(default)s)")
+    p.add_argument("--out", default="bayesdl-demo", help="output directory")
     p.add_argument("--fast", action="store_true", help="tiny settings, a few seconds (smoke test)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the data, initialisations and Monte Carlo samples")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the files of an earlier demo in --out"
@@ -119,10 +180,14 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     Returns:
         The subcommand's parser.
     """
-    from bayesdl.active.experiment import ExperimentConfig
+    from bayesdl.active.acquisition import acquisition_names
+    from bayesdl.active.experiment import ExperimentConfig, experiment_methods
+    from bayesdl.methods import method_names
 
     d = ExperimentConfig()
-    p = sub.add_parser(
+    methods = experiment_methods()
+    p = _parser(
+        sub,
         "active-learn",
         help="uncertainty-driven active learning (Gal et al. 2017 protocol)",
         description=(
@@ -131,15 +196,21 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
             "and curves.png to --out; checkpoints every step (--resume continues)."
         ),
     )
-    p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist", "digits"])
-    p.add_argument("--method", default=d.method, choices=["mc-dropout", "vi"])
-    p.add_argument("--acquisition", default="bald", help="comma-separated, e.g. bald,random")
-    p.add_argument(
-        "--initial", type=_positive_int, default=d.initial, help="balanced initial labels"
-    )
+    p.add_argument("--dataset", default=d.dataset, choices=_DATASETS, help="image data set")
+    p.add_argument("--method", default=d.method, choices=method_names(), metavar="METHOD",
+                   help="posterior approximation retrained at every step, "
+                        + _methods_help(methods) + " (the others are refused with the reason)")  # fmt: skip
+    p.add_argument("--acquisition", default=",".join(d.acquisitions),
+                   help="acquisition function(s), comma-separated (one series of runs each), "
+                        "from: " + ", ".join(acquisition_names()))  # fmt: skip
+    p.add_argument("--initial", type=_positive_int, default=d.initial,
+                   help="class-balanced initial labels: every class gets initial // classes, "
+                        "some one more; at least the number of classes")  # fmt: skip
     p.add_argument("--step", type=_positive_int, default=d.step, help="labels acquired per step")
-    p.add_argument("--budget", type=_positive_int, default=d.budget, help="final number of labels")
-    p.add_argument("--repeats", type=_positive_int, default=d.repeats, help="runs per acquisition")
+    p.add_argument("--budget", type=_positive_int, default=d.budget,
+                   help="final number of labels (initial ones included)")  # fmt: skip
+    p.add_argument("--repeats", type=_positive_int, default=d.repeats,
+                   help="runs per acquisition function (seeds --seed, --seed + 1, ...)")  # fmt: skip
     p.add_argument("--pool-subset", type=_non_negative_int, default=d.pool_subset,
                    help="random pool points scored per step (0: all)")  # fmt: skip
     p.add_argument("--mc-samples", type=_positive_int, default=d.mc_samples,
@@ -149,22 +220,30 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--train-steps", type=_positive_int, default=d.train_steps,
                    help="gradient steps per retraining (the minimum with --train-epochs)")  # fmt: skip
     p.add_argument("--train-epochs", type=_positive_float, default=d.train_epochs,
-                   help="epochs per retraining, sized to the labelled set (default: fixed steps)")  # fmt: skip
+                   help="epochs per retraining, sized to the labelled set (default: a fixed "
+                        "--train-steps)")  # fmt: skip
+    _add_training_options(p, d.lr, d.batch_size)
+    p.add_argument("--weight-decay", type=_positive_float, default=None,
+                   help="c in Gal et al.'s prior c / N_labelled * ||w||^2 (default: 3.5 for "
+                        "MNIST-sized images, 0.5 for digits)")  # fmt: skip
     p.add_argument("--precision", default=d.precision, choices=["float32", "bfloat16"],
                    help="bfloat16: mixed-precision training and testing (faster with AVX-512 BF16)")  # fmt: skip
     p.add_argument("--decay", default=None, choices=["dense", "all"],
-                   help="weight decay on the first dense layer only (Gal et al.'s code; default, "
-                        "except for vi) or on every layer")  # fmt: skip
+                   help="weight decay on the first dense layer only (Gal et al.'s code) or on "
+                        "every layer (default: dense for the dropout methods, else all)")  # fmt: skip
     p.add_argument("--init", default=d.init, choices=["glorot", "torch"],
                    help="CNN initialisation: Keras's Glorot-uniform, zero biases (Gal et al.) "
                         "or PyTorch's default")  # fmt: skip
-    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every)
-    p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points only")
-    p.add_argument("--seed", type=_non_negative_int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every,
+                   help="test the model every this many steps (and always at the last)")  # fmt: skip
+    p.add_argument("--test-size", type=_positive_int, default=None,
+                   help="first N test points only (default: all)")  # fmt: skip
+    p.add_argument("--seed", type=_non_negative_int, default=d.seed,
+                   help="seed of the first run: initial set, initialisation, shuffling, samples")  # fmt: skip
+    _add_machine_options(p, d.device)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints in --out (give the same settings)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -191,6 +270,7 @@ def run_active_learn(args: argparse.Namespace) -> int:
         pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
         test_samples=args.test_samples, train_steps=args.train_steps,
         train_epochs=args.train_epochs, precision=args.precision,
+        weight_decay=args.weight_decay, lr=args.lr, batch_size=args.batch_size,
         eval_every=args.eval_every, test_size=args.test_size, seed=args.seed, device=args.device,
         decay=args.decay, init=args.init,
     )  # fmt: skip
@@ -210,7 +290,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
-    p = sub.add_parser(
+    from bayesdl.evaluate import EvaluateConfig
+    from bayesdl.methods import method_names
+
+    d = EvaluateConfig()
+    p = _parser(
+        sub,
         "evaluate",
         help="calibration, OOD alarms, referral and cost of each method; HTML report",
         description=(
@@ -220,22 +305,28 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "metrics.csv, PNGs and a self-contained report.html to --out."
         ),
     )
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
-    p.add_argument("--methods", default="map,vi,mc-dropout", help="comma-separated method names")
-    p.add_argument("--ood", default=None, choices=["mnist", "fashion-mnist", "digits", "noise"],
+    p.add_argument("--dataset", default=d.dataset, choices=_DATASETS,
+                   help="in-distribution image data set")  # fmt: skip
+    p.add_argument("--methods", default=",".join(d.methods),
+                   help="comma-separated method names, each " + _methods_help(method_names()))  # fmt: skip
+    p.add_argument("--ood", default=None, choices=[*_DATASETS, "noise"],
                    help="OOD test set (default: fashion-mnist; mnist for fashion-mnist)")  # fmt: skip
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="training epochs (default: 5; 60 for digits)")  # fmt: skip
-    p.add_argument("--samples", type=_positive_int, default=20, help="posterior samples S")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--train-size", type=_positive_int, default=None, help="first N training points")
-    p.add_argument("--test-size", type=_positive_int, default=None, help="first N test points")
-    p.add_argument("--load", default=None, help="directory of saved posteriors (OUT/posteriors)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--dropout", type=_rate_pair, default=(0.25, 0.5), metavar="P_CONV,P_DENSE",
+    p.add_argument("--samples", type=_positive_int, default=d.samples,
+                   help="posterior samples S per prediction")  # fmt: skip
+    _add_training_options(p, d.lr, d.batch_size)
+    p.add_argument("--train-size", type=_positive_int, default=None,
+                   help="first N training points only (default: all)")  # fmt: skip
+    p.add_argument("--test-size", type=_positive_int, default=None,
+                   help="first N test (and OOD) points only (default: all)")  # fmt: skip
+    p.add_argument("--load", default=None,
+                   help="directory of saved posteriors (OUT/posteriors of an earlier run) to "
+                        "evaluate instead of training (default: train)")  # fmt: skip
+    p.add_argument("--seed", type=_non_negative_int, default=d.seed,
+                   help="seed of initialisation, shuffling and posterior sampling")  # fmt: skip
+    _add_machine_options(p, d.device)
+    p.add_argument("--dropout", type=_rate_pair, default=d.dropout, metavar="P_CONV,P_DENSE",
                    help="the CNN's dropout rates (default: Gal et al.'s 0.25,0.5)")  # fmt: skip
     p.add_argument(
         "--calibrate", action="store_true",
@@ -307,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _remove_if_empty(path: Path) -> None:
+    """Remove ``path`` if it is a directory tree without a single file in it."""
+    if not path.is_dir() or any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        return
+    for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        sub.rmdir()
+    path.rmdir()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesdl`` console script and ``python -m bayesdl``.
 
@@ -326,9 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("bayesdl: error: choose a command: " + ", ".join(_COMMANDS), file=sys.stderr)
         return 2
+    out = getattr(args, "out", None)
+    fresh = out is not None and not Path(out).exists()
     try:
         return args._run(args)
     except _USER_ERRORS as err:
+        if fresh:
+            _remove_if_empty(Path(out))
         message = " ".join(str(err).split())  # one line, whatever the exception held
         print(f"bayesdl: error: {message}", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ data set and its out-of-distribution (OOD) partner:
 - OOD alarms: AUROC, AUPR and FPR at 95% TPR of predictive entropy (total uncertainty)
   and of mutual information (epistemic uncertainty), OOD as the positive class;
 - cost: the time of ``predict(x, samples=S)`` as a ratio to one deterministic forward pass
-  of the same network on the same inputs, measured in the same run;
+  of the same network on the same inputs (the first ``TIMING_INPUTS`` test images), both
+  timed ``TIMING_REPEATS`` times in alternation after a warm-up: the median ratio and its
+  range (``predict_ratio_min`` / ``_max``) are reported, not one timing;
 - with ``calibrate=True``, every metric again for each method after temperature scaling
   (``TemperatureScaling``) fitted on a validation split, as rows ``<method>+T``.
 
@@ -18,7 +20,8 @@ Every method is built and used through the common interface (``get_method(name)(
 ``fit``, ``predict``), so a method added to the registry is evaluated without changes here.
 
 Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``reliability.png``,
-``ood_entropy.png``, ``ood_mi.png``, ``referral.png``, a self-contained ``report.html``
+``ood_entropy.png``, ``ood_mi.png`` (left out when no method has an epistemic part),
+``referral.png``, a self-contained ``report.html``
 and the fitted posteriors under ``posteriors/<method>.safetensors`` (reload them with
 ``load=out/posteriors``).
 """
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import bayesdl.methods as bmethods
 from bayesdl import data as bdata
 from bayesdl import metrics
+from bayesdl._checks import check_device
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods.base import (
@@ -51,7 +58,10 @@ from bayesdl.methods.base import (
 from bayesdl.models import check_dropout_pair, gal_cnn
 from bayesdl.predictive import CategoricalPredictive
 
-__all__ = ["EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS"]
+__all__ = [
+    "EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS", "METRIC_LABELS",
+    "TIMING_REPEATS", "TIMING_INPUTS", "deterministic_pass_seconds", "decision_metrics",
+]  # fmt: skip
 
 _DEFAULT_OOD = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "digits": "fashion-mnist"}
 _DEFAULT_EPOCHS = {"mnist": 5, "fashion-mnist": 5, "digits": 60}
@@ -65,9 +75,42 @@ METRIC_COLUMNS = [
     "referral_acc_at_10", "referral_acc_at_20",
     "ood_auroc_entropy", "ood_auroc_mi", "ood_aupr_entropy", "ood_aupr_mi",
     "ood_fpr95_entropy", "ood_fpr95_mi",
-    "predict_ratio", "predict_s", "fit_s",
+    "predict_ratio", "predict_ratio_min", "predict_ratio_max",
+    "predict_s", "predict_s_min", "predict_s_max", "fit_s",
 ]  # fmt: skip
-"""Per-method entries of ``metrics.json`` and columns of ``metrics.csv`` (fractions)."""
+"""Per-method entries of ``metrics.json`` and columns of ``metrics.csv`` (fractions; the
+timings last: ``predict_ratio`` and ``predict_s`` are medians over ``TIMING_REPEATS``
+timings, with their ``_min`` and ``_max``)."""
+
+_HIGHER, _LOWER = "\u2191", "\u2193"  # arrows: higher / lower is better
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": f"Accuracy {_HIGHER}",
+    "nll": f"NLL {_LOWER}",
+    "ece": f"ECE {_LOWER}",
+    "adaptive_ece": f"Adaptive ECE {_LOWER}",
+    "mce": f"MCE {_LOWER}",
+    "brier": f"Brier score {_LOWER}",
+    "aurc": f"AURC {_LOWER}",
+    "referral_acc_at_10": f"Accuracy, 10% referred {_HIGHER}",
+    "referral_acc_at_20": f"Accuracy, 20% referred {_HIGHER}",
+    "ood_auroc_entropy": f"AUROC, entropy {_HIGHER}",
+    "ood_auroc_mi": f"AUROC, MI {_HIGHER}",
+    "ood_aupr_entropy": f"AUPR, entropy {_HIGHER}",
+    "ood_aupr_mi": f"AUPR, MI {_HIGHER}",
+    "ood_fpr95_entropy": f"FPR at 95% TPR, entropy {_LOWER}",
+    "ood_fpr95_mi": f"FPR at 95% TPR, MI {_LOWER}",
+    "predict_ratio": f"Predict cost, x one pass {_LOWER}",
+    "predict_s": f"Predict time (s) {_LOWER}",
+    "fit_s": f"Fit time (s) {_LOWER}",
+    "temperature": "Temperature T",
+}
+"""The report's column headers: a human name and the direction of better (arrows)."""
+
+TIMING_REPEATS = 5
+"""Alternating timings of the deterministic pass and of ``predict`` per method."""
+
+TIMING_INPUTS = 1000
+"""Test images (the first ones) that the timings use."""
 
 _OUTPUTS = [
     "metrics.json", "metrics.csv", "reliability.png", "ood_entropy.png", "ood_mi.png",
@@ -81,7 +124,8 @@ class EvaluateConfig:
 
     Attributes:
         dataset: In-distribution data: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
-        methods: Registered method names, e.g. ``["map", "vi", "mc-dropout"]``.
+        methods: Registered method names (``bayesdl.methods.method_names()``); default
+            MAP, mean-field VI and MC dropout.
         ood: OOD test set (``"mnist"``, ``"fashion-mnist"``, ``"digits"`` or ``"noise"``,
             uniform-noise images); ``None`` picks the data set's partner (Fashion-MNIST
             for MNIST and digits, MNIST for Fashion-MNIST). Images of another size are
@@ -108,7 +152,11 @@ class EvaluateConfig:
     """
 
     dataset: str = "mnist"
-    methods: list[str] = field(default_factory=lambda: ["map", "vi", "mc-dropout"])
+    methods: list[str] = field(
+        default_factory=lambda: [
+            bmethods.MAP.cli_name, bmethods.MeanFieldVI.cli_name, bmethods.MCDropout.cli_name
+        ]
+    )
     ood: str | None = None
     epochs: int | None = None
     samples: int = 20
@@ -151,6 +199,7 @@ class EvaluateConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         dropout = check_dropout_pair(self.dropout)
+        check_device(self.device)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
         changes = {"ood": ood, "epochs": epochs, "dropout": dropout}
         return EvaluateConfig(**(asdict(self) | changes))
@@ -301,14 +350,70 @@ def _calibrated(
     return float(scaler.temperature or 0.0), scaled, time.perf_counter() - start
 
 
-def _predict(method: BaseMethod, x: Tensor, cfg: EvaluateConfig) -> tuple[Any, float]:
-    method.predict(x[:8], samples=cfg.samples)  # warm-up, as for the deterministic pass
+def _predict(method: BaseMethod, x: Tensor, cfg: EvaluateConfig) -> CategoricalPredictive:
     g = torch.Generator(device=method.device).manual_seed(cfg.seed)
-    _sync(method.device)
+    return method.predict(x, samples=cfg.samples, generator=g).cpu()
+
+
+def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
     start = time.perf_counter()
-    pred = method.predict(x, samples=cfg.samples, generator=g)
-    _sync(method.device)
-    return pred.cpu(), time.perf_counter() - start
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _summary(values: list[float], name: str) -> dict[str, float]:
+    return {
+        name: statistics.median(values), f"{name}_min": min(values), f"{name}_max": max(values)
+    }
+
+
+def predict_timings(
+    method: BaseMethod, x: Tensor, samples: int, repeats: int = TIMING_REPEATS, seed: int = 0
+) -> dict[str, float]:
+    """Time ``predict(x, samples)`` against one deterministic pass, ``repeats`` times.
+
+    After one warm-up of each, the deterministic pass (eval mode, batches of the method's
+    default chunk) and ``predict`` are timed in alternation, so a change in the machine's
+    load reaches both sides of each ratio.
+
+    Args:
+        method: A fitted method.
+        x: Inputs.
+        samples: Posterior samples S.
+        repeats: Timings of each.
+        seed: Seed of the posterior samples.
+
+    Returns:
+        ``predict_ratio`` (median of the ``repeats`` ratios) with ``predict_ratio_min`` and
+        ``predict_ratio_max``, and ``predict_s`` (median seconds) with ``predict_s_min`` and
+        ``predict_s_max``.
+
+    Raises:
+        ValueError: If ``repeats`` is not a positive integer.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
+    model, device = method.model, method.device
+    batch = default_chunk_rows(device)
+
+    def bare() -> None:
+        with torch.no_grad(), eval_mode(model):
+            for chunk in x.split(batch):
+                model(chunk.to(device))
+
+    def bayes() -> None:
+        method.predict(x, samples=samples, generator=torch.Generator(device).manual_seed(seed))
+
+    bare()  # warm-ups
+    bayes()
+    det, pred = [], []
+    for _ in range(repeats):
+        det.append(_seconds(bare, device))
+        pred.append(_seconds(bayes, device))
+    ratios = [p / d for p, d in zip(pred, det, strict=True)]
+    return _summary(ratios, "predict_ratio") | _summary(pred, "predict_s")
 
 
 def evaluate(
@@ -359,18 +464,15 @@ def evaluate(
     by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]] = {}
     for name in cfg.methods:
         method, fit_s = _obtain(name, cfg, train, factory, out, progress)
-        pred_in, predict_s = _predict(method, test.x, cfg)
-        pred_out, _ = _predict(method, x_ood, cfg)
-        det_s = deterministic_pass_seconds(method.model, test.x, default_chunk_rows(method.device))
-        row = decision_metrics(pred_in, test.y, pred_out)
-        row |= {"predict_ratio": predict_s / det_s, "predict_s": predict_s, "fit_s": fit_s}
+        pred_in, pred_out = _predict(method, test.x, cfg), _predict(method, x_ood, cfg)
+        timings = predict_timings(method, test.x[:TIMING_INPUTS], cfg.samples, seed=cfg.seed)
+        row = decision_metrics(pred_in, test.y, pred_out) | timings | {"fit_s": fit_s}
         results["methods"][name] = {c: row[c] for c in METRIC_COLUMNS}
         by_method[name] = (pred_in, pred_out)
         if valid is not None:
             temperature, scaled, cal_s = _calibrated(method, valid, (pred_in, pred_out), cfg)
-            cal = decision_metrics(scaled[0], test.y, scaled[1])
-            cal |= {"predict_ratio": row["predict_ratio"], "predict_s": predict_s,
-                    "fit_s": None if fit_s is None else fit_s + cal_s}  # fmt: skip
+            cal = decision_metrics(scaled[0], test.y, scaled[1]) | timings
+            cal |= {"fit_s": None if fit_s is None else fit_s + cal_s}
             results["methods"][f"{name}+T"] = {c: cal[c] for c in METRIC_COLUMNS}
             results["temperatures"][name] = temperature
             by_method[f"{name}+T"] = scaled
@@ -381,6 +483,7 @@ def evaluate(
                       f"OOD AUROC {r['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
     results["runtime_s"] = time.perf_counter() - start
     results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
+    results["n_timed"] = min(len(test), TIMING_INPUTS)
     results["n_valid"] = 0 if valid is None else len(valid)
     _write(out, results, by_method, test.y)
     return results
@@ -404,32 +507,51 @@ def _write(
             writer.writerow([name, *(row[c] for c in METRIC_COLUMNS)])
     bins = {n: metrics.reliability(p.probs, y) for n, (p, _) in by_method.items()}
     plotting.plot_reliability(bins, path=out / "reliability.png")
-    for tag, label, score in (
-        ("entropy", "predictive entropy", CategoricalPredictive.entropy),
-        ("mi", "mutual information", CategoricalPredictive.mutual_information),
-    ):
-        scores = {n: (score(p), score(q)) for n, (p, q) in by_method.items()}
+    # A method with one posterior draw (a point estimate) has no epistemic part: its
+    # mutual information is 0 everywhere, a histogram of it says nothing.
+    no_epistemic = [n for n, (p, _) in by_method.items() if p.num_samples == 1]
+    notes = []
+    if no_epistemic:
+        notes.append(
+            f"No mutual-information histogram for {', '.join(no_epistemic)}: one posterior "
+            "draw (a point estimate) has no epistemic uncertainty, so its mutual information "
+            "is 0 everywhere and its MI columns read n/a."
+        )
+    (out / "ood_mi.png").unlink(missing_ok=True)  # an earlier run's, if there is none now
+    for tag, label, score, names in (
+        ("entropy", "predictive entropy", CategoricalPredictive.entropy, list(by_method)),
+        ("mi", "mutual information", CategoricalPredictive.mutual_information,
+         [n for n in by_method if n not in no_epistemic]),
+    ):  # fmt: skip
+        if not names:
+            continue
+        scores = {n: (score(by_method[n][0]), score(by_method[n][1])) for n in names}
         plotting.plot_score_histograms(
             scores, score_name=label, labels=("in distribution", f"OOD ({results['config']['ood']})"),
             path=out / f"ood_{tag}.png",
         )  # fmt: skip
+    mi_columns = [c for c in METRIC_COLUMNS if c.startswith("ood_") and c.endswith("_mi")]
+    shown = {
+        n: {**row, **({c: "n/a" for c in mi_columns} if n in no_epistemic else {})}
+        for n, row in results["methods"].items()
+    }
     curves = {n: metrics.referral_curve(p.probs, y, p.entropy()) for n, (p, _) in by_method.items()}
     plotting.plot_referral(curves, path=out / "referral.png")
     cfg = results["config"]
     tables = [
         (
             "In distribution",
-            results["methods"],
+            shown,
             ["accuracy", "nll", "ece", "adaptive_ece", "mce", "brier"],
         ),
         (
             "Referral to a human (by predictive entropy)",
-            results["methods"],
+            shown,
             ["aurc", "referral_acc_at_10", "referral_acc_at_20"],
         ),
         (
             "Out-of-distribution alarms",
-            results["methods"],
+            shown,
             [
                 "ood_auroc_entropy",
                 "ood_auroc_mi",
@@ -439,7 +561,12 @@ def _write(
                 "ood_fpr95_mi",
             ],
         ),
-        ("Cost", results["methods"], ["predict_ratio", "predict_s", "fit_s"]),
+        (
+            f"Cost: median of {TIMING_REPEATS} timings on {results['n_timed']} test images "
+            "(range in brackets)",
+            shown,
+            ["predict_ratio", "predict_s", "fit_s"],
+        ),
     ]  # fmt: skip
     if "temperatures" in results:
         caption = (
@@ -454,15 +581,22 @@ def _write(
         intro=(
             f"{len(by_method)} method(s) on {results['n_test']} test images, OOD alarms "
             f"against {results['n_ood']} {cfg['ood']} images, S = {cfg['samples']} posterior "
-            f"samples. Metrics are fractions; OOD is the positive class; the predict ratio "
-            f"is the cost of predict(samples=S) over one deterministic pass."
+            f"samples. Metrics are fractions; OOD is the positive class; the predict cost "
+            f"is the time of predict(samples=S) over that of one deterministic pass. "
+            f"\u2191: higher is better; \u2193: lower is better."
         ),
+        column_labels=METRIC_LABELS,
+        notes=notes,
         tables=tables,
         images=[
             (out / "reliability.png", "Reliability diagrams (15 equal-width bins)"),
             (out / "referral.png", "Accuracy on the cases kept vs the fraction referred"),
             (out / "ood_entropy.png", "Predictive entropy, in distribution vs OOD"),
-            (out / "ood_mi.png", "Mutual information (epistemic), in distribution vs OOD"),
+            *(
+                [(out / "ood_mi.png", "Mutual information (epistemic), in distribution vs OOD")]
+                if (out / "ood_mi.png").exists()
+                else []
+            ),
         ],
         settings=cfg | {"runtime_s": round(results["runtime_s"], 1)},
     )

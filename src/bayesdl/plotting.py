@@ -59,14 +59,25 @@ def _figure_class() -> type[Figure]:
     return Figure
 
 
+_MAX_COLUMNS = 4
+"""Panels per row of a new figure: more methods wrap onto further rows, so each panel
+stays readable when the figure is shrunk to a page's width."""
+
+
 def _new_axes(
     n: int, ax: Axes | Sequence[Axes] | None, panel_size: tuple[float, float], **kw: Any
 ) -> tuple[Figure, list[Axes]]:
-    """``n`` axes side by side in a new figure, or the caller's ``ax`` checked for length."""
+    """``n`` axes in rows of at most ``_MAX_COLUMNS`` in a new figure, or the caller's
+    ``ax`` checked for length."""
     if ax is None:
-        fig = _figure_class()(figsize=(panel_size[0] * n, panel_size[1]), layout="constrained")
-        axes = fig.subplots(1, n, squeeze=False, **kw)[0]
-        return fig, list(axes)
+        cols = min(n, _MAX_COLUMNS)
+        rows = math.ceil(n / cols)
+        size = (panel_size[0] * cols, panel_size[1] * rows)
+        fig = _figure_class()(figsize=size, layout="constrained")
+        axes = list(fig.subplots(rows, cols, squeeze=False, **kw).ravel())
+        for extra in axes[n:]:
+            fig.delaxes(extra)
+        return fig, axes[:n]
     axes = list(np.ravel(np.asarray(ax, dtype=object)))  # one Axes, a list or an array
     if len(axes) != n:
         raise ValueError(f"ax must hold {n} Axes (one per panel), got {len(axes)}.")
@@ -421,7 +432,8 @@ def plot_reliability(
         axis.set_xlabel("confidence (max class probability)")
         axis.set_title(f"{name}: ECE = {bins.ece:.3f}  (n = {bins.n_total})", fontsize=10)
         axis.grid(alpha=0.25)
-    axes[0].set_ylabel("accuracy")
+    for first in axes[::_MAX_COLUMNS]:  # the first panel of each row
+        first.set_ylabel("accuracy")
     axes[0].legend(loc="upper left", fontsize=8, frameon=False)
     if ax is None:
         fig.suptitle("Reliability on held-out points")
@@ -559,7 +571,8 @@ def plot_score_histograms(
         axis.set_xlabel(score_name)
         axis.set_title(name, fontsize=10)
         axis.grid(alpha=0.25)
-    axes[0].set_ylabel("density (log scale)")
+    for first in axes[::_MAX_COLUMNS]:
+        first.set_ylabel("density (log scale)")
     axes[0].legend(fontsize=8, frameon=False)
     _save(fig, path)
     return fig

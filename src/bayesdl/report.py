@@ -3,7 +3,13 @@
 The page has no scripts, no external style sheets and no links to other files: images
 are embedded as base64 ``data:`` URIs, so the one file can be mailed or archived and
 opens in any browser. Every text that comes from outside (method names, settings) is
-HTML-escaped.
+HTML-escaped. The layout fits a 1,200-pixel-wide window without scrolling sideways: images
+shrink to the page's width, long values wrap, and a table too wide for the page scrolls
+inside its own box.
+
+Columns are shown under human names (``column_labels``, e.g. ``"NLL ↓"``); a column ``c``
+whose rows also hold ``c_min`` and ``c_max`` (repeated timings) is shown as
+``median (min–max)``.
 """
 
 from __future__ import annotations
@@ -19,15 +25,20 @@ from typing import Any
 __all__ = ["html_report"]
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #222; line-height: 1.4; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+*, *::before, *::after { box-sizing: border-box; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em;
+       max-width: 1200px; color: #222; line-height: 1.4; overflow-wrap: anywhere; }
+.table { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.9em; }
+caption { text-align: left; font-weight: 600; padding: 0.3em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { overflow-wrap: normal; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f0f0f0; }
-figure { margin: 1.5em 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1.5em 0; max-width: 100%; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
+.note { color: #555; font-size: 0.9em; }
 """
 
 
@@ -39,15 +50,32 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], caption: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *columns])
+def _value(row: Mapping[str, Any], column: str) -> str:
+    """A cell: the value, or ``median (min–max)`` when the row has the column's spread."""
+    value = row.get(column, "")
+    low, high = row.get(f"{column}_min"), row.get(f"{column}_max")
+    if isinstance(low, float) and isinstance(high, float):
+        return f"{_cell(value)} ({low:.3g}–{high:.3g})"
+    return _cell(value)
+
+
+def _table(
+    rows: Mapping[str, Mapping[str, Any]],
+    columns: Sequence[str],
+    caption: str,
+    labels: Mapping[str, str],
+) -> str:
+    head = "".join(
+        f'<th title="{html.escape(c, quote=True)}">{html.escape(labels.get(c, c))}</th>'
+        for c in ["method", *columns]
+    )
     body = []
     for name, row in rows.items():
-        cells = "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns)
+        cells = "".join(f"<td>{_value(row, c)}</td>" for c in columns)
         body.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
     return (
-        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<div class="table"><table><caption>{html.escape(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
@@ -68,6 +96,8 @@ def html_report(
     tables: Sequence[tuple[str, Mapping[str, Mapping[str, Any]], Sequence[str]]],
     images: Sequence[tuple[str | os.PathLike, str]],
     settings: Mapping[str, Any],
+    column_labels: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write one self-contained HTML page.
 
@@ -79,6 +109,9 @@ def html_report(
             its metric values, ``columns`` picks and orders the metrics shown.
         images: ``(png_path, caption)`` per figure, embedded in that order.
         settings: Run settings listed at the end of the page.
+        column_labels: Column key -> header shown (e.g. ``"nll"`` -> ``"NLL ↓"``); keys
+            without a label are shown as they are. The key stays in the header's tooltip.
+        notes: Short paragraphs shown after the figures (e.g. why a plot is left out).
 
     Returns:
         The path written.
@@ -92,10 +125,12 @@ def html_report(
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
     ]
+    labels = dict(column_labels or {})
     for caption, rows, columns in tables:
-        parts.append(_table(rows, columns, caption))
+        parts.append(_table(rows, columns, caption, labels))
     for image, caption in images:
         parts.append(_image(Path(image), caption))
+    parts += [f'<p class="note">{html.escape(note)}</p>' for note in notes]
     items = "".join(
         f"<li><code>{html.escape(str(k))}</code>: {html.escape(str(v))}</li>"
         for k, v in settings.items()

@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bayesdl import metrics, priors
 from bayesdl._checks import (
@@ -72,7 +71,9 @@ from bayesdl.active.acquisition import get_acquisition, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
 from bayesdl.methods.base import Method, get_method, seeded_global_rng
+from bayesdl.methods.mc_dropout import MCDropout
 from bayesdl.predictive import CategoricalPredictive
+from bayesdl.progress import progress_bar
 
 __all__ = ["ActiveLearner", "ActiveHistory", "StepRecord"]
 
@@ -164,7 +165,7 @@ class ActiveLearner:
             default oracle answers and what ``balanced`` uses.
         test: Test set, a ``Data`` or ``(X, y)``; never used for training or selection.
         method: Registry name used when ``factory`` returns a model (default
-            ``"mc-dropout"``); must be ``None`` when it returns a method.
+            MC dropout, as Gal et al.); must be ``None`` when it returns a method.
         method_kwargs: Constructor arguments of ``method`` (e.g. ``{"prior": ...}``).
         weight_decay: Gal et al.'s ``c`` in ``c / N_labelled * ||w||^2``: sets the prior to
             ``priors.Normal(1 / sqrt(2 c))`` (only when ``factory`` returns a model). A
@@ -198,7 +199,7 @@ class ActiveLearner:
         resume: Continue from the checkpoint in ``checkpoint_dir`` when there is one.
         overwrite: Delete an existing checkpoint in ``checkpoint_dir`` and start afresh.
         seed: Seed of every random choice of the run.
-        progress: Show a tqdm progress bar over the steps.
+        progress: Show a progress bar over the steps (plain lines when not a terminal).
         callbacks: Called as ``callback(record)`` with each step's ``StepRecord``.
 
     Every random choice comes from generators seeded by ``seed`` (see the module
@@ -417,7 +418,7 @@ class ActiveLearner:
                         f"weight_decay names layer {prefix!r}, which the model does not have; "
                         f"its parameters are {names}."
                     )
-        return get_method(self.method_name or "mc-dropout")(obj, **self.method_kwargs)
+        return get_method(self.method_name or MCDropout.cli_name)(obj, **self.method_kwargs)
 
     def _ask_oracle(self, idx: Tensor) -> list[int]:
         labels = self.train_y[idx] if self.oracle is None else self.oracle(idx.clone())
@@ -557,7 +558,7 @@ class ActiveLearner:
                         "overwrite=True to replace it or use another checkpoint_dir."
                     )
         self._check_inputs()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.num_steps + 1,
             initial=start,
             desc=f"active {self.acquisition.name}",

@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from bayesdl.progress import progress_bar
 
 __all__ = [
     "FASHION_MNIST_SHA256",
@@ -86,7 +86,7 @@ def download(
         overwrite: Replace an existing ``dest`` whose hash differs. If False (default)
             an existing file with the right hash is kept and returned, and one with a
             different hash is an error.
-        progress: Show a tqdm progress bar on stderr.
+        progress: Show a progress bar on stderr (``bayesdl.progress.progress_bar``).
         timeout: Seconds to wait for the server before giving up.
 
     Returns:
@@ -134,7 +134,7 @@ def download(
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
-                    with tqdm(
+                    with progress_bar(
                         total=total,
                         unit="B",
                         unit_scale=True,

@@ -242,7 +242,8 @@ class MultiSWAG(BaseMethod):
         Args:
             member: Which SWAG posterior receives the snapshot (0 for SWAG).
         """
-        theta = nn.utils.parameters_to_vector(self.model.parameters())
+        # reshape, not parameters_to_vector's view: a channels-last conv weight is not contiguous
+        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
         n = int(self.n_models[member]) + 1
         self.theta_bar[member] += (theta - self.theta_bar[member]) / n
         self.sq_mean[member] += (theta * theta - self.sq_mean[member]) / n
