@@ -22,8 +22,6 @@ def _private_imports():
                 "bayesdl"
             ):
                 continue
-            if rel.startswith("methods/") and node.module.startswith("bayesdl.methods"):
-                continue  # imports between method files: being restructured with the engine
             for alias in node.names:
                 if not alias.name.startswith("_") or alias.name.startswith("__"):
                     continue

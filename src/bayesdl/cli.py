@@ -71,8 +71,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_training_options(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
-    p.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+def _add_training_options(
+    p: argparse.ArgumentParser, lr: float | None, batch_size: int
+) -> None:
+    help_lr = "learning rate" if lr is not None else (
+        "learning rate (default: each method's own, Adam's 1e-3 for most and the SG-MCMC "
+        "samplers' step size)"
+    )
+    p.add_argument("--lr", type=_positive_float, default=lr, help=help_lr)
     p.add_argument("--batch-size", type=_positive_int, default=batch_size,
                    help="training minibatch size")  # fmt: skip
 

@@ -132,7 +132,9 @@ class EvaluateConfig:
             resized to the in-distribution size (area interpolation).
         epochs: Training epochs; ``None``: 5 for the MNIST-sized sets, 60 for digits.
         samples: Posterior samples S per prediction.
-        lr: Adam learning rate.
+        lr: Learning rate of every method's fit; ``None``: each method's own default
+            (``BaseMethod.default_lr``: Adam's 1e-3 for most, the SG-MCMC samplers' step
+            size, which a shared Adam rate left at chance).
         batch_size: Training minibatch size.
         train_size: Train on the first ``train_size`` training points (``None``: all).
         test_size: Evaluate on the first ``test_size`` test (and OOD) points.
@@ -160,7 +162,7 @@ class EvaluateConfig:
     ood: str | None = None
     epochs: int | None = None
     samples: int = 20
-    lr: float = 1e-3
+    lr: float | None = None
     batch_size: int = 128
     train_size: int | None = None
     test_size: int | None = None
@@ -196,7 +198,7 @@ class EvaluateConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         dropout = check_dropout_pair(self.dropout)
         check_device(self.device)

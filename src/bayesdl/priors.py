@@ -34,6 +34,7 @@ __all__ = [
 ]  # fmt: skip
 
 Scale = float | Mapping[str, float]
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _normal(loc: Tensor | float, scale: Tensor | float) -> _NormalDist:
@@ -205,7 +206,9 @@ class Normal(Prior):
         scale = _resolve(self.scale, name)
         if math.isinf(scale):  # flat: log density 0
             return value.new_zeros(())
-        return _normal(value.new_zeros(()), scale).log_prob(value).sum()
+        # closed form, summed: two kernels a step instead of torch.distributions' broadcasting
+        log_norm = value.numel() * (math.log(scale) + _HALF_LOG_2PI)
+        return value.square().sum() * (-0.5 / scale**2) - log_norm
 
     def _finite_for_kl(self, name: str) -> None:
         if math.isinf(_resolve(self.scale, name)):

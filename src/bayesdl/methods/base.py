@@ -124,6 +124,9 @@ class BaseMethod(nn.Module, Method):
     needs_dropout: ClassVar[bool] = False
     """Whether the method draws its posterior from the model's own ``nn.Dropout`` layers
     (so it refuses a model without them)."""
+    full_batch: ClassVar[bool] = False
+    """Whether fitting the posterior uses all the data at every step (NUTS), so it is too
+    slow to refit at every step of an active-learning loop on a large network."""
     default_epochs: ClassVar[int] = 10
     """Epochs of ``fit`` when none are given."""
     min_epochs: ClassVar[int] = 1

@@ -47,7 +47,7 @@ from bayesdl._checks import draw
 from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods.base import register_method
-from bayesdl.methods.mc_dropout import MCDropout, _is_dropout
+from bayesdl.methods.mc_dropout import MCDropout, is_dropout
 from bayesdl.priors import Normal, Prior
 
 
@@ -125,7 +125,7 @@ class ConcreteDropout(MCDropout):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        dropouts = {n: m for n, m in model.named_modules() if _is_dropout(m)}
+        dropouts = {n: m for n, m in model.named_modules() if is_dropout(m)}
         if not dropouts:
             raise ValueError(
                 "ConcreteDropout needs nn.Dropout layers in the model, found none; add "

@@ -139,6 +139,8 @@ class HMC(SampleBank):
         "The No-U-Turn Sampler", JMLR 2014. Bingham et al., "Pyro", JMLR 2019.
     """
 
+    full_batch = True
+
     def __init__(
         self,
         model: nn.Module,

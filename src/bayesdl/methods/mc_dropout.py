@@ -43,7 +43,7 @@ def is_dropout(m: nn.Module) -> bool:
     return isinstance(m, _DROPOUT)
 
 
-_is_dropout = is_dropout  # the name the other method files import (the lead moves them)
+
 
 
 def dropout_mask(
@@ -99,12 +99,12 @@ class MCDropout(BaseMethod):
         head: str | None = None,
     ) -> None:
         super().__init__(model, likelihood, prior)
-        if not any(_is_dropout(m) for m in model.modules()):
+        if not any(is_dropout(m) for m in model.modules()):
             raise ValueError(
                 "MCDropout needs nn.Dropout layers in the model, found none; add "
                 "nn.Dropout(p) before the layers that should be stochastic, or use MeanFieldVI."
             )
-        self.split = split_model(model, _is_dropout, head)
+        self.split = split_model(model, is_dropout, head)
         self.hparams = {"head": head}
 
     def _sample_outputs(self, x, plan, generator, context):
@@ -120,7 +120,7 @@ class MCDropout(BaseMethod):
         i = 0
         while i < len(mods):
             m = mods[i]
-            if _is_dropout(m):
+            if is_dropout(m):
                 feat = h.shape[1:] if shared else h.shape[2:]
                 mask = dropout_mask(m, samples, feat, h, generator)
                 j = i + 1  # an elementwise mask commutes with flattening the features
@@ -138,7 +138,7 @@ class MCDropout(BaseMethod):
                     continue
                 h = (h.unsqueeze(0) if shared else h) * mask.unsqueeze(1)
                 shared = False
-            elif any(_is_dropout(c) for c in m.modules()):
+            elif any(is_dropout(c) for c in m.modules()):
                 h = self._run_hooked(m, (h.expand(samples, *h.shape) if shared else h,), samples,
                                      generator, stacked=True)  # fmt: skip
                 shared = False
@@ -180,7 +180,7 @@ class MCDropout(BaseMethod):
             if isinstance(a, Tensor) else a
             for a in args
         ]  # fmt: skip
-        handles = [m.register_forward_hook(apply_mask) for m in module.modules() if _is_dropout(m)]
+        handles = [m.register_forward_hook(apply_mask) for m in module.modules() if is_dropout(m)]
         try:
             out = module(*flat)
         finally:
