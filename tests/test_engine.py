@@ -224,3 +224,16 @@ def test_ensemble_members_are_independent_fits_of_the_same_engine():
     solo.load_state_dict(init)
     bdl.MAP(solo).fit((x, y), epochs=3, batch_size=5, progress=False, generator=g)
     assert_close(ens.bank()["weight"][0], solo.weight.detach())
+
+
+def test_progress_shows_the_data_and_prior_terms_apart(capsys):
+    """In a log (not a terminal) the fit's progress line ends with the epoch's data term
+    (the NLL, ~log 3 here) and prior term separately, not their sum."""
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 2), torch.randint(0, 3, (30,))
+    report = bdl.MAP(nn.Linear(2, 3)).fit((x, y), epochs=2, batch_size=30, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    last = [line for line in err.splitlines() if "fit map" in line][-1]
+    assert f"data={report.data_loss[-1]:.4f}" in last
+    assert f"prior={report.prior_loss[-1]:.4f}" in last
