@@ -45,6 +45,7 @@ from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.methods.layers import match_layers
 from bayesdl.predictive import Predictive
 from bayesdl.priors import Prior
 from bayesdl.types import ParamDict
@@ -80,14 +81,7 @@ def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Modu
         return found
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of module names, got the string {layers!r}.")
-    chosen = {}
-    for prefix in layers:
-        hit = {n: m for n, m in found.items() if n == prefix or n.startswith(prefix + ".")}
-        if not hit:
-            raise ValueError(
-                f"layers entry {prefix!r} names no Linear/Conv2d layer; layers: {list(found)}."
-            )
-        chosen.update(hit)
+    chosen = match_layers(found, layers, "layers", "Linear/Conv2d")
     return {n: m for n, m in found.items() if n in chosen}  # model order
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["WEIGHT_LAYERS", "Subset", "layer_op", "select_layers"]
+__all__ = ["WEIGHT_LAYERS", "Subset", "layer_op", "select_layers", "match_layers"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """Layer types whose weight and bias a method may put a posterior on."""
@@ -54,12 +54,30 @@ def select_layers(model: nn.Module, subset: Subset, who: str) -> dict[str, nn.Mo
         raise ValueError(
             f"subset must be 'all', 'last_layer' or a list of module names, got {subset!r}."
         )
+    return match_layers(layers, subset, "subset", "Linear/Conv")
+
+
+def match_layers(
+    layers: dict[str, nn.Module], prefixes: Sequence[str], argument: str, kinds: str
+) -> dict[str, nn.Module]:
+    """The ``layers`` named by ``prefixes`` (a module name or a prefix of one), in the order
+    of ``prefixes``.
+
+    Args:
+        layers: Candidate layers, name -> module.
+        prefixes: Module names or prefixes.
+        argument: The user's argument, named in errors (``"subset"``).
+        kinds: The layer types ``layers`` holds, named in errors (``"Linear/Conv"``).
+
+    Raises:
+        ValueError: If an entry names no layer.
+    """
     chosen = {}
-    for prefix in subset:
+    for prefix in prefixes:
         found = {n: m for n, m in layers.items() if n == prefix or n.startswith(prefix + ".")}
         if not found:
             raise ValueError(
-                f"subset entry {prefix!r} names no Linear/Conv layer; layers: {list(layers)}."
+                f"{argument} entry {prefix!r} names no {kinds} layer; layers: {list(layers)}."
             )
         chosen.update(found)
     return chosen
