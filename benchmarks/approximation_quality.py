@@ -30,7 +30,7 @@ reference against test NLL, one point per method).
 
 Example (the committed results)::
 
-    nice python benchmarks/approximation_quality.py --jobs 2
+    nice python benchmarks/approximation_quality.py
 
 Smoke run (seconds)::
 
@@ -77,18 +77,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--digits-hidden", type=int, default=10)
     p.add_argument("--dropout", type=float, default=0.1,
                    help="rate of the dropout layer of the dropout methods' network")  # fmt: skip
-    p.add_argument("--epochs-boston", type=int, default=200)
-    p.add_argument("--epochs-digits", type=int, default=100)
+    p.add_argument("--epochs-boston", type=int, default=100)
+    p.add_argument("--epochs-digits", type=int, default=50)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--samples", type=int, default=200, help="posterior samples at prediction")
+    p.add_argument("--samples", type=int, default=100, help="posterior samples at prediction")
     p.add_argument("--chains", type=int, default=4, help="NUTS chains")
-    p.add_argument("--warmup", type=int, default=150, help="NUTS warm-up iterations per chain")
+    p.add_argument("--warmup", type=int, default=100, help="NUTS warm-up iterations per chain")
     p.add_argument("--draws", type=int, default=100, help="NUTS draws kept per chain")
-    p.add_argument("--max-tree-depth", type=int, default=7)
-    p.add_argument("--init-epochs", type=int, default=200,
+    p.add_argument("--max-tree-depth", type=int, default=6)
+    p.add_argument("--init-epochs", type=int, default=100,
                    help="epochs of the MAP fit that starts the NUTS chains")  # fmt: skip
-    p.add_argument("--jobs", type=int, default=1, help="problems/splits run in parallel")
+    p.add_argument("--jobs", type=int, default=3, help="problems/splits run in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default="benchmarks/results/approximation_quality")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration")
