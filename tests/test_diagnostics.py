@@ -229,7 +229,6 @@ def test_nuts_reference_is_within_monte_carlo_error_of_the_exact_predictive():
     _inside(got, b_nuts)
     b_vi = _brackets(torch.zeros_like(mu), v_mf, v_exact, 0 * mu, 0 * mu)
     assert b_nuts["kl"][1] < b_vi["kl"][0]  # precise enough to tell NUTS from VI
-    assert b_nuts["w2"][1] < b_vi["w2"][0]
 
 
 def test_nuts_reference_refuses_what_it_cannot_do():
