@@ -341,7 +341,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--problems must be a subset of boston,digits, got {problems}.")
     tasks = [("digits", 0)] if "digits" in problems else []
     tasks += [("boston", i) for i in range(args.splits)] if "boston" in problems else []
-    start = time.perf_counter()
+    commit, start = _git_commit(), time.perf_counter()  # the code that runs, not at the end
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_problem, p, s, args) for p, s in tasks]
@@ -350,7 +350,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         runs = [run_problem(p, s, args) for p, s in tasks]
     results = {
         "command": " ".join(["python", *sys.argv]) if __name__ == "__main__" else "main()",
-        "git_commit": _git_commit(), "bayesdl": bayesdl.__version__, "torch": torch.__version__,
+        "git_commit": commit, "bayesdl": bayesdl.__version__, "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(), "load_avg": os.getloadavg(),
         "runtime_s": time.perf_counter() - start,
