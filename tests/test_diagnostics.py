@@ -328,3 +328,37 @@ def test_per_weight_kl_and_prior_std_of_the_priors():
     )
     var = torch.trapezoid(w * w * p, w)
     assert mix.marginal_std("w") == pytest.approx(float(var.sqrt()), rel=1e-6)
+
+
+# -- bayesdl evaluate --reference hmc --------------------------------------------------------
+def test_evaluate_reference_refuses_data_too_large_for_nuts(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from bayesdl.cli import main
+
+    code = main(["evaluate", "--dataset", "digits", "--ood", "noise", "--methods", "map",
+                 "--reference", "hmc", "--no-progress", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "1347 training examples x 22474 network parameters" in err and "--train-size" in err
+    assert not (tmp_path / "o").exists()  # refused before anything was trained or written
+
+
+def test_evaluate_reference_adds_the_distance_columns(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pyro")
+    from bayesdl.cli import main
+
+    # a tiny NUTS run: this checks the plumbing; the measures are checked above
+    monkeypatch.setattr(diagnostics, "REFERENCE_NUTS",
+                        {"chains": 2, "draws": 4, "warmup": 2, "max_tree_depth": 2})  # fmt: skip
+    out = tmp_path / "o"
+    assert main(["evaluate", "--dataset", "digits", "--ood", "noise", "--methods", "map,vi",
+                 "--epochs", "1", "--train-size", "30", "--test-size", "12", "--samples", "4",
+                 "--reference", "hmc", "--no-progress", "--out", str(out)]) == 0  # fmt: skip
+    import json
+
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["reference"]["chains"] == 2 and results["reference"]["draws"] == 4
+    for row in results["methods"].values():
+        assert 0 <= row["ref_agreement"] <= 1 and 0 <= row["ref_total_variation"] <= 1
+    assert "Distance to a NUTS reference posterior" in (out / "report.html").read_text()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ from bayesdl.types import DataLike
 __all__ = [
     "agreement", "total_variation", "wasserstein2", "gaussian_kl", "variance_ratio",
     "compare", "LayerSummary", "vi_summary", "ReferenceReport", "nuts_reference",
-    "check_nuts_size", "MAX_NUTS_COST",
+    "check_nuts_size", "MAX_NUTS_COST", "REFERENCE_NUTS", "reference_columns",
 ]  # fmt: skip
 
 SNR_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -570,3 +570,56 @@ def nuts_reference(
     )  # fmt: skip
     report.extras["n_params"], report.extras["n_data"] = float(n_params), float(n_data)
     return hmc, pred, report
+
+
+REFERENCE_NUTS: dict[str, int] = {"chains": 4, "draws": 100, "warmup": 100, "max_tree_depth": 6}
+"""NUTS settings of ``reference_columns`` (the reference behind ``evaluate --reference hmc``)."""
+
+
+def reference_columns(
+    model: nn.Module,
+    train: DataLike,
+    x: Tensor,
+    predictives: Mapping[str, Predictive],
+    *,
+    likelihood: Likelihood | None = None,
+    init_epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, dict[str, float]], ReferenceReport]:
+    """Distances of several methods' predictives from a NUTS reference fitted here.
+
+    Checks the size first (``check_nuts_size``), fits ``nuts_reference`` with the settings
+    in ``REFERENCE_NUTS`` and compares every predictive with it (``compare``).
+
+    Args:
+        model: A fresh network of the architecture the methods used (sampled in place).
+        train: The training data the methods were fitted on.
+        x: The inputs the predictives were computed on, shape (M, ...).
+        predictives: Method name -> its predictive on ``x``.
+        likelihood: Observation model; ``Categorical()`` by default.
+        init_epochs: Epochs of the MAP fit that starts the chains.
+        lr: Learning rate of that MAP fit.
+        batch_size: Minibatch size of that MAP fit.
+        generator: Random generator (reproducible runs).
+        progress: Show progress bars.
+
+    Returns:
+        Method name -> ``{"ref_<measure>": value}``, and the reference's ``ReferenceReport``.
+
+    Raises:
+        ValueError: If the data and network are too large for NUTS, naming both sizes.
+    """
+    n_data = len(train[0]) if isinstance(train, tuple) else len(train)  # type: ignore[arg-type]
+    check_nuts_size(n_data, sum(p.numel() for p in model.parameters()))
+    _, ref, report = nuts_reference(
+        model, train, x, likelihood=likelihood, init_epochs=init_epochs, lr=lr,
+        batch_size=batch_size, generator=generator, progress=progress, **REFERENCE_NUTS,
+    )  # fmt: skip
+    columns = {
+        name: {f"ref_{k}": v for k, v in compare(pred, ref).items()}
+        for name, pred in predictives.items()
+    }
+    return columns, report

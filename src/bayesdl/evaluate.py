@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bayesdl import data as bdata
-from bayesdl import metrics
+from bayesdl import diagnostics, metrics
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods.base import (
@@ -105,6 +105,10 @@ class EvaluateConfig:
             training), as rows ``<method>+T``; the temperatures go to ``temperatures``.
             With ``load``, use posteriors saved by a run with the same ``calibrate``, or the
             held-out images may have been trained on.
+        reference: ``"hmc"``: also measure every method against a full-batch NUTS
+            posterior of the same network (``diagnostics.reference_columns``): columns
+            ``ref_agreement`` and ``ref_total_variation``. Refused, naming the sizes, when
+            the training set and network are too large for NUTS.
     """
 
     dataset: str = "mnist"
@@ -121,6 +125,7 @@ class EvaluateConfig:
     device: str = "cpu"
     dropout: tuple[float, float] = (0.25, 0.5)
     calibrate: bool = False
+    reference: str | None = None
 
     def resolved(self) -> EvaluateConfig:
         """A copy with the defaults filled in, after checking every setting.
@@ -150,6 +155,8 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.reference not in (None, "hmc"):
+            raise ValueError(f"reference must be 'hmc' or None, got {self.reference!r}.")
         dropout = check_dropout_pair(self.dropout)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
         changes = {"ood": ood, "epochs": epochs, "dropout": dropout}
@@ -352,6 +359,8 @@ def evaluate(
     def factory() -> nn.Module:
         return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
 
+    if cfg.reference == "hmc":  # refuse before training anything
+        diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
     if valid is not None:
@@ -379,6 +388,17 @@ def evaluate(
                 r = results["methods"][key]
                 print(f"  {key}: accuracy {r['accuracy']:.4f}, ECE {r['ece']:.4f}, "
                       f"OOD AUROC {r['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
+    if cfg.reference == "hmc":
+        with seeded_global_rng(cfg.seed):
+            model = factory()
+        columns, ref = diagnostics.reference_columns(
+            model, (train.x, train.y), test.x, {n: p for n, (p, _) in by_method.items()},
+            init_epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+            generator=torch.Generator().manual_seed(cfg.seed), progress=progress,
+        )  # fmt: skip
+        for name, cols in columns.items():
+            results["methods"][name] |= cols
+        results["reference"] = asdict(ref)
     results["runtime_s"] = time.perf_counter() - start
     results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
     results["n_valid"] = 0 if valid is None else len(valid)
@@ -441,6 +461,13 @@ def _write(
         ),
         ("Cost", results["methods"], ["predict_ratio", "predict_s", "fit_s"]),
     ]  # fmt: skip
+    if "reference" in results:
+        ref = results["reference"]
+        caption = (
+            f"Distance to a NUTS reference posterior ({ref['chains']} chains x {ref['draws']} "
+            f"draws; R-hat of its predictions <= {ref['max_r_hat_predictions']:.3f})"
+        )
+        tables.append((caption, results["methods"], ["ref_agreement", "ref_total_variation"]))
     if "temperatures" in results:
         caption = (
             f"Temperature scaling: T fitted on {results['n_valid']} validation images "
