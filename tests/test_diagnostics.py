@@ -35,7 +35,9 @@ from bayesdl.predictive import CategoricalPredictive, GaussianPredictive
 
 def _cat(probs):
     """A categorical predictive from per-sample probabilities (S, N, C)."""
-    return CategoricalPredictive(torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-300).log())
+    return CategoricalPredictive(
+        torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-300).log()
+    )
 
 
 # -- hand-made predictives ----------------------------------------------------------------------
@@ -290,7 +292,9 @@ def test_a_fitted_layer_has_not_collapsed_and_its_numbers_are_the_closed_forms()
     assert_close(torch.tensor(list(s.snr_quantiles.values())).double(), snr, rtol=1e-6, atol=0)
     # a threshold above every weight's KL counts them all as collapsed
     with pytest.warns(UserWarning, match="100%"):
-        assert diagnostics.vi_summary(vi, threshold=float(kl.max()) * 1.01)[""].collapsed_fraction == 1
+        assert (
+            diagnostics.vi_summary(vi, threshold=float(kl.max()) * 1.01)[""].collapsed_fraction == 1
+        )
 
 
 def test_vi_summary_refuses_methods_without_a_per_weight_gaussian():

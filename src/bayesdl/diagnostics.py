@@ -204,8 +204,9 @@ def gaussian_kl(reference: GaussianPredictive, approximation: GaussianPredictive
         0.5
     """
     _pair(reference, approximation, GaussianPredictive, "reference, approximation")
-    (mr, vr), (ma, va) = _moments(reference, reference.samples), _moments(
-        approximation, reference.samples
+    (mr, vr), (ma, va) = (
+        _moments(reference, reference.samples),
+        _moments(approximation, reference.samples),
     )
     kl = 0.5 * ((va / vr).log() + (vr + (mr - ma).square()) / va - 1.0)
     return float(kl.sum(-1).mean())
@@ -263,9 +264,7 @@ _MEASURES: dict[type[Predictive], dict[str, Callable[[Any, Any], float]]] = {
         "kl": lambda p, r: gaussian_kl(r, p),
         "variance_ratio": lambda p, r: variance_ratio(p, r),
         "epistemic_variance_ratio": lambda p, r: (
-            variance_ratio(p, r, epistemic=True)
-            if (r.epistemic_variance > 0).all()
-            else math.nan
+            variance_ratio(p, r, epistemic=True) if (r.epistemic_variance > 0).all() else math.nan
         ),
     },
 }
@@ -390,8 +389,9 @@ def vi_summary(
             sigma = torch.cat([stds[n].detach().double().flatten() for n in names])
             kl = torch.cat(
                 [
-                    prior.kl_elements(n, means[n].detach().double(), stds[n].detach().double())
-                    .flatten()
+                    prior.kl_elements(
+                        n, means[n].detach().double(), stds[n].detach().double()
+                    ).flatten()
                     for n in names
                 ]
             )
