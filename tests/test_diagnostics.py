@@ -237,6 +237,10 @@ def test_nuts_reference_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match=r"5000 training examples x 10000 network parameters"):
         diagnostics.check_nuts_size(5000, 10_000)
     diagnostics.check_nuts_size(100, 100)
+    big = torch.utils.data.TensorDataset(torch.zeros(3000, 100), torch.zeros(3000, 1))
+    for data in (big, torch.utils.data.DataLoader(big, batch_size=500)):  # 6 batches, 3000 rows
+        with pytest.raises(ValueError, match=r"3000 training examples x 10201 network"):
+            diagnostics.nuts_reference(nn.Linear(100, 101), data, torch.zeros(1, 100))
     with pytest.raises(ValueError, match="at least 2"):
         diagnostics.nuts_reference(nn.Linear(2, 1), (torch.zeros(4, 2), torch.zeros(4, 1)),
                                    torch.zeros(1, 2), chains=1)  # fmt: skip

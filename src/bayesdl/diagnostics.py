@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods import HMC
@@ -474,6 +475,15 @@ class ReferenceReport:
     extras: dict[str, float] = field(default_factory=dict)
 
 
+def _n_data(data: DataLike) -> int:
+    """Number of training examples in ``(X, y)``, a ``Dataset`` or a ``DataLoader``."""
+    if isinstance(data, tuple):
+        return len(data[0])
+    if isinstance(data, DataLoader):
+        return len(data.dataset)  # type: ignore[arg-type]
+    return len(data)  # type: ignore[arg-type]
+
+
 def _chain_stats(samples: Tensor, chains: int) -> tuple[Tensor, Tensor]:
     """Split R-hat and ESS of every output entry of draws ordered chain after chain."""
     from pyro.ops.stats import effective_sample_size, split_gelman_rubin
@@ -543,8 +553,7 @@ def nuts_reference(
         model, likelihood=likelihood, prior=prior, num_samples=draws, num_chains=chains,
         max_tree_depth=max_tree_depth, full_mass=full_mass,
     )  # fmt: skip
-    n_params = sum(p.numel() for p in model.parameters())
-    n_data = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+    n_params, n_data = sum(p.numel() for p in model.parameters()), _n_data(data)
     check_nuts_size(n_data, n_params)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -612,8 +621,7 @@ def reference_columns(
     Raises:
         ValueError: If the data and network are too large for NUTS, naming both sizes.
     """
-    n_data = len(train[0]) if isinstance(train, tuple) else len(train)  # type: ignore[arg-type]
-    check_nuts_size(n_data, sum(p.numel() for p in model.parameters()))
+    check_nuts_size(_n_data(train), sum(p.numel() for p in model.parameters()))
     _, ref, report = nuts_reference(
         model, train, x, likelihood=likelihood, init_epochs=init_epochs, lr=lr,
         batch_size=batch_size, generator=generator, progress=progress, **REFERENCE_NUTS,
