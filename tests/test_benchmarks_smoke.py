@@ -314,3 +314,23 @@ def test_amp_speed_tiny_records_its_provenance(tmp_path, restore_threads):
     table = (tmp_path / "amp_speed.md").read_text().splitlines()
     assert table[0].startswith("Made by `python benchmarks/amp_speed.py --train-size 64 ")
     assert "| bfloat16 |" in "\n".join(table)
+
+
+def test_approximation_quality_tiny(tmp_path, restore_threads):
+    pytest.importorskip("pyro")
+    pytest.importorskip("sklearn")
+    bench = _load("approximation_quality")
+    args = bench.parse_args(["--quick", "--jobs", "1", "--methods", "map,vi,mc-dropout",
+                             "--out", str(tmp_path)])  # fmt: skip
+    bench.main(args)
+    report = json.loads((tmp_path / "approximation_quality.json").read_text())
+    assert {"command", "commit", "version", "date"} <= set(report["provenance"])
+    assert set(report["summary"]) == {"boston", "digits"}
+    for run in report["runs"]:
+        assert set(run["methods"]) == {"map", "vi", "mc-dropout"}
+        assert run["reference"]["chains"] == 2
+    digits = report["summary"]["digits"]["map"]
+    assert 0 <= digits["agreement"][0] <= 1 and 0 <= digits["total_variation"][0] <= 1
+    assert report["summary"]["boston"]["vi"]["w2"][0] >= 0
+    assert (tmp_path / "approximation_quality.md").read_text().startswith("# How far")
+    assert (tmp_path / "approximation_quality.png").stat().st_size > 0

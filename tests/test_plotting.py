@@ -144,3 +144,20 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install bayesdl\[plot\]"):
         plotting.plot_coin_posterior(1, 1)
+
+
+def test_plot_fit_draws_the_two_terms_of_the_objective(tmp_path):
+    from bayesdl.types import FitReport
+
+    data, prior = [2.0, 1.5, 1.2], [0.5, 0.4, 0.35]
+    report = FitReport(losses=[d + p for d, p in zip(data, prior, strict=True)], data_loss=data,
+                       prior_loss=prior)  # fmt: skip
+    fig = plotting.plot_fit(report, path=tmp_path / "fit.png")
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == data and list(right.lines[0].get_ydata()) == prior
+    assert list(left.lines[1].get_ydata()) == report.losses
+    assert (tmp_path / "fit.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no per-epoch data_loss"):
+        plotting.plot_fit(FitReport(losses=[1.0]))
+    with pytest.raises(ValueError, match="one value per epoch"):
+        plotting.plot_fit(FitReport(data_loss=[1.0, 2.0], prior_loss=[1.0]))

@@ -11,7 +11,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from bayesdl import active, data, likelihoods, metrics, priors
+from bayesdl import active, data, diagnostics, likelihoods, metrics, priors
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods import (
@@ -34,7 +34,7 @@ from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predic
 from bayesdl.types import FitReport
 
 __all__ = [
-    "__version__", "active", "data", "likelihoods", "metrics", "priors", "save", "load",
+    "__version__", "active", "data", "diagnostics", "likelihoods", "metrics", "priors", "save", "load",
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
     "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",

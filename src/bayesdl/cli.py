@@ -340,6 +340,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(MNIST's 10,000 validation images, else the last 10%% of the training set), as rows "
         "<method>+T",
     )  # fmt: skip
+    p.add_argument("--reference", default=None, choices=["hmc"],
+                   help="also measure each method against a full-batch NUTS posterior (small "
+                   "data and networks only)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
@@ -366,7 +369,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ood=args.ood, epochs=args.epochs, samples=args.samples, lr=args.lr,
         batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
         load=args.load, seed=args.seed, device=args.device, dropout=args.dropout,
-        calibrate=args.calibrate,
+        calibrate=args.calibrate, reference=args.reference,
     )  # fmt: skip
     results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(format_summary(results))

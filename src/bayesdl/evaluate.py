@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 import bayesdl.methods as bmethods
 from bayesdl import data as bdata
-from bayesdl import metrics
+from bayesdl import diagnostics, metrics
 from bayesdl._checks import check_device
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
@@ -151,6 +151,10 @@ class EvaluateConfig:
             training), as rows ``<method>+T``; the temperatures go to ``temperatures``.
             With ``load``, use posteriors saved by a run with the same ``calibrate``, or the
             held-out images may have been trained on.
+        reference: ``"hmc"``: also measure every method against a full-batch NUTS
+            posterior of the same network (``diagnostics.reference_columns``): columns
+            ``ref_agreement`` and ``ref_total_variation``. Refused, naming the sizes, when
+            the training set and network are too large for NUTS.
     """
 
     dataset: str = "mnist"
@@ -171,6 +175,7 @@ class EvaluateConfig:
     device: str = "cpu"
     dropout: tuple[float, float] = (0.25, 0.5)
     calibrate: bool = False
+    reference: str | None = None
 
     def resolved(self) -> EvaluateConfig:
         """A copy with the defaults filled in, after checking every setting.
@@ -200,6 +205,8 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.reference not in (None, "hmc"):
+            raise ValueError(f"reference must be 'hmc' or None, got {self.reference!r}.")
         dropout = check_dropout_pair(self.dropout)
         check_device(self.device)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
@@ -459,6 +466,8 @@ def evaluate(
     def factory() -> nn.Module:
         return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
 
+    if cfg.reference == "hmc":  # refuse before training anything
+        diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
     if valid is not None:
@@ -483,6 +492,17 @@ def evaluate(
                 r = results["methods"][key]
                 print(f"  {key}: accuracy {r['accuracy']:.4f}, ECE {r['ece']:.4f}, "
                       f"OOD AUROC {r['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
+    if cfg.reference == "hmc":
+        with seeded_global_rng(cfg.seed):
+            model = factory()
+        columns, ref = diagnostics.reference_columns(
+            model, (train.x, train.y), test.x, {n: p for n, (p, _) in by_method.items()},
+            init_epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+            generator=torch.Generator().manual_seed(cfg.seed), progress=progress,
+        )  # fmt: skip
+        for name, cols in columns.items():
+            results["methods"][name] |= cols
+        results["reference"] = asdict(ref)
     results["runtime_s"] = time.perf_counter() - start
     results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
     results["n_timed"] = min(len(test), TIMING_INPUTS)
@@ -570,6 +590,13 @@ def _write(
             ["predict_ratio", "predict_s", "fit_s"],
         ),
     ]  # fmt: skip
+    if "reference" in results:
+        ref = results["reference"]
+        caption = (
+            f"Distance to a NUTS reference posterior ({ref['chains']} chains x {ref['draws']} "
+            f"draws; R-hat of its predictions <= {ref['max_r_hat_predictions']:.3f})"
+        )
+        tables.append((caption, results["methods"], ["ref_agreement", "ref_total_variation"]))
     if "temperatures" in results:
         caption = (
             f"Temperature scaling: T fitted on {results['n_valid']} validation images "

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
     from bayesdl.metrics import ReferralCurve, ReliabilityBins
+    from bayesdl.types import FitReport
 
 __all__ = [
     "beta_interval",
@@ -37,6 +38,7 @@ __all__ = [
     "plot_regression",
     "plot_reliability",
     "plot_learning_curves",
+    "plot_fit",
     "plot_referral",
     "plot_score_histograms",
 ]
@@ -485,6 +487,59 @@ def plot_learning_curves(
     axis.set_title(title)
     axis.grid(alpha=0.25)
     axis.legend(loc="lower right", fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+def plot_fit(
+    report: FitReport,
+    ax: Sequence[Axes] | None = None,
+    *,
+    title: str = "Training objective",
+    path: PathLike | None = None,
+) -> Figure:
+    """The two parts of the objective per epoch: the data term and the prior / KL term.
+
+    For variational methods the objective is the negative ELBO per example, the mean NLL
+    plus ``KL / N``: a KL term that stays large while the NLL stalls means the prior wins
+    (see ``diagnostics.vi_summary``).
+
+    Args:
+        report: A ``FitReport`` with ``data_loss`` and ``prior_loss`` (one value per epoch).
+        ax: Two axes to draw into (data term, prior term); a new figure when ``None``.
+        title: Figure title.
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (two axes).
+
+    Raises:
+        ValueError: If the report does not separate the two terms, or their lengths differ.
+    """
+    if not report.data_loss or not report.prior_loss:
+        raise ValueError(
+            "report has no per-epoch data_loss / prior_loss (the method's fit does not "
+            "separate them); plot report.losses instead."
+        )
+    if len(report.data_loss) != len(report.prior_loss):
+        raise ValueError(
+            f"data_loss has {len(report.data_loss)} epochs but prior_loss "
+            f"{len(report.prior_loss)}; both need one value per epoch."
+        )
+    fig, (left, right) = _new_axes(2, ax, (4.5, 3.5))
+    epochs = np.arange(1, len(report.data_loss) + 1)
+    left.plot(epochs, report.data_loss, color=_BLUE, lw=1.8, label="data term (mean NLL)")
+    if len(report.losses) == len(epochs):
+        left.plot(epochs, report.losses, color=_GREY, lw=1.2, ls="--", label="total")
+    left.set_ylabel("nats per example")
+    left.legend(fontsize=9)
+    right.plot(epochs, report.prior_loss, color=_ORANGE, lw=1.8, label="prior / KL term")
+    right.set_ylabel("nats per example")
+    right.legend(fontsize=9)
+    for axis in (left, right):
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.25)
+    fig.suptitle(title)
     _save(fig, path)
     return fig
 

@@ -115,6 +115,30 @@ class Prior:
         log_q = _normal(mu, sigma).log_prob(w).sum()
         return log_q - self.log_prob_param(name, w)
 
+    def kl_elements(self, name: str, mu: Tensor, sigma: Tensor) -> Tensor:
+        """``KL(N(mu_i, sigma_i^2) || p)`` of every weight separately, shape of ``mu``.
+
+        Defined for priors that factorise over weights and have a closed-form KL (the
+        summed ``kl_param`` is then its sum); others raise ``NotImplementedError``.
+
+        Args:
+            name: The parameter's name in the model.
+            mu: Posterior means.
+            sigma: Posterior standard deviations (same shape).
+        """
+        raise NotImplementedError(
+            f"the {type(self).__name__} prior has no closed-form per-weight KL; use a "
+            "Normal, Centered or Laplace prior."
+        )
+
+    def marginal_std(self, name: str) -> float:
+        """Standard deviation of one weight of parameter ``name`` under the prior.
+
+        Args:
+            name: The parameter's name in the model (selects per-layer scales).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define marginal_std.")
+
     def kl(
         self,
         mu: Mapping[str, Tensor],
@@ -217,10 +241,16 @@ class Normal(Prior):
                 "infinite: variational methods need a finite prior scale on every layer."
             )
 
-    def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+    def kl_elements(self, name, mu, sigma):  # noqa: D102 - closed form
         self._finite_for_kl(name)
         scale = torch.tensor(_resolve(self.scale, name), dtype=mu.dtype, device=mu.device)
-        return kl_divergence(_normal(mu, sigma), _normal(torch.zeros_like(scale), scale)).sum()
+        return kl_divergence(_normal(mu, sigma), _normal(torch.zeros_like(scale), scale))
+
+    def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+        return self.kl_elements(name, mu, sigma).sum()
+
+    def marginal_std(self, name: str) -> float:  # noqa: D102 - the scale
+        return _resolve(self.scale, name)
 
     def config(self) -> dict[str, Any]:
         scale = dict(self.scale) if isinstance(self.scale, Mapping) else self.scale
@@ -254,11 +284,11 @@ class Centered(Normal):
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
         return super().log_prob_param(name, value - self.mean(name, value))
 
-    def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+    def kl_elements(self, name, mu, sigma):  # noqa: D102 - closed form
         self._finite_for_kl(name)
         loc = self.mean(name, mu)
         prior = _normal(loc, torch.full_like(mu, _resolve(self.scale, name)))
-        return kl_divergence(_normal(mu, sigma), prior).sum()
+        return kl_divergence(_normal(mu, sigma), prior)
 
     def tensors(self) -> dict[str, Tensor]:
         """The means, as ``"loc.<parameter name>"``."""
@@ -300,6 +330,9 @@ class ScaleMixture(Prior):
         lp2 = _normal(zero, self.sigma2).log_prob(value) + math.log1p(-self.pi)
         return torch.logaddexp(lp1, lp2).sum()
 
+    def marginal_std(self, name: str) -> float:  # noqa: D102 - mixture of two variances
+        return math.sqrt(self.pi * self.sigma1**2 + (1 - self.pi) * self.sigma2**2)
+
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "pi": self.pi, "sigma1": self.sigma1, "sigma2": self.sigma2}
 
@@ -326,13 +359,19 @@ class Laplace(Prior):
         return _laplace(zero, _resolve(self.scale, name)).log_prob(value).sum()
 
     def kl_param(self, name, mu, sigma, generator=None):  # noqa: D102 - closed form
+        return self.kl_elements(name, mu, sigma).sum()
+
+    def marginal_std(self, name: str) -> float:  # noqa: D102 - sqrt(2) b
+        return math.sqrt(2) * _resolve(self.scale, name)
+
+    def kl_elements(self, name, mu, sigma):  # noqa: D102 - closed form
         b = _resolve(self.scale, name)
         std_normal = _normal(torch.zeros_like(mu), torch.ones_like(mu))
         abs_mean = sigma * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (mu / sigma) ** 2) + mu * (
             1 - 2 * std_normal.cdf(-mu / sigma)
         )
         neg_entropy = -_normal(mu, sigma).entropy()
-        return (neg_entropy + math.log(2 * b) + abs_mean / b).sum()
+        return neg_entropy + math.log(2 * b) + abs_mean / b
 
     def config(self) -> dict[str, Any]:
         scale = dict(self.scale) if isinstance(self.scale, Mapping) else self.scale
