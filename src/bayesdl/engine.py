@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -56,7 +56,8 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 """An optimiser class or factory, called as ``factory(params, lr=lr)``."""
 
 
-class Terms(NamedTuple):
+@dataclass(frozen=True)
+class Terms:
     """The two parts of a per-example training objective.
 
     Attributes:
