@@ -226,6 +226,16 @@ class Normal(Prior):
         _check_scale(scale, flat=True)
         self.scale = scale
 
+    def log_prob(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``sum log p(theta)``; with one global finite scale, over all tensors at once (one
+        concatenation and one dot product instead of kernels per tensor, which dominate a
+        small network's training step)."""
+        if isinstance(self.scale, Mapping) or math.isinf(self.scale) or not params:
+            return super().log_prob(params)
+        flat = torch.cat([v.reshape(-1) for v in params.values()])
+        log_norm = flat.numel() * (math.log(self.scale) + _HALF_LOG_2PI)
+        return flat.dot(flat) * (-0.5 / self.scale**2) - log_norm
+
     def log_prob_param(self, name: str, value: Tensor) -> Tensor:
         scale = _resolve(self.scale, name)
         if math.isinf(scale):  # flat: log density 0

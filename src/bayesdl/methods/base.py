@@ -468,13 +468,14 @@ class BaseMethod(nn.Module, Method):
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
-        check_output_memory(samples, x.shape[0], output_size(self.model), self.dtype, self.device)
-        rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
+        device, dtype = self.device, self.dtype  # looked up once: each walks the model
+        check_output_memory(samples, x.shape[0], output_size(self.model), dtype, device)
+        rows = default_chunk_rows(device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
-        x = self.to_model(x)
+        x = x.to(device, dtype if x.is_floating_point() else None)
         if generator is None:  # a private generator, so every input block sees the same draws
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
-            generator = torch.Generator(self.device).manual_seed(seed)
+            generator = torch.Generator(device).manual_seed(seed)
         block = min(rows, x.shape[0])
         plan = ChunkPlan(samples, max(1, rows // block))
         blocks = (x,) if block == x.shape[0] else x.split(block)
