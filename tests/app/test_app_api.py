@@ -284,7 +284,7 @@ def test_a_full_batch_refits_and_offers_a_new_batch(make_app, client_of, digits_
 
 
 def test_the_page_stays_responsive_during_a_refit(make_app, client_of, digits_truth):
-    lab, app = make_app(train_steps=3000)
+    lab, app = make_app(train_steps=600)
     client = client_of(app)
     _label_all(client, digits_truth)
     seen, slowest = [], 0.0

@@ -214,11 +214,8 @@ def test_label_30_digits_in_chromium_then_sigkill_and_resume(servers, tmp_path, 
         target = driver.find_element(By.ID, "target")
         target.clear()
         target.send_keys("90")
-        wait.until(
-            lambda d: d.execute_script(
-                "const e = document.getElementById('cases-referred'); return e && e.textContent;"
-            )
-        )
+        # the plan shown for 90% (not the default 99%, nor 9% while typing)
+        wait.until(lambda d: d.find_element(By.ID, "plan").get_attribute("data-target") == "0.9")
         expected = int(driver.find_element(By.ID, "cases-referred").text)
         click("#commit")
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#referred .card")) == expected)

@@ -71,6 +71,8 @@ async function plan() {
   lineChart(document.getElementById("ref-curve"), pts, {xmin: 0, xmax: 1, ymin, hline: target, noDots: true,
     xlabel0: "refer 0%", xlabel1: "100%", mark: [p.expected_fraction, p.accuracy_kept]});
   box.innerHTML = "";
+  box.dataset.target = String(p.target);
+  box.dataset.score = p.score;
   box.append(
     el("p", {}, p.achievable
       ? el("span", {}, "Refer the ", el("b", {id: "expected-fraction", text: pct(p.expected_fraction)}),
