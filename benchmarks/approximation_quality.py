@@ -242,9 +242,9 @@ def _fmt(mean: float, se: float) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "# How far is each approximation from the exact posterior?",
-        "",
         header(results["provenance"]),
+        "",
+        "# How far is each approximation from the exact posterior?",
         "",
         f"Runtime {results['runtime_s'] / 60:.1f} min with {results['args']['jobs']} "
         f"process(es) of {results['args']['threads']} thread(s).",

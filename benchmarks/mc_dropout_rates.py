@@ -45,9 +45,9 @@ from provenance import log_header, provenance
 import bayesdl as bdl
 from bayesdl import metrics
 from bayesdl.evaluate import decision_metrics
-from bayesdl.methods.base import seeded_global_rng
 from bayesdl.models import gal_cnn
 from bayesdl.predictive import CategoricalPredictive
+from bayesdl.runtime import seeded_global_rng
 
 GAL = (0.25, 0.5)
 SHOWN = ["accuracy", "nll", "ece", "adaptive_ece", "brier", "ood_auroc_entropy", "ood_auroc_mi"]

@@ -31,8 +31,8 @@ from torch import nn
 
 import bayesdl as bdl
 from bayesdl.evaluate import decision_metrics, deterministic_pass_seconds
-from bayesdl.methods.base import default_chunk_rows
 from bayesdl.models import mlp
+from bayesdl.runtime import default_chunk_rows
 
 HMC_TRAIN, HMC_HIDDEN = 1000, 8
 SETTINGS: dict[str, dict[str, Any]] = {

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import bayesdl as bdl
-from bayesdl.methods.base import default_chunk_rows
+from bayesdl.runtime import default_chunk_rows
 
 MODELS = ("cnn", "mlp")
 ESTIMATORS = ("reparam", "local", "flipout")

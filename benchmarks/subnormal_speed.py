@@ -26,8 +26,8 @@ import torch
 from provenance import header, provenance, stamp
 
 import bayesdl as bdl
-from bayesdl.methods.base import flush_subnormal_
 from bayesdl.models import gal_cnn
+from bayesdl.runtime import flush_subnormal_
 
 
 def _step_seconds(method: bdl.MCDropout, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:

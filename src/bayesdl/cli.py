@@ -296,7 +296,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
-    from bayesdl.evaluate import EvaluateConfig
+    from bayesdl.evaluate import EvaluateConfig, reference_methods
     from bayesdl.methods import method_names
 
     d = EvaluateConfig()
@@ -340,9 +340,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(MNIST's 10,000 validation images, else the last 10%% of the training set), as rows "
         "<method>+T",
     )  # fmt: skip
-    p.add_argument("--reference", default=None, choices=["hmc"],
+    p.add_argument("--reference", default=None, choices=reference_methods(),
                    help="also measure each method against a full-batch NUTS posterior (small "
-                   "data and networks only)")  # fmt: skip
+                   "data and networks only; default: no reference)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 import bayesdl as bdl
 from bayesdl import likelihoods, priors
-from bayesdl.methods.base import BaseMethod, get_method, seeded_global_rng
+from bayesdl.methods.base import BaseMethod, get_method
+from bayesdl.runtime import seeded_global_rng
 
 __all__ = [
     "DemoSettings",

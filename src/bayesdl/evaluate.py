@@ -47,16 +47,10 @@ from bayesdl import diagnostics, metrics
 from bayesdl._checks import check_device
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
-from bayesdl.methods.base import (
-    BaseMethod,
-    default_chunk_rows,
-    eval_mode,
-    get_method,
-    method_names,
-    seeded_global_rng,
-)
+from bayesdl.methods.base import BaseMethod, get_method, method_names
 from bayesdl.models import check_dropout_pair, gal_cnn
 from bayesdl.predictive import CategoricalPredictive
+from bayesdl.runtime import default_chunk_rows, eval_mode, seeded_global_rng
 
 __all__ = [
     "EvaluateConfig", "evaluate", "format_summary", "METRIC_COLUMNS", "METRIC_LABELS",
@@ -116,6 +110,12 @@ _OUTPUTS = [
     "metrics.json", "metrics.csv", "reliability.png", "ood_entropy.png", "ood_mi.png",
     "referral.png", "report.html",
 ]  # fmt: skip
+
+
+def reference_methods() -> list[str]:
+    """Registered methods that can serve as the exact reference of ``--reference``: the
+    full-batch samplers (``BaseMethod.full_batch``: NUTS)."""
+    return [n for n in method_names() if get_method(n).full_batch]
 
 
 @dataclass
@@ -205,8 +205,10 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
-        if self.reference not in (None, "hmc"):
-            raise ValueError(f"reference must be 'hmc' or None, got {self.reference!r}.")
+        if self.reference is not None and self.reference not in reference_methods():
+            raise ValueError(
+                f"reference must be one of {reference_methods()} or None, got {self.reference!r}."
+            )
         dropout = check_dropout_pair(self.dropout)
         check_device(self.device)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
@@ -466,7 +468,7 @@ def evaluate(
     def factory() -> nn.Module:
         return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
 
-    if cfg.reference == "hmc":  # refuse before training anything
+    if cfg.reference is not None:  # refuse before training anything
         diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
@@ -492,7 +494,7 @@ def evaluate(
                 r = results["methods"][key]
                 print(f"  {key}: accuracy {r['accuracy']:.4f}, ECE {r['ece']:.4f}, "
                       f"OOD AUROC {r['ood_auroc_entropy']:.4f}", flush=True)  # fmt: skip
-    if cfg.reference == "hmc":
+    if cfg.reference is not None:
         with seeded_global_rng(cfg.seed):
             model = factory()
         columns, ref = diagnostics.reference_columns(

@@ -229,8 +229,13 @@ class Normal(Prior):
     def log_prob(self, params: Mapping[str, Tensor]) -> Tensor:
         """``sum log p(theta)``; with one global finite scale, over all tensors at once (one
         concatenation and one dot product instead of kernels per tensor, which dominate a
-        small network's training step)."""
-        if isinstance(self.scale, Mapping) or math.isinf(self.scale) or not params:
+        small network's training step).
+
+        Args:
+            params: Parameter name -> tensor.
+        """
+        own = type(self).log_prob_param is Normal.log_prob_param  # not a subclass's density
+        if not own or isinstance(self.scale, Mapping) or math.isinf(self.scale) or not params:
             return super().log_prob(params)
         flat = torch.cat([v.reshape(-1) for v in params.values()])
         log_norm = flat.numel() * (math.log(self.scale) + _HALF_LOG_2PI)

@@ -70,10 +70,11 @@ from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.acquisition import get_acquisition, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
-from bayesdl.methods.base import Method, get_method, seeded_global_rng
+from bayesdl.methods.base import Method, get_method
 from bayesdl.methods.mc_dropout import MCDropout
 from bayesdl.predictive import CategoricalPredictive
 from bayesdl.progress import progress_bar
+from bayesdl.runtime import seeded_global_rng
 
 __all__ = ["ActiveLearner", "ActiveHistory", "StepRecord"]
 

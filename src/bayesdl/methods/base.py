@@ -74,13 +74,22 @@ class Method(Protocol):
     def loss(
         self, x: Tensor, y: Tensor, n_data: int, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Objective for the batch ``x``, ``y`` of a training set of ``n_data`` examples."""
+        """Objective for the batch ``x``, ``y`` of a training set of ``n_data`` examples.
+
+        Args:
+            generator: Random generator for the method's own noise.
+        """
 
     def predict(
         self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
         generator: torch.Generator | None = None, **options: Any,
     ) -> Predictive:  # fmt: skip
-        """Model average for ``x`` over ``samples`` draws (see ``BaseMethod.predict``)."""
+        """Model average for ``x`` over ``samples`` draws (see ``BaseMethod.predict``).
+
+        Args:
+            chunk_size: Most (sample, input) pairs per vectorised call.
+            generator: Random generator for the method's own noise.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Every tensor needed to restore the fitted method."""
@@ -253,7 +262,11 @@ class BaseMethod(nn.Module, Method):
     def make_optimizer(
         self, params: list[nn.Parameter], phase: Phase, state: FitState
     ) -> torch.optim.Optimizer:
-        """The optimiser of ``phase`` over ``params`` (default ``phase.optimizer(params, lr)``)."""
+        """The optimiser of ``phase`` over ``params`` (default ``phase.optimizer(params, lr)``).
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         return phase.optimizer(params, lr=phase.lr)
 
     def reinitialise(self, seed: int) -> None:
@@ -276,10 +289,18 @@ class BaseMethod(nn.Module, Method):
         return 1e-3
 
     def on_fit_start(self, state: FitState) -> None:
-        """Hook: once per ``fit``, before any training."""
+        """Hook: once per ``fit``, before any training.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
 
     def before_phase(self, state: FitState) -> None:
-        """Hook: before each phase of each member."""
+        """Hook: before each phase of each member.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
 
     def before_step(self, state: FitState) -> None:
         """Hook: before every optimiser step (``state.step`` is the step about to run)."""
@@ -288,16 +309,33 @@ class BaseMethod(nn.Module, Method):
         """Hook: after every optimiser step (``state.step`` steps are done)."""
 
     def after_epoch(self, state: FitState) -> None:
-        """Hook: after every epoch."""
+        """Hook: after every epoch.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
 
     def after_phase(self, state: FitState) -> None:
-        """Hook: after each phase of each member."""
+        """Hook: after each phase of each member.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
 
     def after_member(self, state: FitState) -> None:
-        """Hook: after the last phase of each member (ensembles store it here)."""
+        """Hook: after the last phase of each member (ensembles store it here).
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
 
     def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
-        """Hook: once per ``fit``, after training (post-hoc posteriors are computed here)."""
+        """Hook: once per ``fit``, after training (post-hoc posteriors are computed here).
+
+        Args:
+            state: The fit's ``engine.FitState``.
+            report: The fit's ``FitReport``, completed in place.
+        """
 
     def current_predictive(
         self, x: Tensor, samples: int, generator: torch.Generator | None = None

@@ -150,6 +150,8 @@ class MeanFieldVI(BaseMethod):
 
         With ``kl_annealing_steps`` the KL weight grows linearly over the first steps of a
         ``fit`` (``state.step``); outside ``fit`` (``state=None``) it is 1.
+
+        Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
         """
         if self.estimator == "reparam":
             sample = {k: v[0] for k, v in self.sample_params(1, generator).items()}

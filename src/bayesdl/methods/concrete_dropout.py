@@ -250,7 +250,10 @@ class ConcreteDropout(MCDropout):
                 m.training = mode
 
     def objective(self, x, y, n_data, generator=None, state=None) -> Terms:
-        """Concrete-relaxed NLL; the dropout regulariser and ``-log p`` over N."""
+        """Concrete-relaxed NLL; the dropout regulariser and ``-log p`` over N.
+
+        Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
+        """
         with self._relaxed(generator):
             output = self._forward_checked(x, y)
         log_prior = self.prior.log_prob(self._prior_params())

@@ -120,13 +120,21 @@ class DeepEnsemble(SampleBank):
         return self.bank_size
 
     def on_fit_start(self, state: FitState) -> None:
-        """Empty the bank; warn if the members would share part of their initialisation."""
+        """Empty the bank; warn if the members would share part of their initialisation.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         self.clear()
         if self.bank_size > 1:
             warn_shared_initialisation(self.model)
 
     def after_member(self, state: FitState) -> None:
-        """Store the trained member (parameters and floating buffers) in the bank."""
+        """Store the trained member (parameters and floating buffers) in the bank.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         self._store_member(state.member)
 
     @torch.no_grad()

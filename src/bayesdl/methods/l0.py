@@ -283,7 +283,10 @@ class L0(BaseMethod):
                 h.remove()
 
     def objective(self, x, y, n_data, generator=None, state=None) -> Terms:
-        """NLL under per-example gates; the expected-L0 penalty and ``-log p`` over N."""
+        """NLL under per-example gates; the expected-L0 penalty and ``-log p`` over N.
+
+        Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
+        """
         with self._per_example_gates(generator):
             output = self._forward_checked(x, y)
         penalty = self.l0_weight * self.expected_l0()

@@ -492,7 +492,11 @@ class Laplace(BaseMethod):
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
-        """Refuse a grid search without validation data before any training."""
+        """Refuse a grid search without validation data before any training.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         if self.tuning == "gridsearch" and state.val_data is None:
             raise ValueError("prior_precision='gridsearch' needs val_data=(X_val, y_val).")
         if self.tuning != "gridsearch" and state.val_data is not None and not state.phases:
@@ -502,7 +506,12 @@ class Laplace(BaseMethod):
             )
 
     def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
-        """Fit the posterior at the (trained or given) weights: ``fit_posterior``."""
+        """Fit the posterior at the (trained or given) weights: ``fit_posterior``.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+            report: The fit's ``FitReport``, completed in place.
+        """
         val = state.val_data if self.tuning == "gridsearch" else None
         post = self.fit_posterior(state.batches, progress=state.progress, val_data=val)
         report.extras.update(post.extras)

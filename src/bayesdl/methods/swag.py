@@ -184,13 +184,20 @@ class MultiSWAG(BaseMethod):
         the constant ``swa_lr``, collecting a snapshot every ``collect_every`` epochs (or
         steps). ``FitReport.extras`` holds the snapshots collected (``snapshots``, per
         member for MultiSWAG).
+
+        Args:
+            cycles: Cycles of the pre-training's cyclical schedule.
         """
         pre = int(self.swa_start * epochs)
         phases = [Phase("pretrain", pre, lr, optimizer, schedule, cycles)] if pre else []
         return phases + [Phase("swa", epochs - pre, self.swa_lr, torch.optim.SGD, monitor=False)]
 
     def on_fit_start(self, state: FitState) -> None:
-        """Check that the SWA phase collects something; keep the BatchNorm batches."""
+        """Check that the SWA phase collects something; keep the BatchNorm batches.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         steps = state.phases[-1].epochs * len(state.batches)
         period = self.collect_every * (len(state.batches) if self.collect_unit == "epoch" else 1)
         if steps < period:
@@ -205,17 +212,29 @@ class MultiSWAG(BaseMethod):
             self.bn_inputs = self.to_model(state.batches.first_inputs(self.bn_batches))
 
     def before_phase(self, state: FitState) -> None:
-        """Reset the member's moments before its SWA phase."""
+        """Reset the member's moments before its SWA phase.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         if state.phase is not None and state.phase.name == "swa":
             self._reset(state.member)
 
     def after_step(self, state: FitState) -> None:
-        """Collect the iterate every ``period`` SGD steps of the SWA phase."""
+        """Collect the iterate every ``period`` SGD steps of the SWA phase.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         if state.phase.name == "swa" and state.step % state.scratch["period"] == 0:
             self.collect(state.member)
 
     def after_member(self, state: FitState) -> None:
-        """Load the member's SWA mean into the model; warn about a degenerate covariance."""
+        """Load the member's SWA mean into the model; warn about a degenerate covariance.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+        """
         self._set_model(state.member)
         n = int(self.n_models[state.member])
         if n < 2:
@@ -226,7 +245,12 @@ class MultiSWAG(BaseMethod):
             )
 
     def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
-        """Report the snapshots collected per member."""
+        """Report the snapshots collected per member.
+
+        Args:
+            state: The fit's ``engine.FitState``.
+            report: The fit's ``FitReport``, completed in place.
+        """
         counts = [float(n) for n in self.n_models.tolist()]
         if self.members == 1:
             report.extras["snapshots"] = counts[0]
