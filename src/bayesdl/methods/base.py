@@ -402,7 +402,7 @@ class BaseMethod(nn.Module, Method):
                 gradients and optimiser stay in full precision. ``None``: full precision.
 
         On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
-        set to zero after every step (``runtime.flush_subnormal_``): they change no output,
+        set to zero every ``engine.FLUSH_EVERY`` steps and after every epoch (``runtime.flush_subnormal_``): they change no output,
         and CPUs compute with them far more slowly (``benchmarks/results/subnormal_speed.md``).
 
         Returns:
