@@ -237,3 +237,23 @@ def test_progress_shows_the_data_and_prior_terms_apart(capsys):
     last = [line for line in err.splitlines() if "fit map" in line][-1]
     assert f"data={report.data_loss[-1]:.4f}" in last
     assert f"prior={report.prior_loss[-1]:.4f}" in last
+
+
+def test_a_diverging_fit_is_named_in_a_warning_and_the_report():
+    """Full-batch SGD on 0.5 w^2 (+ the prior's w^2 / 2N) multiplies w by 1 - lr (1 + 1/N)
+    per step: lr = 2.5 makes |w| grow 1.8x a step (diverges), lr = 0.5 shrinks it."""
+    x, y = torch.ones(8, 1), torch.zeros(8, 1)
+    lik = bdl.likelihoods.Gaussian(sigma=1.0)
+
+    def fit(lr):
+        net = nn.Linear(1, 1, bias=False)
+        nn.init.ones_(net.weight)
+        return bdl.MAP(net, likelihood=lik).fit((x, y), epochs=4, lr=lr, batch_size=8,
+                                                  optimizer=torch.optim.SGD, progress=False)
+
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        bad = fit(2.5)
+    assert len(bad.warnings) == 1 and "rose from" in bad.warnings[0]
+    assert bad.data_loss[-1] > bad.data_loss[0]
+    good = fit(0.5)
+    assert good.warnings == []

@@ -572,8 +572,8 @@ def _warn_if_failed(method: BaseMethod, report: FitReport) -> None:
     if len(d) >= 3 and math.isfinite(d[0]) and d[-1] > d[0] + 0.05 * abs(d[0]):
         message = (
             f"{type(method).__name__}: the training data term rose from {d[0]:.4g} in the first "
-            f"epoch to {d[-1]:.4g} in the last: the fit diverged; lower lr or use a "
-            "decaying schedule (schedule='cosine')."
+            f"epoch to {d[-1]:.4g} in the last: the fit diverged; lower lr, or decay it "
+            "(fit(..., schedule='cosine'); SG-MCMC samplers decay theirs by their own schedule)."
         )
         report.warnings.append(message)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
