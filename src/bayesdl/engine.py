@@ -27,7 +27,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from bayesdl._checks import check_input, check_model_input, check_positive_int, to_dataset
+from bayesdl.progress import progress_bar
 from bayesdl.runtime import flush_subnormal_, peek_seed, seeded_global_rng
 from bayesdl.types import DataLike, FitReport
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Schedule", "Terms", "Phase", "FitState", "Callback", "Batches", "TensorBatches",
-    "LoaderBatches", "make_batches", "lr_factors", "cycle_lengths", "run_fit", "progress_bar",
+    "LoaderBatches", "make_batches", "lr_factors", "cycle_lengths", "run_fit",
 ]  # fmt: skip
 
 Schedule = Literal["constant", "cosine", "cyclical"]
@@ -346,19 +347,6 @@ def _name(method: BaseMethod) -> str:
     return getattr(method, "cli_name", type(method).__name__)
 
 
-def progress_bar(iterable: Iterable[Any], desc: str, enabled: bool) -> Any:
-    """A progress bar over ``iterable`` (a plain iterator when not ``enabled``).
-
-    Args:
-        iterable: What to iterate.
-        desc: Label of the bar.
-        enabled: Show the bar.
-    """
-    from bayesdl.progress import progress_bar as bar
-
-    return bar(iterable, desc=desc, disable=not enabled, leave=False)
-
-
 def _run_phase(
     method: BaseMethod,
     state: FitState,
@@ -380,7 +368,7 @@ def _run_phase(
     since_best = 0
     method.train()
     desc = f"fit {_name(method)}" + ("" if phase.name == "train" else f" ({phase.name})")
-    bar = progress_bar(range(phase.epochs), desc, progress)
+    bar = progress_bar(range(phase.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         state.epoch = epoch
         sums = torch.zeros(2, dtype=torch.float64)
@@ -436,8 +424,7 @@ def _run_phase(
                 else:
                     since_best += 1
                     stop = since_best >= val.patience
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(postfix, refresh=False)
+        bar.set_postfix(postfix, refresh=False)
         for cb in callbacks:
             stop = bool(cb.on_epoch_end(state, report)) or stop
         if stop:
@@ -507,7 +494,8 @@ def run_fit(
                      scratch=scratch, val_data=val_data, phases=phases, progress=progress)  # fmt: skip
     method.on_fit_start(state)
     try:
-        bar = progress_bar(range(members), f"fit {_name(method)}", progress and members > 1)
+        bar = progress_bar(range(members), desc=f"fit {_name(method)}",
+                           disable=not (progress and members > 1), leave=False)  # fmt: skip
         for m in bar:
             if members > 1:
                 for part, saved in zip(parts, init, strict=True):

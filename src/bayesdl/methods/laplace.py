@@ -48,12 +48,13 @@ from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
 
 from bayesdl._checks import check_model_input, draw
-from bayesdl.engine import Batches, FitState, make_batches, progress_bar
+from bayesdl.engine import Batches, FitState, make_batches
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.layers import WEIGHT_LAYERS, select_layers
 from bayesdl.priors import Normal, Prior
+from bayesdl.progress import progress_bar
 from bayesdl.types import DataLike, FitReport, ParamDict
 
 Subset = Literal["all", "last_layer"] | Sequence[str]
@@ -497,13 +498,10 @@ class Laplace(BaseMethod):
         Args:
             state: The fit's ``engine.FitState``.
         """
-        if self.tuning == "gridsearch" and state.val_data is None:
-            raise ValueError("prior_precision='gridsearch' needs val_data=(X_val, y_val).")
-        if self.tuning != "gridsearch" and state.val_data is not None and not state.phases:
-            raise ValueError(
-                f"val_data is only used by prior_precision='gridsearch', not {self.tuning!r}, "
-                "and by early stopping of a MAP training (epochs > 0)."
-            )
+        val_data = state.val_data
+        if state.phases and self.tuning != "gridsearch":
+            val_data = None  # the MAP training's early stopping may use it
+        self._check_val_data(val_data)
 
     def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
         """Fit the posterior at the (trained or given) weights: ``fit_posterior``.
@@ -521,7 +519,8 @@ class Laplace(BaseMethod):
             raise ValueError("prior_precision='gridsearch' needs val_data=(X_val, y_val).")
         if self.tuning != "gridsearch" and val_data is not None:
             raise ValueError(
-                f"val_data is only used by prior_precision='gridsearch', not {self.tuning!r}."
+                f"val_data is only used by prior_precision='gridsearch', not {self.tuning!r}, "
+                "and by early stopping of a MAP training (fit with epochs > 0)."
             )
 
     def fit_posterior(
@@ -555,7 +554,9 @@ class Laplace(BaseMethod):
         self.eval()
         self.curvature.reset()
         log_lik = self.log_likelihood.new_zeros(())
-        for x, y in progress_bar(batches.epoch(None), "fit laplace GGN", progress):
+        bars = progress_bar(batches.epoch(None), desc="fit laplace GGN", total=len(batches),
+                            disable=not progress, leave=False)  # fmt: skip
+        for x, y in bars:
             x, y = self.to_model(x), self.to_model(y, targets=True)
             with torch.no_grad():
                 out = self.curvature.update(self, self.split.prefix(x), y)
