@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -52,8 +52,21 @@ from bayesdl.types import DataLike, FitReport
 
 __all__ = [
     "Method", "BaseMethod", "ChunkPlan", "register_method", "get_method", "method_names",
-    "default_prior",
+    "default_prior", "Draws",
 ]  # fmt: skip
+
+Draws = Literal["shared", "independent"]
+"""How ``predict`` draws the posterior across the inputs of one call.
+
+* ``"shared"``: every input sees the same S posterior draws (common random numbers).
+  Right for evaluation and for anything that reads the joint predictive of several inputs
+  (BatchBALD, EPIG, ``joint_entropy``); the fastest (MC dropout folds its masks into
+  the weights).
+* ``"independent"``: each input gets its own S draws, independent of every other input's.
+  Each input's predictive is distributed exactly as with shared draws, but the Monte Carlo
+  errors of different inputs are independent, so ranking inputs by a per-input score
+  (top-k BALD) does not favour the inputs that agree with the same few draws.
+"""
 
 
 def default_prior() -> Prior:
@@ -105,10 +118,13 @@ class ChunkPlan:
     Attributes:
         samples: Posterior draws S of the call.
         per_call: Draws per vectorised call (the same for every block of inputs).
+        draws: ``"shared"`` (one set of S draws for every input) or ``"independent"``
+            (S draws per input); see ``Draws``.
     """
 
     samples: int
     per_call: int
+    draws: Draws = "shared"
 
     def chunks(self) -> Iterator[int]:
         """Sizes of the successive sample chunks, summing to ``samples``."""
@@ -143,6 +159,11 @@ class BaseMethod(nn.Module, Method):
     validate_on_network: ClassVar[bool] = False
     """Whether validation during ``fit`` scores the network's current weights (methods
     whose posterior exists only after ``fit``) rather than ``predict``."""
+    native_independent_draws: ClassVar[bool] = False
+    """Whether ``_sample_outputs`` draws per-input posterior samples itself when
+    ``plan.draws == "independent"`` (MC dropout: a mask per input). Otherwise ``predict``
+    draws them by calling ``_sample_outputs`` on one input at a time (exact for any
+    method, one call per input)."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
@@ -465,6 +486,38 @@ class BaseMethod(nn.Module, Method):
             )
         return samples, None
 
+    def _independent_context(self, context: Any) -> Any:
+        """The context for one more input of a per-input ``predict`` (``draws="independent"``
+        by per-input calls): the default reuses the call's context; a method whose context
+        caches values of its draws returns a fresh one.
+
+        Args:
+            context: The call's context from ``_predict_context``.
+        """
+        return context
+
+    def _sample_outputs_per_input(
+        self, x: Tensor, plan: ChunkPlan, generator: torch.Generator, context: Any
+    ) -> Tensor:
+        """Independent draws by one ``_sample_outputs`` call per input, shape (S, N, ...).
+
+        The generator runs on from one input to the next, so every input gets its own S draws.
+
+        Args:
+            x: One block of inputs on the model's device.
+            plan: The call's chunking of the draws (``draws="independent"``).
+            generator: The call's generator.
+            context: The call's context from ``_predict_context``.
+        """
+        shared = ChunkPlan(plan.samples, plan.per_call)
+        return torch.cat(
+            [
+                self._sample_outputs(xi, shared, generator, self._independent_context(context))
+                for xi in x.split(1)
+            ],
+            dim=1,
+        )
+
     def _predictive(self, outputs: Tensor, plan: ChunkPlan, context: Any) -> Predictive:
         """The ``Predictive`` of the stacked outputs (S, N, ...) of one call."""
         return self.likelihood.predictive(outputs)
@@ -477,6 +530,7 @@ class BaseMethod(nn.Module, Method):
         *,
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
+        draws: Draws = "shared",
         **options: Any,
     ) -> Predictive:
         """Bayesian model average over ``samples`` posterior draws.
@@ -503,6 +557,8 @@ class BaseMethod(nn.Module, Method):
         """
         x = check_model_input(self.model, x)
         check_positive_int(samples, "samples")
+        if draws not in ("shared", "independent"):
+            raise ValueError(f"draws must be 'shared' or 'independent', got {draws!r}.")
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
@@ -515,14 +571,19 @@ class BaseMethod(nn.Module, Method):
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
             generator = torch.Generator(device).manual_seed(seed)
         block = min(rows, x.shape[0])
-        plan = ChunkPlan(samples, max(1, rows // block))
+        independent = draws == "independent" and self.max_samples is None
+        plan = ChunkPlan(samples, max(1, rows // block), "independent" if independent else "shared")
         blocks = (x,) if block == x.shape[0] else x.split(block)
-        start = generator.get_state() if len(blocks) > 1 else None
+        # shared: the same S posterior draws for every input block; independent: fresh ones
+        start = generator.get_state() if len(blocks) > 1 and not independent else None
+        sample = self._sample_outputs
+        if independent and not self.native_independent_draws:
+            sample = self._sample_outputs_per_input
         outs = []
         with eval_mode(self):
             for xb in blocks:
                 if start is not None:
-                    generator.set_state(start)  # the same S posterior draws for every input
-                outs.append(self._sample_outputs(xb, plan, generator, context))
+                    generator.set_state(start)
+                outs.append(sample(xb, plan, generator, context))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         return self._predictive(out, plan, context)

@@ -5,7 +5,10 @@ Hyperparameters: the model's own dropout layers and rates; the weight prior (wei
 
 Prediction draws S weight samples, i.e. one dropout mask per sample *shared by every input*
 (as a weight-space posterior sample should be; this also makes joint predictions over a
-pool consistent, which BatchBALD needs). It is vectorised without a loop over S:
+pool consistent, which BatchBALD needs). ``predict(x, draws="independent")`` instead draws
+S masks per input (what Gal et al.'s Keras code did at acquisition): the masks are then
+applied to the activations, never folded into the weights. It is vectorised without a
+loop over S:
 
 * everything before the first dropout layer is computed once per input;
 * a dropout followed by a ``Linear`` (possibly through ``nn.Flatten``) is applied to the
@@ -48,14 +51,16 @@ def is_dropout(m: nn.Module) -> bool:
 
 def dropout_mask(
     module: nn.Module, samples: int, feature_shape: torch.Size, like: Tensor,
-    generator: torch.Generator | None,
+    generator: torch.Generator | None, inputs: int | None = None,
 ) -> Tensor:  # fmt: skip
-    """Scaled keep-mask of shape (S, *feature_shape) (channel-wise for DropoutNd)."""
+    """Scaled keep-mask of shape (S, *feature_shape) (channel-wise for DropoutNd); with
+    ``inputs=N``, one mask per input: (S, N, *feature_shape)."""
     shape = list(feature_shape)
     if type(module) is not nn.Dropout:  # Dropout1d/2d/3d drop whole channels
         shape = shape[:1] + [1] * (len(shape) - 1)
     keep = 1.0 - module.p
-    u = draw("rand", (samples, *shape), like, generator)
+    per_input = () if inputs is None else (inputs,)
+    u = draw("rand", (samples, *per_input, *shape), like, generator)
     return (u < keep).to(like.dtype) / keep if keep > 0 else torch.zeros_like(u)
 
 
@@ -90,6 +95,7 @@ class MCDropout(BaseMethod):
     """
 
     needs_dropout = True
+    native_independent_draws = True
 
     def __init__(
         self,
@@ -109,12 +115,17 @@ class MCDropout(BaseMethod):
 
     def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
-        return torch.cat([self._tail(args, s, generator) for s in plan.chunks()])
+        per_input = plan.draws == "independent"
+        return torch.cat([self._tail(args, s, generator, per_input) for s in plan.chunks()])
 
-    def _tail(self, args: tuple, samples: int, generator: torch.Generator | None) -> Tensor:
-        """Run the stochastic tail for ``samples`` masks; returns (S, N, ...)."""
+    def _tail(
+        self, args: tuple, samples: int, generator: torch.Generator | None,
+        per_input: bool = False,
+    ) -> Tensor:  # fmt: skip
+        """Run the stochastic tail for ``samples`` masks (per input if ``per_input``);
+        returns (S, N, ...)."""
         if len(args) != 1:
-            return self._run_hooked(self.split.tail, args, samples, generator)
+            return self._run_hooked(self.split.tail, args, samples, generator, per_input=per_input)
         h, shared = args[0], True  # shared: h is (N, ...) and the same for every sample
         mods = list(_flat_modules(self.split.tail))
         i = 0
@@ -122,6 +133,13 @@ class MCDropout(BaseMethod):
             m = mods[i]
             if is_dropout(m):
                 feat = h.shape[1:] if shared else h.shape[2:]
+                n = h.shape[0] if shared else h.shape[1]
+                if per_input:  # a mask per input, on the activations
+                    mask = dropout_mask(m, samples, feat, h, generator, inputs=n)
+                    h = (h.unsqueeze(0) if shared else h) * mask
+                    shared = False
+                    i += 1
+                    continue
                 mask = dropout_mask(m, samples, feat, h, generator)
                 j = i + 1  # an elementwise mask commutes with flattening the features
                 while j < len(mods) and _flattens_features(mods[j]):
@@ -140,7 +158,7 @@ class MCDropout(BaseMethod):
                 shared = False
             elif any(is_dropout(c) for c in m.modules()):
                 h = self._run_hooked(m, (h.expand(samples, *h.shape) if shared else h,), samples,
-                                     generator, stacked=True)  # fmt: skip
+                                     generator, stacked=True, per_input=per_input)  # fmt: skip
                 shared = False
             elif shared:
                 h = m(h)
@@ -163,17 +181,21 @@ class MCDropout(BaseMethod):
     @staticmethod
     def _run_hooked(
         module: nn.Module, args: tuple, samples: int, generator: torch.Generator | None,
-        stacked: bool = False,
+        stacked: bool = False, per_input: bool = False,
     ) -> Tensor:  # fmt: skip
         """Run ``module`` on S copies of the batch with per-sample masks applied by hooks.
 
-        ``args`` are (N, ...) tensors, or (S, N, ...) when ``stacked``.
+        ``args`` are (N, ...) tensors, or (S, N, ...) when ``stacked``; ``per_input``: a mask
+        per sample and input.
         """
 
         def apply_mask(m: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
             x = inputs[0].unflatten(0, (samples, -1))
-            mask = dropout_mask(m, samples, x.shape[2:], x, generator)
-            return (x * mask.unsqueeze(1)).flatten(0, 1)
+            if per_input:
+                mask = dropout_mask(m, samples, x.shape[2:], x, generator, inputs=x.shape[1])
+            else:
+                mask = dropout_mask(m, samples, x.shape[2:], x, generator).unsqueeze(1)
+            return (x * mask).flatten(0, 1)
 
         flat = [
             (a.flatten(0, 1) if stacked else a.repeat(samples, *[1] * (a.dim() - 1)))

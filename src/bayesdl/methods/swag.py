@@ -352,6 +352,11 @@ class MultiSWAG(BaseMethod):
         check_input(data, "bn_data")
         return samples, _BatchNormRefresh(self.to_model(data), [])
 
+    def _independent_context(self, context: Any) -> Any:
+        """Per-input draws (``draws="independent"``) recompute the BatchNorm statistics of
+        each input's own draws: a fresh cache per input."""
+        return None if context is None else _BatchNormRefresh(context.data, [])
+
     def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
         member = self._assign(plan.samples)
