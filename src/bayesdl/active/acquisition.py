@@ -8,7 +8,14 @@ Two kinds are registered:
   first", and a batch of k is the top-k (``random``, ``entropy``, ``bald``,
   ``variation_ratio``, ``mean_std``);
 * **batch** functions return the indices of a whole batch, shape (k,), chosen jointly
-  (``batchbald``, ``power_bald``).
+  (``batchbald``) or sampled (the stochastic ``power_bald``, ``softmax_bald``,
+  ``softrank_bald``), or the top-k of scores that need options (``epig``).
+
+Which posterior draws to give them (``predict(..., draws=...)``): functions that read the
+dependence between pool points through the shared weight draws (``batchbald``, ``epig``:
+``Acquisition.joint``) need ``draws="shared"``; per-point scores are better ranked with
+``draws="independent"``, so that the Monte Carlo errors of the points are independent
+(``ActiveLearner`` picks this by default; see ``preferred_draws``).
 
 :func:`select` handles both: ``select("bald", pred, 10)`` is the top 10 by BALD,
 ``select("batchbald", pred, 10)`` the greedy BatchBALD batch. New functions are added with
@@ -45,13 +52,19 @@ __all__ = [
     "bald",
     "batchbald",
     "entropy",
+    "epig",
+    "epig_scores",
     "get_acquisition",
+    "gumbel_top_k",
     "joint_entropy",
     "mean_std",
     "power_bald",
+    "preferred_draws",
     "random",
     "register_acquisition",
     "select",
+    "softmax_bald",
+    "softrank_bald",
     "variation_ratio",
 ]
 
@@ -77,6 +90,8 @@ class Acquisition:
         stochastic: Whether ``fn`` takes a ``generator`` (draws its own noise).
         needs_model: False when the predictions are not used (``random``), so a loop can
             skip predicting on the pool.
+        joint: Whether ``fn`` reads the dependence between pool points through the weight
+            draws they share (BatchBALD, EPIG), so it needs ``predict(draws="shared")``.
     """
 
     name: str
@@ -84,6 +99,7 @@ class Acquisition:
     kind: AcquisitionKind
     stochastic: bool = False
     needs_model: bool = True
+    joint: bool = False
 
 
 _REGISTRY: dict[str, Acquisition] = {}
@@ -97,6 +113,7 @@ def register_acquisition(
     aliases: tuple[str, ...] = (),
     stochastic: bool = False,
     needs_model: bool = True,
+    joint: bool = False,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator registering an acquisition function under ``name`` (and ``aliases``).
 
@@ -106,6 +123,8 @@ def register_acquisition(
         aliases: Other accepted spellings.
         stochastic: The function takes a ``generator`` keyword.
         needs_model: The function reads the predictions (False only for ``random``).
+        joint: The function reads the joint predictive of several pool points, so it needs
+            the same weight draws for every point (``predict(draws="shared")``).
 
     Returns:
         The decorator; it returns the function unchanged.
@@ -120,7 +139,7 @@ def register_acquisition(
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"acquisition name {key!r} is already registered.")
-        _REGISTRY[name] = Acquisition(name, fn, kind, stochastic, needs_model)
+        _REGISTRY[name] = Acquisition(name, fn, kind, stochastic, needs_model, joint)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -155,6 +174,23 @@ def get_acquisition(name: str) -> Acquisition:
             f"{acquisition_names(aliases=True)}."
         )
     return _REGISTRY[key]
+
+
+def preferred_draws(name: str) -> Literal["shared", "independent"]:
+    """The posterior draws to score the pool with for the acquisition function ``name``.
+
+    ``"shared"`` for functions that read the joint predictive of several points
+    (``Acquisition.joint``: BatchBALD, EPIG); ``"independent"`` for the others, whose
+    per-point scores are then ranked without the correlated Monte Carlo errors of shared
+    draws (``benchmarks/results/acquisition_pools.md`` compares the two for BALD).
+
+    Args:
+        name: Registered name or alias.
+
+    Raises:
+        ValueError: If the name is unknown.
+    """
+    return "shared" if get_acquisition(name).joint else "independent"
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -330,7 +366,7 @@ def joint_entropy(pred: CategoricalPredictive, indices: Tensor | list[int]) -> T
     return -(log_pm.exp() * log_pm).sum()
 
 
-@register_acquisition("batchbald", kind="batch", stochastic=True)
+@register_acquisition("batchbald", kind="batch", stochastic=True, joint=True)
 def batchbald(
     pred: CategoricalPredictive,
     batch_size: int,
@@ -464,12 +500,203 @@ def power_bald(
     """
     pred = _check_pred(pred)
     _check_k(batch_size, len(pred))
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
+    beta = _check_beta(beta)
     scores = _check_scores(bald(pred).detach().double().cpu(), "power-bald")
     log_scores = scores.clamp_min(torch.finfo(torch.float64).tiny).log()
-    gumbel = -torch.empty_like(log_scores).exponential_(generator=generator).log()
-    return torch.topk(beta * log_scores + gumbel, batch_size).indices
+    return gumbel_top_k(beta * log_scores, batch_size, generator)
+
+
+def gumbel_top_k(log_weights: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """Draw ``k`` distinct indices without replacement with probabilities ~ ``exp(log_weights)``.
+
+    The Gumbel-top-k trick: the top k of ``log_weights + g``, ``g_i ~ Gumbel(0, 1)`` i.i.d.,
+    is a draw of the successive sampling (Plackett-Luce) scheme: the first index with
+    probability ``w_i / sum w``, the next among the rest likewise, and so on.
+
+    Args:
+        log_weights: Unnormalised log-probabilities, shape (N,), float64.
+        k: Number of indices, at most N.
+        generator: CPU generator for the Gumbel noise.
+
+    Returns:
+        Indices, shape (k,), int64, in order of drawing.
+    """
+    gumbel = -torch.empty_like(log_weights).exponential_(generator=generator).log()
+    return torch.topk(log_weights + gumbel, k).indices
+
+
+def _check_beta(beta: Any) -> float:
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
+    return float(beta)
+
+
+@register_acquisition("softmax-bald", kind="batch", aliases=("softmax_bald",), stochastic=True)
+def softmax_bald(
+    pred: CategoricalPredictive,
+    batch_size: int,
+    *,
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """SoftmaxBALD (Kirsch et al., 2023): sample a batch with probability ~ exp(beta BALD).
+
+    Drawn without replacement by the Gumbel-top-k trick (:func:`gumbel_top_k`) on
+    ``beta * BALD_i``. ``beta = 0`` is uniform random acquisition, ``beta -> inf`` top-k
+    BALD. BALD is in nats, so ``beta`` sets how many nats of score double a point's odds.
+
+    Args:
+        pred: Predictive over the pool, samples (S, N, C).
+        batch_size: Batch size k, at most N.
+        beta: Inverse temperature, finite and >= 0 (the paper's default is 1).
+        generator: CPU generator for the Gumbel noise (reproducible batches).
+
+    Returns:
+        Selected pool indices, shape (k,), int64, distinct, in order of drawing.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``beta`` is invalid, or a BALD score is NaN.
+
+    References:
+        Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active
+        Learning", TMLR 2023.
+    """
+    pred = _check_pred(pred)
+    _check_k(batch_size, len(pred))
+    beta = _check_beta(beta)
+    scores = _check_scores(bald(pred).detach().double().cpu(), "softmax-bald")
+    return gumbel_top_k(beta * scores, batch_size, generator)
+
+
+@register_acquisition("softrank-bald", kind="batch", aliases=("softrank_bald",), stochastic=True)
+def softrank_bald(
+    pred: CategoricalPredictive,
+    batch_size: int,
+    *,
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Soft-rank BALD (Kirsch et al., 2023): sample a batch with probability ~ rank^-beta.
+
+    ``rank_i`` is point i's position when the pool is sorted by decreasing BALD (1 for
+    the best; ties in pool order), so only the order of the scores matters, not their
+    scale. Drawn without replacement by the Gumbel-top-k trick (:func:`gumbel_top_k`) on
+    ``-beta * log(rank_i)``.
+
+    Args:
+        pred: Predictive over the pool, samples (S, N, C).
+        batch_size: Batch size k, at most N.
+        beta: Inverse temperature, finite and >= 0 (the paper's default is 1).
+        generator: CPU generator for the Gumbel noise (reproducible batches).
+
+    Returns:
+        Selected pool indices, shape (k,), int64, distinct, in order of drawing.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``beta`` is invalid, or a BALD score is NaN.
+
+    References:
+        Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active
+        Learning", TMLR 2023.
+    """
+    pred = _check_pred(pred)
+    _check_k(batch_size, len(pred))
+    beta = _check_beta(beta)
+    scores = _check_scores(bald(pred).detach().double().cpu(), "softrank-bald")
+    order = torch.sort(scores, descending=True, stable=True).indices
+    rank = torch.empty_like(scores)
+    rank[order] = torch.arange(1, scores.numel() + 1, dtype=scores.dtype)
+    return gumbel_top_k(-beta * rank.log(), batch_size, generator)
+
+
+def epig_scores(pred: CategoricalPredictive, target: CategoricalPredictive) -> Tensor:
+    """EPIG (Bickford Smith et al., 2023): expected information gain about target labels.
+
+    ``EPIG(x) = E_{x*} I[y; y* | x, x*]``, the mutual information between the label of a
+    pool point ``x`` and the label of a target input ``x*``, averaged over the M target
+    inputs. Under the model average ``p(y, y*) = (1/S) sum_s p_s(y | x) p_s(y* | x*)``, so
+
+    ``I[y; y*] = sum_{c,d} p(c, d) log p(c, d) + H[p(y)] + H[p(y*)]``.
+
+    ``pred`` and ``target`` must come from the *same* S weight draws (one
+    ``predict(..., draws="shared")`` call on the pool and the targets together, split).
+
+    Args:
+        pred: Predictive over the pool, samples (S, N, C).
+        target: Predictive over the target inputs, samples (S, M, C), same draws.
+
+    Returns:
+        Scores, shape (N,), float64, in nats.
+
+    Raises:
+        ValueError: If the sample counts or classes of ``pred`` and ``target`` differ.
+
+    References:
+        Bickford Smith, Kirsch, Farquhar, Gal, Foster & Rainforth, "Prediction-Oriented
+        Bayesian Active Learning", AISTATS 2023.
+    """
+    pred, target = _check_pred(pred), _check_pred(target)
+    s, n, c = pred.samples.shape
+    if target.samples.shape[0] != s or target.samples.shape[2] != c:
+        raise ValueError(
+            f"target must have the pool's samples and classes (S={s}, C={c}), got shape "
+            f"{tuple(target.samples.shape)}; predict the pool and the targets in one call."
+        )
+    p = pred.sample_probs.detach().double().cpu()  # (S, N, C)
+    q = target.sample_probs.detach().double().cpu()  # (S, M, C)
+    m = q.shape[1]
+    h_target = CategoricalPredictive(target.samples.detach().double().cpu()).entropy().mean()
+    h_pool = CategoricalPredictive(pred.samples.detach().double().cpu()).entropy()
+    out = torch.empty(n, dtype=torch.float64)
+    step = max(1, _ENTRY_ELEMENTS // max(1, m * c * c))
+    qf = q.reshape(s, m * c)
+    for start in range(0, n, step):
+        block = p[:, start : start + step]  # (S, b, C)
+        joint = (block.reshape(s, -1).T @ qf / s).reshape(-1, c, m, c)  # (b, C, M, C)
+        neg_h = torch.special.xlogy(joint, joint).sum((1, 3)).mean(-1)  # (b,)
+        out[start : start + step] = neg_h
+    return out + h_pool + h_target
+
+
+@register_acquisition("epig", kind="batch", stochastic=True, joint=True)
+def epig(
+    pred: CategoricalPredictive,
+    batch_size: int,
+    *,
+    num_targets: int = 100,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Top-k EPIG with target inputs drawn from the pool itself (Bickford Smith et al.).
+
+    Without a separate target set, the pool is the sample of the input distribution:
+    ``num_targets`` pool points (uniformly, without replacement) are the targets ``x*``
+    of :func:`epig_scores`, and the ``batch_size`` points of highest EPIG are returned.
+    ``pred`` must share its weight draws across the pool (``draws="shared"``).
+
+    Args:
+        pred: Predictive over the pool, samples (S, N, C), the same draws for every point.
+        batch_size: Batch size k, at most N.
+        num_targets: Target inputs M drawn from the pool (all N when larger than N).
+        generator: CPU generator for drawing the targets.
+
+    Returns:
+        Selected pool indices, shape (k,), int64, highest EPIG first.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``num_targets`` is invalid, or a score is NaN.
+
+    References:
+        Bickford Smith et al., "Prediction-Oriented Bayesian Active Learning", AISTATS 2023.
+    """
+    pred = _check_pred(pred)
+    n = len(pred)
+    _check_k(batch_size, n)
+    if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
+        raise ValueError(f"num_targets must be a positive integer, got {num_targets!r}.")
+    idx = torch.randperm(n, generator=generator)[: min(num_targets, n)]
+    target = CategoricalPredictive(pred.samples[:, idx.to(pred.samples.device)])
+    scores = _check_scores(epig_scores(pred, target), "epig")
+    return torch.sort(scores, descending=True, stable=True).indices[:batch_size]
 
 
 # -- one entry point ------------------------------------------------------------------------

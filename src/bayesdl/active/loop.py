@@ -67,7 +67,7 @@ from bayesdl._checks import (
     output_size,
 )
 from bayesdl.active import _checkpoint as ckpt
-from bayesdl.active.acquisition import get_acquisition, select
+from bayesdl.active.acquisition import get_acquisition, preferred_draws, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
 from bayesdl.methods.base import Method, get_method
@@ -178,6 +178,11 @@ class ActiveLearner:
         budget: Labelled-set size at which the loop stops (initial set included).
         pool_subset: Unlabelled points scored per step (random subset); ``None`` scores all.
         mc_samples: MC samples S for scoring the pool (Gal et al.'s code uses 100).
+        draws: Posterior draws for scoring the pool (``predict(draws=...)``): ``"auto"``
+            (default) gives each pool point its own S draws (``"independent"``) for per-point
+            scores and the same S draws (``"shared"``) for functions that read the joint
+            predictive (BatchBALD, EPIG); see ``acquisition.preferred_draws`` and
+            ``benchmarks/results/acquisition_pools.md`` for the measurements behind it.
         test_samples: MC samples for the test-set predictions (``None``: ``mc_samples``).
         eval_every: Evaluate on the test set every this many steps (and at the last one).
         train_steps: Gradient steps per (re)training; with ``train_epochs`` the minimum.
@@ -247,6 +252,7 @@ class ActiveLearner:
         budget: int = 1000,
         pool_subset: int | None = 2000,
         mc_samples: int = 20,
+        draws: str = "auto",
         test_samples: int | None = None,
         eval_every: int = 1,
         train_steps: int = 500,
@@ -288,6 +294,9 @@ class ActiveLearner:
             raise ValueError(f"pool_subset={pool_subset} is smaller than step={step}.")
         self.pool_subset = pool_subset
         self.mc_samples = _check_int(mc_samples, "mc_samples", 1)
+        if draws not in ("auto", "shared", "independent"):
+            raise ValueError(f"draws must be 'auto', 'shared' or 'independent', got {draws!r}.")
+        self.draws = preferred_draws(self.acquisition.name) if draws == "auto" else draws
         self.test_samples = (
             self.mc_samples if test_samples is None else _check_int(test_samples, "test_samples", 1)
         )
@@ -359,6 +368,7 @@ class ActiveLearner:
                 "budget": self.budget,
                 "pool_subset": self.pool_subset,
                 "mc_samples": self.mc_samples,
+                "draws": self.draws,
                 "test_samples": self.test_samples,
                 "eval_every": self.eval_every,
                 "train_steps": self.train_steps,
@@ -460,10 +470,12 @@ class ActiveLearner:
     def _device(self) -> torch.device:
         return getattr(self.method, "device", torch.device("cpu"))
 
-    def _predict(self, x: Tensor, step: int, purpose: int, samples: int) -> CategoricalPredictive:
+    def _predict(
+        self, x: Tensor, step: int, purpose: int, samples: int, draws: str = "shared"
+    ) -> CategoricalPredictive:
         assert self.method is not None
         g = _generator(self.seed, step, purpose, device=self._device())
-        pred = self.method.predict(x, samples=samples, generator=g)
+        pred = self.method.predict(x, samples=samples, generator=g, draws=draws)
         if not isinstance(pred, CategoricalPredictive):
             raise TypeError("active learning needs a classification method (Categorical).")
         return pred.cpu()
@@ -471,7 +483,9 @@ class ActiveLearner:
     def _acquire(self, step: int, k: int) -> Tensor:
         candidates = self.pool.unlabelled_subset(self.pool_subset, self._rng)
         if self.acquisition.needs_model:
-            pred = self._predict(self.train_x[candidates], step, _POOL, self.mc_samples)
+            pred = self._predict(
+                self.train_x[candidates], step, _POOL, self.mc_samples, self.draws
+            )
         else:  # random acquisition reads only the pool size
             pred = CategoricalPredictive(torch.zeros(1, candidates.numel(), 1))
         local = select(
