@@ -502,6 +502,8 @@ class BaseMethod(nn.Module, Method):
         """Independent draws by one ``_sample_outputs`` call per input, shape (S, N, ...).
 
         The generator runs on from one input to the next, so every input gets its own S draws.
+        Each call's plan keeps ``draws="independent"``, so a method whose S draws have a fixed
+        structure (MultiSWAG's members) can shuffle it per input.
 
         Args:
             x: One block of inputs on the model's device.
@@ -509,10 +511,9 @@ class BaseMethod(nn.Module, Method):
             generator: The call's generator.
             context: The call's context from ``_predict_context``.
         """
-        shared = ChunkPlan(plan.samples, plan.per_call)
         return torch.cat(
             [
-                self._sample_outputs(xi, shared, generator, self._independent_context(context))
+                self._sample_outputs(xi, plan, generator, self._independent_context(context))
                 for xi in x.split(1)
             ],
             dim=1,

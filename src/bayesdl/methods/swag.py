@@ -360,6 +360,8 @@ class MultiSWAG(BaseMethod):
     def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
         member = self._assign(plan.samples)
+        if plan.draws == "independent":  # per input: its own order of the members' draws
+            member = member[torch.randperm(len(member), generator=generator, device=member.device)]
         outs, first = [], 0
         for c, s in enumerate(plan.chunks()):
             params = self._unflatten(self._draw(member[first : first + s], generator))
