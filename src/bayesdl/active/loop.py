@@ -483,9 +483,7 @@ class ActiveLearner:
     def _acquire(self, step: int, k: int) -> Tensor:
         candidates = self.pool.unlabelled_subset(self.pool_subset, self._rng)
         if self.acquisition.needs_model:
-            pred = self._predict(
-                self.train_x[candidates], step, _POOL, self.mc_samples, self.draws
-            )
+            pred = self._predict(self.train_x[candidates], step, _POOL, self.mc_samples, self.draws)
         else:  # random acquisition reads only the pool size
             pred = CategoricalPredictive(torch.zeros(1, candidates.numel(), 1))
         local = select(
