@@ -16,6 +16,10 @@ For each model and S it times, as a ratio to one deterministic pass (``model.eva
   ``h.repeat(S, ...)`` in train mode;
 * ``mc_dropout``: ``bdl.MCDropout(model).predict(x, samples=S)`` with the default
   ``chunk_size`` and the ``--chunk-sizes`` given;
+* ``mc_dropout_independent``: ``predict(x, samples=S, draws="independent")``, S masks per
+  input (for ranking a pool by BALD), with the default ``chunk_size``;
+* ``vi_last_layer_independent``: VI's ``predict(..., draws="independent")``, which draws
+  by one call per input (``--independent-vi`` to include it; slow by design);
 * ``vi``: ``bdl.MeanFieldVI(model, subset=...).predict(x, samples=S)``. Prediction draws
   full weight samples whatever the estimator, so it is timed once per subset; one training
   step ``loss(x, y, n).backward()`` on a batch is timed per estimator instead, as a ratio to
@@ -122,6 +126,7 @@ def first_dropout(model: nn.Sequential) -> int:
 
 def stochastic_start(model: nn.Sequential, case: str) -> int:
     """Index of the first child a method must re-run per sample (its prefix runs once)."""
+    case = case.removesuffix("_independent")
     if case == "vi_all":
         return 0
     if case == "vi_last_layer":
@@ -187,6 +192,8 @@ def predict_case(
                 return out.unflatten(0, (samples, -1))
 
         return run
+    draws = "independent" if case.endswith("_independent") else "shared"
+    case = case.removesuffix("_independent")
     if case == "mc_dropout":
         method = bdl.MCDropout(model)
     elif case.startswith("vi_"):
@@ -196,7 +203,7 @@ def predict_case(
     method.eval()  # predict() restores the wrapper's mode, and with it the model's
 
     def run(samples: int) -> Any:
-        return method.predict(x, samples=samples, chunk_size=chunk_size)
+        return method.predict(x, samples=samples, chunk_size=chunk_size, draws=draws)
 
     return run
 
@@ -336,7 +343,10 @@ def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
 def _predict_cases(args: argparse.Namespace) -> list[tuple[str, int | None]]:
     cases: list[tuple[str, int | None]] = [("python_loop", None), ("prefix_repeat", None)]
     cases += [("mc_dropout", None)] + [("mc_dropout", c) for c in args.chunk_sizes]
+    cases += [("mc_dropout_independent", None)]
     cases += [(f"vi_{s}", None) for s in args.subsets]
+    if args.independent_vi:
+        cases += [("vi_last_layer_independent", None)]
     return cases
 
 
@@ -478,7 +488,11 @@ def markdown(report: dict[str, Any]) -> str:
                 chunk = f"default ({report['config']['default_chunk_rows']})"
             label = {"vi_all": "MeanFieldVI subset=all (any estimator)",
                      "vi_last_layer": "MeanFieldVI subset=last_layer (any estimator)",
-                     "mc_dropout": "MCDropout"}.get(r["case"], r["case"])  # fmt: skip
+                     "mc_dropout": "MCDropout",
+                     "mc_dropout_independent": "MCDropout draws=independent",
+                     "vi_last_layer_independent":
+                         "MeanFieldVI subset=last_layer draws=independent (per input)",
+                     }.get(r["case"], r["case"])  # fmt: skip
             lines.append(
                 f"| {name} | {label} | {r['samples']} | {chunk} | {r['seconds']:.4f} | "
                 f"{_fmt_ratio(r['ratio'])} | {r['repeats']} | {_fmt_ratio(r['flop_floor'])} | "
@@ -591,6 +605,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-sizes", default="1000,32768,131072",
                    help="extra MCDropout chunk_size values (besides the default)")  # fmt: skip
     p.add_argument("--subsets", default=",".join(SUBSETS), help="MeanFieldVI subsets")
+    p.add_argument("--independent-vi", action="store_true",
+                   help="also time VI's per-input draws (one call per input)")  # fmt: skip
     p.add_argument("--estimators", default=",".join(ESTIMATORS),
                    help="MeanFieldVI estimators for the training step")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128, help="training-step batch size")

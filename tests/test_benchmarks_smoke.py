@@ -46,7 +46,7 @@ def test_predict_speed_tiny(tmp_path, restore_threads):
     args = bench.parse_args([
         "--num-inputs", "8", "--samples", "2", "--repeats", "1", "--threads", "1",
         "--batch-size", "8", "--chunk-sizes", "16", "--memory-cases", "deterministic",
-        "--out", str(tmp_path), "--no-progress",
+        "--out", str(tmp_path), "--no-progress", "--independent-vi",
     ])  # fmt: skip
     bench.main(args)
 
@@ -55,7 +55,8 @@ def test_predict_speed_tiny(tmp_path, restore_threads):
     assert report["provenance"]["command"].startswith("python benchmarks/predict_speed.py --num-inputs 8 ")
     assert report["config"]["num_inputs"] == 8 and "argv" not in report["config"]
     assert set(report["models"]) == {"cnn", "mlp"}
-    cases = {"python_loop", "prefix_repeat", "mc_dropout", "vi_all", "vi_last_layer"}
+    cases = {"python_loop", "prefix_repeat", "mc_dropout", "vi_all", "vi_last_layer",
+             "mc_dropout_independent", "vi_last_layer_independent"}  # fmt: skip
     for m in report["models"].values():
         assert m["deterministic_s"] > 0 and m["deterministic_train_step_s"] > 0
         assert {r["case"] for r in m["predict"]} == cases
@@ -336,3 +337,22 @@ def test_approximation_quality_tiny(tmp_path, restore_threads):
     assert table[0].startswith("Made by `python benchmarks/approximation_quality.py --quick")
     assert table[2].startswith("# How far")
     assert (tmp_path / "approximation_quality.png").stat().st_size > 0
+
+
+def test_acquisition_pools_tiny(tmp_path, restore_threads):
+    bench = _load("acquisition_pools")
+    argv = ["--pool", "digits", "--seeds", "2", "--budget", "30", "--train-steps", "5",
+            "--mc-samples", "3", "--acquisitions", "random,bald@shared,bald",
+            "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    bench.main(argv)
+    record = json.loads((tmp_path / "acquisition_pools_digits.json").read_text())
+    assert record["provenance"]["command"].startswith("python benchmarks/acquisition_pools.py")
+    assert {(r["acquisition"], r["seed"]) for r in record["runs"]} == {
+        (a, s) for a in ("random", "bald@shared", "bald") for s in (0, 1)
+    }
+    for r in record["runs"]:
+        assert r["labels"] == [20, 30] and len(r["accuracy"]) == 2
+    table = (tmp_path / "acquisition_pools.md").read_text()
+    assert table.startswith("Made by `python benchmarks/acquisition_pools.py")
+    assert "| bald@shared | 2 |" in table and "/2 |" in table
+    assert (tmp_path / "acquisition_pools.png").stat().st_size > 0

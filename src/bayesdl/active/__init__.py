@@ -28,8 +28,12 @@ from bayesdl.active.acquisition import (
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.loop import ActiveLearner
 from bayesdl.active.pool import Pool
+from bayesdl.active.schedule import BATCHBALD_SCHEDULE, BatchBALDSchedule, FixedLengthBatches
 
 __all__ = [
+    "BATCHBALD_SCHEDULE",
+    "BatchBALDSchedule",
+    "FixedLengthBatches",
     "Acquisition",
     "ActiveHistory",
     "ActiveLearner",

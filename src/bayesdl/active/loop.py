@@ -70,6 +70,7 @@ from bayesdl.active import _checkpoint as ckpt
 from bayesdl.active.acquisition import get_acquisition, preferred_draws, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
+from bayesdl.active.schedule import BATCHBALD_SCHEDULE, FixedLengthBatches
 from bayesdl.methods.base import Method, get_method
 from bayesdl.methods.mc_dropout import MCDropout
 from bayesdl.predictive import CategoricalPredictive
@@ -189,6 +190,15 @@ class ActiveLearner:
             See the module docstring.
         train_epochs: Epochs per (re)training, sized to the labelled set (``None``: a fixed
             ``train_steps``).
+        schedule: ``"fixed"`` (default): the ``train_steps`` / ``train_epochs`` schedule of
+            the module docstring. ``"batchbald"``: Kirsch et al. (2019)'s published one
+            (``bayesdl.active.schedule``): epochs of 5,056 samples drawn from the labelled
+            set in minibatches of 64, at most 30, early stopping with patience 3 on
+            ``val_data``'s NLL (the best epoch is restored); ``train_steps``,
+            ``train_epochs`` and ``fit_kwargs["batch_size"]`` are then unused. Pair it with
+            ``mc_samples=100``, their sample count.
+        val_data: ``(X_val, y_val)``, the labelled validation set of ``schedule="batchbald"``
+            (theirs: 1,024 points held out of the training set).
         amp: ``torch.bfloat16`` to train and evaluate on the test set in mixed precision
             (``None``: full precision); see the module docstring. Needs a method trained by
             ``BaseMethod.fit`` (MAP, MC dropout, VI, concrete dropout, L0).
@@ -257,6 +267,8 @@ class ActiveLearner:
         eval_every: int = 1,
         train_steps: int = 500,
         train_epochs: float | None = None,
+        schedule: str = "fixed",
+        val_data: Any = None,
         amp: torch.dtype | None = None,
         fit_kwargs: dict[str, Any] | None = None,
         warm_start: bool = False,
@@ -307,6 +319,17 @@ class ActiveLearner:
         ):
             raise ValueError(f"train_epochs must be positive or None, got {train_epochs!r}.")
         self.train_epochs = train_epochs
+        if schedule not in ("fixed", "batchbald"):
+            raise ValueError(f"schedule must be 'fixed' or 'batchbald', got {schedule!r}.")
+        if (schedule == "batchbald") != (val_data is not None):
+            raise ValueError(
+                "schedule='batchbald' needs val_data=(X_val, y_val) (early stopping), and "
+                "val_data is used only by that schedule; give both or neither."
+            )
+        self.schedule = schedule
+        self.val_x, self.val_y = (None, None)
+        if val_data is not None:
+            self.val_x, self.val_y, _ = _split_data(val_data, "val_data")
         check_amp(amp)  # here too, so a bad setting fails before any training
         self.amp = amp
         self.seed = _check_int(seed, "seed", 0)
@@ -373,6 +396,8 @@ class ActiveLearner:
                 "eval_every": self.eval_every,
                 "train_steps": self.train_steps,
                 "train_epochs": self.train_epochs,
+                "schedule": self.schedule,
+                "val_data": None if self.val_x is None else _digest(self.val_x, self.val_y),
                 "amp": None if self.amp is None else str(self.amp),
                 "fit": fit,
                 "warm_start": self.warm_start,
@@ -457,6 +482,17 @@ class ActiveLearner:
         )
         if self.method is None or not self.warm_start:
             self.method = self._build(step)
+        if self.schedule == "batchbald":
+            sched = BATCHBALD_SCHEDULE
+            fit = {k: v for k, v in self.fit_kwargs.items() if k != "batch_size"}
+            self.method.fit(
+                FixedLengthBatches(x, y, sched.batch_size, sched.epoch_samples),
+                epochs=sched.max_epochs, progress=False,
+                generator=_generator(self.seed, step, _SHUFFLE), amp=self.amp,
+                val_data=(self.val_x, self.val_y), patience=sched.patience,
+                val_samples=self.mc_samples, **fit,
+            )  # fmt: skip
+            return
         # fit forks the global RNG (nn.Dropout's masks) from the shuffling generator
         self.method.fit(
             (x, y),
