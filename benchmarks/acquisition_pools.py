@@ -25,12 +25,17 @@ mean AUC difference and the seeds where the acquisition is not below random.
 
 One invocation runs one pool and writes ``OUT/acquisition_pools_<pool>.json``;
 ``--summary-only`` reads every such file in OUT and writes ``acquisition_pools.md`` and
-``acquisition_pools.png`` (the curves, mean over seeds). The committed results::
+``acquisition_pools.png`` (the curves, mean over seeds). The committed results were made,
+on a 2-core machine shared with six other jobs (load average ~15), with::
 
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --out benchmarks/results
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 150 --acquisitions random,entropy,bald@shared,bald,power-bald,batchbald,epig --out benchmarks/results
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 150 --acquisitions random,entropy,bald@shared,bald,power-bald,batchbald,epig --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 60 --acquisitions bald,random,bald@shared --no-progress --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 60 --acquisitions bald,random,bald@shared --no-progress --out benchmarks/results
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
+
+each stopped when the time ran out (the runs finished are in the JSON files; the markdown
+says how many seeds each row has). Add ``entropy``, ``softmax-bald``, ``softrank-bald`` with
+``--acquisitions``; a rerun with the same ``--out`` skips the (acquisition, seed) pairs done.
 """
 
 from __future__ import annotations
@@ -186,7 +191,8 @@ def summarize(args: argparse.Namespace, argv: list[str] | None) -> None:
         rows = summarize_pool(pool, record, targets)
         lines += [
             f"## {pool}", "",
-            f"Settings: {s['seeds']} seed(s), {s['initial']} initial labels, +{s['step']} per "
+            f"Settings: {s['seeds']} seed(s) asked (the seeds column: how many ran), "
+            f"{s['initial']} initial labels, +{s['step']} per "
             f"step to {s['budget']}, S = {s['mc_samples']}"
             + (f", {s['train_steps']} steps per retraining, whole pool scored" if pool == "digits"
                else f", Gal CNN 50 epochs (100-step floor, bf16), 2,000 pool points scored, "

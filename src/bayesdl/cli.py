@@ -223,6 +223,9 @@ def add_active_learn(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="MC samples when scoring the pool (and testing, unless --test-samples)")  # fmt: skip
     p.add_argument("--test-samples", type=_positive_int, default=None,
                    help="MC samples for the test-set predictions (default: --mc-samples)")  # fmt: skip
+    p.add_argument("--draws", default=d.draws, choices=["auto", "shared", "independent"],
+                   help="posterior draws for scoring the pool: auto = each point its own for "
+                        "per-point scores, shared for batchbald / epig")  # fmt: skip
     p.add_argument("--train-steps", type=_positive_int, default=d.train_steps,
                    help="gradient steps per retraining (the minimum with --train-epochs)")  # fmt: skip
     p.add_argument("--train-epochs", type=_positive_float, default=d.train_epochs,
@@ -273,7 +276,7 @@ def run_active_learn(args: argparse.Namespace) -> int:
         dataset=args.dataset, method=args.method,
         acquisitions=[a.strip() for a in args.acquisition.split(",") if a.strip()],
         initial=args.initial, step=args.step, budget=args.budget, repeats=args.repeats,
-        pool_subset=args.pool_subset or None, mc_samples=args.mc_samples,
+        pool_subset=args.pool_subset or None, mc_samples=args.mc_samples, draws=args.draws,
         test_samples=args.test_samples, train_steps=args.train_steps,
         train_epochs=args.train_epochs, precision=args.precision,
         weight_decay=args.weight_decay, lr=args.lr, batch_size=args.batch_size,

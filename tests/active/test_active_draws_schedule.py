@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import bayesdl as bdl
-from bayesdl.active import ActiveLearner, FixedLengthBatches
+from bayesdl.active import BATCHBALD_SCHEDULE, ActiveLearner, BatchBALDSchedule, FixedLengthBatches
 from bayesdl.methods.base import BaseMethod
 
 TRAIN, TEST = bdl.data.digits("train"), bdl.data.digits("test")
@@ -82,12 +82,18 @@ def test_batchbald_schedule_trains_with_early_stopping_on_val_data(monkeypatch):
         return report
 
     monkeypatch.setattr(BaseMethod, "fit", spy)
+    # Kirsch et al.'s code (laaos_results/paper/mnist_*_k100_b10_*.py): these values
+    assert (BATCHBALD_SCHEDULE.epoch_samples, BATCHBALD_SCHEDULE.max_epochs) == (5056, 30)
+    assert (BATCHBALD_SCHEDULE.patience, BATCHBALD_SCHEDULE.batch_size) == (3, 64)
+    assert (BATCHBALD_SCHEDULE.val_size, BATCHBALD_SCHEDULE.mc_samples) == (1024, 100)
+    # a shorter epoch keeps the test fast; everything else as published
+    monkeypatch.setattr("bayesdl.active.loop.BATCHBALD_SCHEDULE", BatchBALDSchedule(640))
     val = (TRAIN.x[-64:], TRAIN.y[-64:])
     learner = _learner(budget=10, schedule="batchbald", val_data=val)
     learner.run()
     ((data, kw, report),) = calls
     assert isinstance(data, FixedLengthBatches)
-    assert data.n_data == 10 and len(data) == 79  # 5,056 samples in minibatches of 64
+    assert data.n_data == 10 and len(data) == 10  # 640 samples in minibatches of 64
     assert kw["epochs"] == 30 and kw["patience"] == 3
     assert 1 <= len(report.val_nll) <= 30
     if len(report.val_nll) < 30:  # stopped early: 3 epochs after the best one

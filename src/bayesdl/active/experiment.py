@@ -71,6 +71,9 @@ class ExperimentConfig:
         repeats: Runs per acquisition function (seeds ``seed``, ``seed + 1``, ...).
         pool_subset: Random unlabelled points scored per step (``None``: all).
         mc_samples: MC samples at acquisition (and at test time unless ``test_samples``).
+        draws: Posterior draws for scoring the pool: ``"auto"`` (independent per point for
+            per-point scores, shared for BatchBALD / EPIG), ``"shared"`` or
+            ``"independent"`` (see ``ActiveLearner``).
         test_samples: MC samples for the test-set predictions (``None``: ``mc_samples``).
         train_steps: Gradient steps per retraining: fixed, or the minimum when
             ``train_epochs`` is set.
@@ -105,6 +108,7 @@ class ExperimentConfig:
     repeats: int = 1
     pool_subset: int | None = 2000
     mc_samples: int = 20
+    draws: str = "auto"
     test_samples: int | None = None
     train_steps: int = 500
     train_epochs: float | None = None
@@ -237,7 +241,7 @@ def run_experiment(
             factory, train, test, method=cfg.method,
             weight_decay=_weight_decay(cfg),
             acquisition=acq, initial=cfg.initial, step=cfg.step, budget=cfg.budget,
-            pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples,
+            pool_subset=cfg.pool_subset, mc_samples=cfg.mc_samples, draws=cfg.draws,
             test_samples=cfg.test_samples,
             eval_every=cfg.eval_every, train_steps=cfg.train_steps,
             train_epochs=cfg.train_epochs, amp=_PRECISIONS[cfg.precision],
