@@ -498,10 +498,7 @@ def power_bald(
         Kirsch, Farquhar, Atighehchian, Jesson, Branchaud-Charron & Gal, "Stochastic Batch
         Acquisition: A Simple Baseline for Deep Active Learning", TMLR 2023.
     """
-    pred = _check_pred(pred)
-    _check_k(batch_size, len(pred))
-    beta = _check_beta(beta)
-    scores = _check_scores(bald(pred).detach().double().cpu(), "power-bald")
+    scores, beta = _checked_bald(pred, batch_size, beta, "power-bald")
     log_scores = scores.clamp_min(torch.finfo(torch.float64).tiny).log()
     return gumbel_top_k(beta * log_scores, batch_size, generator)
 
@@ -525,10 +522,13 @@ def gumbel_top_k(log_weights: Tensor, k: int, generator: torch.Generator | None)
     return torch.topk(log_weights + gumbel, k).indices
 
 
-def _check_beta(beta: Any) -> float:
+def _checked_bald(pred: Any, batch_size: Any, beta: Any, name: str) -> tuple[Tensor, float]:
+    """Validate a stochastic BALD call; return the pool's BALD scores (float64, CPU), beta."""
+    pred = _check_pred(pred)
+    _check_k(batch_size, len(pred))
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
-    return float(beta)
+    return _check_scores(bald(pred).detach().double().cpu(), name), float(beta)
 
 
 @register_acquisition("softmax-bald", kind="batch", aliases=("softmax_bald",), stochastic=True)
@@ -561,10 +561,7 @@ def softmax_bald(
         Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active
         Learning", TMLR 2023.
     """
-    pred = _check_pred(pred)
-    _check_k(batch_size, len(pred))
-    beta = _check_beta(beta)
-    scores = _check_scores(bald(pred).detach().double().cpu(), "softmax-bald")
+    scores, beta = _checked_bald(pred, batch_size, beta, "softmax-bald")
     return gumbel_top_k(beta * scores, batch_size, generator)
 
 
@@ -583,26 +580,11 @@ def softrank_bald(
     scale. Drawn without replacement by the Gumbel-top-k trick (:func:`gumbel_top_k`) on
     ``-beta * log(rank_i)``.
 
-    Args:
-        pred: Predictive over the pool, samples (S, N, C).
-        batch_size: Batch size k, at most N.
-        beta: Inverse temperature, finite and >= 0 (the paper's default is 1).
-        generator: CPU generator for the Gumbel noise (reproducible batches).
-
-    Returns:
-        Selected pool indices, shape (k,), int64, distinct, in order of drawing.
-
-    Raises:
-        ValueError: If ``batch_size`` or ``beta`` is invalid, or a BALD score is NaN.
-
-    References:
-        Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active
-        Learning", TMLR 2023.
+    Args, returns, errors and reference: as :func:`softmax_bald`, with ``pred`` the pool's
+    predictive (S, N, C), ``batch_size`` k, ``beta`` the exponent of the rank (>= 0;
+    0 is uniform random acquisition) and ``generator`` the Gumbel noise's generator.
     """
-    pred = _check_pred(pred)
-    _check_k(batch_size, len(pred))
-    beta = _check_beta(beta)
-    scores = _check_scores(bald(pred).detach().double().cpu(), "softrank-bald")
+    scores, beta = _checked_bald(pred, batch_size, beta, "softrank-bald")
     order = torch.sort(scores, descending=True, stable=True).indices
     rank = torch.empty_like(scores)
     rank[order] = torch.arange(1, scores.numel() + 1, dtype=scores.dtype)
