@@ -511,7 +511,8 @@ class ActiveLearner:
     ) -> CategoricalPredictive:
         assert self.method is not None
         g = _generator(self.seed, step, purpose, device=self._device())
-        pred = self.method.predict(x, samples=samples, generator=g, draws=draws)
+        options = {} if draws == "shared" else {"draws": draws}  # any Method takes shared
+        pred = self.method.predict(x, samples=samples, generator=g, **options)
         if not isinstance(pred, CategoricalPredictive):
             raise TypeError("active learning needs a classification method (Categorical).")
         return pred.cpu()
