@@ -363,8 +363,8 @@ class SNGP(BaseMethod):
             generator: Unused (the objective has no noise beyond the model's own dropout).
             state: The engine's state inside ``fit``.
         """
-        with self._gp_head():
-            out = self._forward_checked(x, y, self._network)
+        out = self._features_and_mean(x)[1]
+        self.likelihood.check_target(out, y)
         head = self.head_name + "."
         hidden = {n: p for n, p in self.model.named_parameters() if not n.startswith(head)}
         beta = self.gp_weight
@@ -393,21 +393,21 @@ class SNGP(BaseMethod):
         """
         chol = self.precision_chol
         blocks, dim, _ = chol.shape
-        precision = torch.eye(dim, device=chol.device, dtype=torch.float64) * self.prior_precision
+        precision = torch.eye(dim, device=chol.device, dtype=chol.dtype) * self.prior_precision
         precision = precision.expand(blocks, dim, dim).clone()
         with torch.no_grad(), eval_mode(self):
             for x, _y in state.batches.epoch(state.generator):
                 phi, out = self._features_and_mean(self.to_model(x))
-                phi, out = phi.reshape(-1, dim).double(), out.reshape(-1, out.shape[-1]).double()
+                phi, out = phi.reshape(-1, dim).to(chol.dtype), out.reshape(-1, out.shape[-1])
                 if isinstance(self.likelihood, Categorical):
-                    p = out.softmax(-1)
+                    p = out.to(chol.dtype).softmax(-1)
                     weights = (p * (1 - p)).T  # (C, B)
                 else:
                     sigma = float(self.likelihood.sigma.detach())
                     weights = phi.new_full((1, phi.shape[0]), sigma**-2)
                 scaled = phi * weights.sqrt().unsqueeze(-1)  # (K, B, D)
                 precision += scaled.mT @ scaled
-            chol.copy_(torch.linalg.cholesky(precision).to(chol.dtype))
+            chol.copy_(torch.linalg.cholesky(precision))
             self.n_data.fill_(state.batches.n_data)
 
     # -- prediction ----------------------------------------------------------------------------
