@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mnist-test", type=int, default=2000)
     p.add_argument("--mnist-epochs", type=int, default=3)
     p.add_argument("--sngp-lengthscales", default="0.5,1,2,4")
+    p.add_argument("--sngp-features", type=int, default=1024, help="SNGP's random features")
     p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -114,7 +115,10 @@ def _measure(method: Any, x_in: Tensor, y_in: Tensor, x_far: Tensor, samples: in
         "accuracy": bdl.metrics.accuracy(p_in.probs, y_in),
         "nll": bdl.metrics.nll(p_in.probs, y_in),
     }
-    for key, score in (("mi", lambda p: p.mutual_information()), ("entropy", lambda p: p.entropy())):
+    for key, score in (
+        ("mi", lambda p: p.mutual_information()),
+        ("entropy", lambda p: p.entropy()),
+    ):
         s_in, s_far = score(p_in).float(), score(p_far).float()
         row[f"far_fraction_{key}"] = bdl.metrics.far_field_fraction(s_in, s_far)
         row[f"auroc_{key}"] = bdl.metrics.ood_auroc(s_in, s_far)
@@ -123,14 +127,14 @@ def _measure(method: Any, x_in: Tensor, y_in: Tensor, x_far: Tensor, samples: in
 
 def _choose_lengthscale(make: Any, train: tuple[Tensor, Tensor], settings: dict[str, Any],
                         epochs: int, batch_size: int, seed: int,
-                        grid: list[float]) -> tuple[float, dict[str, float]]:  # fmt: skip
+                        grid: list[float], features: int) -> tuple[float, dict[str, float]]:  # fmt: skip
     """SNGP's lengthscale with the lowest NLL on the last 20% of the training data."""
     x, y = train
     n_fit = int(0.8 * len(x))
     nlls = {}
     for ls in grid:
         method, _ = _fit("sngp", make(False), (x[:n_fit], y[:n_fit]), settings, epochs,
-                         batch_size, seed, lengthscale=ls)  # fmt: skip
+                         batch_size, seed, lengthscale=ls, random_features=features)  # fmt: skip
         probs = _scores(method, x[n_fit:], 20, seed).probs
         nlls[str(ls)] = bdl.metrics.nll(probs, y[n_fit:])
     best = min(grid, key=lambda ls: nlls[str(ls)])
@@ -177,10 +181,11 @@ def _problem(name: str, args: argparse.Namespace, methods: list[str]) -> dict[st
     for m in methods:
         kw: dict[str, Any] = {}
         if m == "sngp":
+            kw["random_features"] = args.sngp_features
             grid_ls = [float(v) for v in args.sngp_lengthscales.split(",")]
             torch.manual_seed(seed)
             ls, nlls = _choose_lengthscale(make, (x_tr, y_tr), settings.get(m, {}), epochs,
-                                           batch, seed, grid_ls)  # fmt: skip
+                                           batch, seed, grid_ls, args.sngp_features)  # fmt: skip
             kw["lengthscale"] = ls
             results["sngp_lengthscale"] = {"chosen": ls, "validation_nll": nlls}
         torch.manual_seed(seed)
@@ -280,6 +285,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, A
         "moons_epochs": args.moons_epochs, "moons_resolution": args.moons_resolution,
         "mnist_train": args.mnist_train, "mnist_test": args.mnist_test,
         "mnist_epochs": args.mnist_epochs, "seed": args.seed, "threads": args.threads,
+        "sngp_features": args.sngp_features,
     }}  # fmt: skip
     for prob in args.problems.split(","):
         results["problems"][prob] = _problem(prob, args, methods)

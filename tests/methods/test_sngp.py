@@ -83,7 +83,7 @@ def test_random_features_approximate_the_rbf_kernel():
                     random_features=d, lengthscale=ls, seed=3)  # fmt: skip
     x = torch.tensor([[0.0, 0.0], [0.3, -0.2], [1.0, 1.0], [-0.5, 0.8], [2.0, 0.0]])
     phi = sngp.features(x).double()
-    exact = torch.exp(-torch.cdist(x, x).double() ** 2 / (2 * ls**2))
+    exact = torch.exp(-(torch.cdist(x, x).double() ** 2) / (2 * ls**2))
     # each of the D terms 2 cos(w.h + b) cos(w.h' + b) has variance <= 1.5
     assert ((phi @ phi.T - exact).abs() <= Z * math.sqrt(1.5 / d)).all()
 
@@ -172,6 +172,7 @@ class _Tail(nn.Module):
         (lambda: bdl.SNGP(nn.Linear(2, 3), random_features=0), "random_features"),
         (lambda: bdl.SNGP(nn.Linear(2, 3), lengthscale=-1.0), "lengthscale"),
         (lambda: bdl.SNGP(nn.Linear(2, 3), prior_precision=0.0), "prior_precision"),
+        (lambda: bdl.SNGP(nn.Linear(2, 3), seed=-1), "seed"),
         (lambda: bdl.SNGP(nn.Linear(2, 4), bdl.likelihoods.HeteroscedasticGaussian()),
          "Categorical and Gaussian"),
         (lambda: bdl.SNGP(nn.Linear(2, 3)).predict(torch.randn(2, 2)), "fit"),
