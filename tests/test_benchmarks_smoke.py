@@ -52,7 +52,9 @@ def test_predict_speed_tiny(tmp_path, restore_threads):
 
     report = json.loads((tmp_path / "predict_speed.json").read_text())
     assert set(report) == {"config", "models", "targets", "provenance"}
-    assert report["provenance"]["command"].startswith("python benchmarks/predict_speed.py --num-inputs 8 ")
+    assert report["provenance"]["command"].startswith(
+        "python benchmarks/predict_speed.py --num-inputs 8 "
+    )
     assert report["config"]["num_inputs"] == 8 and "argv" not in report["config"]
     assert set(report["models"]) == {"cnn", "mlp"}
     cases = {"python_loop", "prefix_repeat", "mc_dropout", "vi_all", "vi_last_layer",
@@ -356,3 +358,31 @@ def test_acquisition_pools_tiny(tmp_path, restore_threads):
     assert table.startswith("Made by `python benchmarks/acquisition_pools.py")
     assert "| bald@shared | 2 |" in table and "/2 |" in table
     assert (tmp_path / "acquisition_pools.png").stat().st_size > 0
+
+
+def test_distance_awareness_tiny(tmp_path, monkeypatch, restore_threads):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import bayesdl as bdl
+
+    images = _random_images(bdl)
+    monkeypatch.setattr(bdl.data, "mnist", lambda split: images(64, "mnist"))
+    monkeypatch.setattr(bdl.data, "fashion_mnist", lambda split: images(64, "fashion-mnist"))
+    bench = _load("distance_awareness")
+    argv = ["--methods", "map,vi,sngp", "--moons-epochs", "2", "--moons-resolution", "12",
+            "--mnist-train", "40", "--mnist-test", "16", "--mnist-epochs", "1",
+            "--sngp-lengthscales", "1,2", "--sngp-features", "16", "--samples", "4",
+            "--out", str(tmp_path)]  # fmt: skip
+    bench.main(bench.parse_args(argv), argv)
+    report = json.loads((tmp_path / "distance_awareness.json").read_text())
+    assert report["provenance"]["command"].startswith("python benchmarks/distance_awareness.py")
+    for problem in ("moons", "mnist"):
+        rows = report["problems"][problem]["methods"]
+        assert set(rows) == {"map", "vi", "sngp"}
+        assert rows["map"]["far_fraction_mi"] == 0.0  # one draw: no epistemic uncertainty
+        assert all(0 <= r["far_fraction_mi"] <= 1 and 0 <= r["auroc_mi"] <= 1
+                   for r in rows.values())  # fmt: skip
+    assert report["problems"]["moons"]["sngp_lengthscale"]["chosen"] in (1.0, 2.0)
+    table = (tmp_path / "distance_awareness.md").read_text().splitlines()
+    assert table[0].startswith("Made by `python benchmarks/distance_awareness.py --methods")
+    assert (tmp_path / "distance_awareness.png").stat().st_size > 0

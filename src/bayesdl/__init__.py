@@ -20,6 +20,7 @@ from bayesdl.methods import (
     MAP,
     SGHMC,
     SGLD,
+    SNGP,
     SWAG,
     ConcreteDropout,
     DeepEnsemble,
@@ -39,4 +40,5 @@ __all__ = [
     "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
     "TemperatureScaling",
+    "SNGP",
 ]  # fmt: skip

@@ -35,6 +35,7 @@ __all__ = [
     "beta_interval",
     "plot_coin_posterior",
     "plot_confidence_maps",
+    "plot_confidence_map_rows",
     "plot_regression",
     "plot_reliability",
     "plot_learning_curves",
@@ -315,6 +316,7 @@ def plot_confidence_maps(
     *,
     bnn_name: str = "BNN",
     path: PathLike | None = None,
+    map_name: str = "MAP",
 ) -> Figure:
     """A deterministic net's confidence next to a BNN's entropy and mutual information.
 
@@ -335,6 +337,7 @@ def plot_confidence_maps(
         ax: Three Axes to draw into; a new figure (with colour bars) when ``None``.
         bnn_name: How the BNN is called in the titles.
         path: Save the figure here as well (PNG).
+        map_name: How the first panel's network is called in its title.
 
     Returns:
         The figure: three map axes plus one colour bar axes each.
@@ -360,7 +363,7 @@ def plot_confidence_maps(
     ent = _np(bnn_predictive.entropy()).reshape(gx.shape)
     mi = _np(bnn_predictive.mutual_information()).reshape(gx.shape)
     panels = [
-        (conf, "MAP: confidence (max softmax)", "viridis", 1.0 / n_classes, 1.0),
+        (conf, f"{map_name}: confidence (max softmax)", "viridis", 1.0 / n_classes, 1.0),
         (ent, f"{bnn_name}: predictive entropy (nats)", "magma", 0.0, math.log(n_classes)),
         (mi, f"{bnn_name}: mutual information (nats)", "magma", 0.0, max(float(mi.max()), 1e-6)),
     ]
@@ -381,6 +384,49 @@ def plot_confidence_maps(
     axes[0].legend(loc="lower left", fontsize=7, framealpha=0.8)
     if ax is None:
         fig.suptitle("Two moons: what a point estimate and a Bayesian net say off the data")
+    _save(fig, path)
+    return fig
+
+
+def plot_confidence_map_rows(
+    x_train: Tensor,
+    y_train: Tensor,
+    grid_x: Tensor,
+    grid_y: Tensor,
+    rows: Sequence[tuple[str, CategoricalPredictive, str, CategoricalPredictive]],
+    *,
+    title: str | None = None,
+    path: PathLike | None = None,
+) -> Figure:
+    """Several rows of :func:`plot_confidence_maps` in one figure, one row per comparison.
+
+    Args:
+        x_train: Training inputs, shape (N, 2).
+        y_train: Training labels, shape (N,).
+        grid_x: First coordinate of the grid, shape (H, W).
+        grid_y: Second coordinate of the grid, shape (H, W).
+        rows: Per row ``(map_name, map_predictive, bnn_name, bnn_predictive)``: the first
+            panel shows the confidence of ``map_predictive``, the other two the entropy and
+            mutual information of ``bnn_predictive``.
+        title: The figure's title.
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (three map axes per row, each with its colour bar).
+
+    Raises:
+        ValueError: If ``rows`` is empty (or as :func:`plot_confidence_maps`).
+        ImportError: If matplotlib is not installed.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass at least one (name, predictive, name, predictive).")
+    fig = _figure_class()(figsize=(4.6 * 3, 4.0 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for row_axes, (map_name, map_pred, bnn_name, bnn_pred) in zip(axes, rows, strict=True):
+        plot_confidence_maps(x_train, y_train, grid_x, grid_y, map_pred, bnn_pred,
+                             list(row_axes), bnn_name=bnn_name, map_name=map_name)  # fmt: skip
+    if title is not None:
+        fig.suptitle(title)
     _save(fig, path)
     return fig
 

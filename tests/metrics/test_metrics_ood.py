@@ -142,3 +142,33 @@ def test_missing_sklearn_names_the_extra(fn, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_inputs():
     assert ood_auroc(S_IN.cuda(), S_OUT) == 0.75
+
+
+def test_far_field_fraction_counts_points_above_the_in_data_quantile():
+    from bayesdl.metrics import far_field_fraction
+
+    s_in = torch.arange(101.0)  # quantile 0.95 by linear interpolation: exactly 95.0
+    far = torch.tensor([94.0, 95.0, 95.5, 200.0, -1.0])  # strictly above 95: two of five
+    assert far_field_fraction(s_in, far) == 0.4
+    assert far_field_fraction(s_in, far, quantile=0.5) == 0.8  # above 50: all but -1
+    assert far_field_fraction(torch.zeros(10), torch.zeros(5)) == 0.0  # no epistemic part
+
+
+def test_far_field_fraction_of_scores_that_ignore_distance_is_one_minus_the_quantile():
+    from _policy import Z
+
+    from bayesdl.metrics import far_field_fraction
+
+    g = torch.Generator().manual_seed(0)
+    s_in, s_far = torch.rand(20000, generator=g), torch.rand(20000, generator=g)
+    # binomial error of the far fraction, and as much again from the estimated quantile
+    se = math.sqrt(2 * 0.05 * 0.95 / 20000)
+    assert abs(far_field_fraction(s_in, s_far) - 0.05) <= Z * se
+
+
+@pytest.mark.parametrize("quantile", [0.0, 1.0, 1.5, True])
+def test_far_field_fraction_rejects_a_bad_quantile(quantile):
+    from bayesdl.metrics import far_field_fraction
+
+    with pytest.raises(ValueError, match="quantile"):
+        far_field_fraction(S_IN, S_OUT, quantile=quantile)

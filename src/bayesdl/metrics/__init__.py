@@ -17,7 +17,7 @@ from bayesdl.metrics.calibration import (
     nll,
     reliability,
 )
-from bayesdl.metrics.ood import fpr_at_tpr, ood_aupr, ood_auroc
+from bayesdl.metrics.ood import far_field_fraction, fpr_at_tpr, ood_aupr, ood_auroc
 from bayesdl.metrics.referral import ReferralCurve, accuracy_at_referral, aurc, referral_curve
 from bayesdl.metrics.regression import gaussian_nll, rmse
 
@@ -31,6 +31,7 @@ __all__ = [
     "aurc",
     "brier",
     "ece",
+    "far_field_fraction",
     "fpr_at_tpr",
     "gaussian_nll",
     "mce",

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from bayesdl.metrics._validate import check_fraction, check_scores
 
-__all__ = ["fpr_at_tpr", "ood_aupr", "ood_auroc"]
+__all__ = ["far_field_fraction", "fpr_at_tpr", "ood_aupr", "ood_auroc"]
 
 
 def _sklearn_metrics(caller: str) -> Any:
@@ -128,3 +128,40 @@ def fpr_at_tpr(score_in: Tensor, score_out: Tensor, tpr: float = 0.95) -> float:
     # tpr_curve is non-decreasing and ends at 1, so the search always finds an index.
     i = int(np.searchsorted(tpr_curve, tpr, side="left"))
     return float(fpr_curve[i])
+
+
+def far_field_fraction(score_in: Tensor, score_far: Tensor, quantile: float = 0.95) -> float:
+    """Fraction of far-field points whose uncertainty exceeds a high quantile of the in-data one.
+
+    A distance-aware model's epistemic uncertainty grows away from the data in every
+    direction, so nearly every far-field point (e.g. a grid beyond the data's range, or
+    inputs from another distribution) scores above almost every in-data point. With
+    ``t = quantile(score_in, quantile)`` (linear interpolation, as ``torch.quantile``)
+    this returns ``mean(score_far > t)``: about ``1 - quantile`` for a score that does not
+    depend on the distance to the data, 1 for one that always rises beyond it, and 0 for a
+    model without epistemic uncertainty (every score 0, none above ``t = 0``).
+
+    Args:
+        score_in: Uncertainty of in-data points, shape (N_in,) (e.g. mutual information).
+        score_far: Uncertainty of far-field points, shape (N_far,).
+        quantile: Quantile of ``score_in`` taken as the threshold, in (0, 1).
+
+    Returns:
+        The fraction in [0, 1]; higher is more distance-aware.
+
+    Raises:
+        TypeError: If a score is not a real tensor.
+        ValueError: If a score tensor is not 1-D, is empty or has NaN/inf, or ``quantile``
+            is not in (0, 1).
+
+    Examples:
+        >>> import torch
+        >>> s_in = torch.arange(101.0)  # the 95th percentile is 95
+        >>> far_field_fraction(s_in, torch.tensor([94.0, 95.0, 96.0, 200.0]))
+        0.5
+    """
+    quantile = check_fraction(quantile, "quantile", low_closed=False, high_closed=False)
+    s_in = check_scores(score_in, "score_in").double()
+    s_far = check_scores(score_far, "score_far").double()
+    threshold = torch.quantile(s_in, quantile)
+    return float((s_far > threshold).double().mean())
