@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from bayesdl import distributed
 from bayesdl._checks import check_input, check_model_input, check_positive_int, to_dataset
 from bayesdl.progress import progress_bar
 from bayesdl.runtime import flush_subnormal_, peek_seed, seeded_global_rng
@@ -268,8 +269,14 @@ def make_batches(
         model: The network the inputs must fit (``_checks.check_model_input``): a tuple's
             ``X`` is checked (and integer inputs cast) once, a loader's minibatches each.
 
+    Under a process group (``bayesdl.distributed``) a tuple gives ``ShardedBatches`` (one
+    global permutation per epoch, each global minibatch of ``batch_size`` split over the
+    ranks) and a ``Dataset`` a loader with a ``DistributedSampler`` of ``batch_size / world``
+    per rank; a ``DataLoader`` is used as it is (give it a ``DistributedSampler``).
+
     Raises:
-        ValueError: On empty data, NaN inputs or mismatched lengths.
+        ValueError: On empty data, NaN inputs or mismatched lengths, or, under a process
+            group, a ``batch_size`` the world size does not divide.
     """
     if isinstance(data, DataLoader):
         return LoaderBatches(data, model)
@@ -280,6 +287,14 @@ def make_batches(
         data = (check_model_input(model, data[0], "X"), data[1])
     dataset = to_dataset(data)  # type: ignore[arg-type]
     tensors = getattr(dataset, "tensors", None)
+    if distributed.is_active():
+        distributed.check_divisible(batch_size, "batch_size")
+        seed = distributed.shared_seed(generator) if shuffle else 0
+        if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
+            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, seed=seed,
+                                              shuffle=shuffle)  # fmt: skip
+        return distributed.DatasetBatches(dataset, batch_size, seed=seed, shuffle=shuffle,
+                                          model=model)  # fmt: skip
     if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
         return TensorBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
@@ -364,6 +379,9 @@ def _run_phase(
     factors = lr_factors(phase.schedule, state.total_steps, phase.cycles)
     base_lrs = [g["lr"] for g in state.optimizer.param_groups]
     cpu = method.device.type == "cpu"  # GPUs handle subnormals at full speed
+    sync = distributed.is_active()
+    world = distributed.world_size()
+    share = getattr(state.batches, "shard_weight", lambda b: 1.0 / world)
     best: tuple[float, dict[str, Tensor]] | None = None
     since_best = 0
     method.train()
@@ -379,8 +397,13 @@ def _run_phase(
             for group, lr in zip(state.optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * state.lr_factor
             method.before_step(state)
+            b = x.shape[0]
             with torch.autocast(method.device.type, dtype=amp, enabled=amp is not None):
-                terms = method.objective(x, y, state.n_data, state.generator, state)
+                if b or not sync:
+                    terms = method.objective(x, y, state.n_data, state.generator, state)
+                else:  # this rank's slice of a short last global minibatch is empty
+                    zero = torch.zeros((), device=method.device)
+                    terms = Terms(zero, zero)
             loss = terms.total.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -389,19 +412,24 @@ def _run_phase(
                     f"{terms.prior.item()}); lower lr or clip gradients (clip_grad_norm=)."
                 )
             state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if b or not sync:
+                loss.backward()
+            if sync:  # every rank takes the step of the whole global minibatch
+                distributed.all_reduce_gradients(params, share(b))
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             state.optimizer.step()
             if cpu and (state.step + 1) % FLUSH_EVERY == 0:
                 flush_subnormal_(params)
-            b = x.shape[0]
             sums += torch.stack([terms.data.detach().double(), terms.prior.detach().double()]).cpu() * b
             seen += b
             state.step += 1
             method.after_step(state)
             for cb in callbacks:
                 cb.on_step_end(state, terms)
+        if sync:  # the epoch's losses over every rank's examples
+            sums = distributed.all_reduce_sum(torch.cat([sums, sums.new_tensor([seen])]))
+            sums, seen = sums[:2], float(sums[2])
         data_loss, prior_loss = (sums / seen).tolist()
         report.data_loss.append(data_loss)
         report.prior_loss.append(prior_loss)
@@ -468,7 +496,16 @@ def run_fit(
         and prior terms apart, validation NLL when ``val_data`` is given, wall time.
     """
     start = time.perf_counter()
+    if distributed.is_active():  # the same noise and shuffles on every rank
+        distributed.check_same(
+            [_name(method), getattr(method, "hparams", None), batch_size, repr(phases)],
+            "the fit's method and settings",
+        )  # fmt: skip
+        if generator is None:
+            seed = distributed.shared_seed(None)
+            generator = torch.Generator(method.device).manual_seed(seed)
     batches = make_batches(data, batch_size, generator=generator, model=method.model)
+    distributed.check_same(batches.n_data, "the number of training examples")
     val = None
     if val_data is not None:
         if not (isinstance(val_data, tuple) and len(val_data) == 2):
@@ -510,7 +547,9 @@ def run_fit(
                     phases=phases, progress=progress,
                 )  # fmt: skip
                 method.before_phase(state)
-                with seeded_global_rng(peek_seed(generator), method.device):
+                fork = peek_seed(generator)  # nn.Dropout: independent masks on every rank
+                fork = fork + distributed.rank() if fork is not None else None
+                with seeded_global_rng(fork, method.device):
                     _run_phase(
                         method, state, params, report, clip_grad_norm=clip_grad_norm, amp=amp,
                         val=val, callbacks=callbacks, progress=progress and members == 1,
