@@ -41,7 +41,6 @@ import copy
 import datetime
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,12 +49,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from bayesdl.engine import TensorBatches
+
 if TYPE_CHECKING:
     from bayesdl.predictive import Predictive
 
 __all__ = [
     "is_active", "rank", "world_size", "is_main", "init_from_env", "barrier", "check_same",
-    "check_divisible", "shared_seed", "all_reduce_sum", "all_reduce_gradients", "shard_bounds",
+    "check_divisible", "shared_seed", "rank_generator", "all_reduce_sum", "all_reduce_gradients", "shard_bounds",
     "shard", "gather", "gather_predictive", "predict_sharded", "top_k", "ShardedBatches",
     "DatasetBatches",
     "DEFAULT_TIMEOUT_S",
@@ -183,6 +184,21 @@ def shared_seed(generator: torch.Generator | None) -> int:
     if is_active() and generator is None:
         dist.broadcast(seed, 0)
     return int(seed)
+
+
+def rank_generator(generator: torch.Generator) -> torch.Generator:
+    """A generator of this rank's own, seeded from one draw of the shared ``generator``.
+
+    Noise drawn per example (VI's local reparameterisation and Flipout, concrete dropout's
+    and L0's gates) must differ between the ranks' examples, while the shared generator
+    must advance the same on every rank (it also shuffles and draws per-parameter noise):
+    one draw from it, offset by the rank, seeds this one.
+
+    Args:
+        generator: The fit's generator, in the same state on every rank.
+    """
+    seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    return torch.Generator(generator.device).manual_seed(seed + rank() * 0x9E3779B97F4A7C15 % 2**62)
 
 
 def _comm(t: Tensor) -> Tensor:
@@ -345,34 +361,32 @@ def top_k(scores: Tensor, indices: Tensor, k: int) -> Tensor:
     return pairs[best, 1].long()
 
 
-class ShardedBatches:
-    """Minibatches of one global permutation per epoch, each split over the ranks.
+class ShardedBatches(TensorBatches):
+    """One process's minibatches, each split over the ranks.
 
-    Epoch ``e`` permutes the N examples with ``torch.Generator().manual_seed(seed + e)`` (as
-    ``DistributedSampler(seed=seed)`` after ``set_epoch(e)``), cuts the permutation into
-    global minibatches of ``batch_size`` and yields this rank's contiguous slice of each
-    (``shard_bounds``); a short last minibatch is split as evenly as it goes (a rank may get
-    none of it). With ``world=1`` it is an ordinary single-process sampler drawing the same
-    global minibatches, the reference a distributed fit is compared with.
-    ``shard_weight(b)`` is the share of the current global minibatch that ``b`` local
-    examples are (the weight of ``all_reduce_gradients``).
+    Every rank draws the permutation that ``engine.TensorBatches`` (one process) draws from
+    the fit's generator, the same on every rank, cuts it into global minibatches of
+    ``batch_size`` and yields its contiguous slice of each (``shard_bounds``); a short last
+    minibatch is split as evenly as it goes (a rank may get none of it). With the gradient
+    all-reduce weighted by ``shard_weight`` a fit under a process group then takes the steps
+    of a single-process ``fit`` with the same generator. ``epoch(None)`` walks the data in
+    its order (a curvature pass); torch's global RNG is never used, as it may differ between
+    ranks.
 
     Args:
         x: Every input, the same on every rank, shape (N, ...).
         y: Every target, shape (N, ...).
         batch_size: Global minibatch size (a multiple of the world size).
-        seed: Shuffling seed, the same on every rank (``shared_seed``).
         shuffle: Draw a new order every epoch; ``False``: the data's order.
         rank: This process's rank (``None``: the process group's).
         world: Number of ranks (``None``: the process group's).
 
     Raises:
-        ValueError: If ``batch_size`` is not a positive multiple of the world size, or the
-            inputs and targets differ in length.
+        ValueError: If ``batch_size`` is not a positive multiple of the world size.
     """
 
     def __init__(
-        self, x: Tensor, y: Tensor, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+        self, x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool = True,
         rank: int | None = None, world: int | None = None,
     ) -> None:  # fmt: skip
         self.rank = globals()["rank"]() if rank is None else rank
@@ -384,29 +398,19 @@ class ShardedBatches:
                 f"batch_size={batch_size} is the global minibatch and must be divisible by the "
                 f"world size {self.world}; choose a multiple of {self.world}."
             )
-        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise ValueError(
-                f"x and y must hold the same positive number of examples, got {x.shape[0]} and "
-                f"{y.shape[0]}."
-            )
-        self.x, self.y, self.batch_size, self.seed, self.shuffle = x, y, batch_size, seed, shuffle
-        self.n_data = x.shape[0]
-        self._epochs = 0
+        super().__init__(x, y, batch_size, shuffle=shuffle)
         self._global = batch_size
 
-    def __len__(self) -> int:
-        return math.ceil(self.n_data / self.batch_size)
-
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's slices of one epoch's global minibatches (``generator`` is unused: the
-        order comes from ``seed`` and the epoch count; ``None`` with ``shuffle=False`` or a
-        curvature pass: the data's order)."""
+        """This rank's slices of one epoch's global minibatches.
+
+        Args:
+            generator: The fit's generator, in the same state on every rank (``None``: the
+                data's order).
+        """
         n, bs = self.n_data, self.batch_size
-        if self.shuffle and generator is not None:
-            gen = torch.Generator().manual_seed(self.seed + self._epochs)
-            self._epochs += 1
-            order = torch.randperm(n, generator=gen)
-        else:
+        order = self.epoch_order(generator) if generator is not None else None
+        if order is None:
             order = torch.arange(n)
         for i in range(0, n, bs):
             block = order[i : i + bs]
@@ -422,10 +426,6 @@ class ShardedBatches:
             b: Examples in this rank's slice.
         """
         return b / self._global
-
-    def first_inputs(self, batches: int) -> Tensor:
-        """The first ``batches`` global minibatches' inputs in the data's order."""
-        return self.x[: batches * self.batch_size]
 
 
 class DatasetBatches:

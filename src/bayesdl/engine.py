@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from bayesdl import distributed
 from bayesdl._checks import check_input, check_model_input, check_positive_int, to_dataset
 from bayesdl.progress import progress_bar
 from bayesdl.runtime import flush_subnormal_, peek_seed, seeded_global_rng
@@ -198,10 +197,22 @@ class TensorBatches:
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = self.n_data, self.batch_size
+        order = self.epoch_order(generator)
+        for i in range(0, n, bs):
+            idx = slice(i, i + bs) if order is None else order[i : i + bs]
+            yield self.x[idx], self.y[idx]
+
+    def epoch_order(self, generator: torch.Generator | None) -> Tensor | None:
+        """The permutation of one epoch, drawn as the ``DataLoader`` draws it (``None``: the
+        data's order, without shuffling).
+
+        Args:
+            generator: The shuffling generator (``None``: a fresh one seeded from torch's
+                global RNG, as ``RandomSampler`` does).
+        """
+        n = self.n_data
         if not self.shuffle:
-            for i in range(0, n, bs):
-                yield self.x[i : i + bs], self.y[i : i + bs]
-            return
+            return None
         if generator is None:  # as RandomSampler: a fresh generator seeded from torch's
             torch.empty((), dtype=torch.int64).random_()
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
@@ -211,9 +222,7 @@ class TensorBatches:
             order_gen = generator
         order = torch.randperm(n, generator=order_gen)
         torch.randperm(n, generator=order_gen)  # the DataLoader's end-of-epoch draw
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            yield self.x[idx], self.y[idx]
+        return order
 
     def first_inputs(self, batches: int) -> Tensor:
         return self.x[: batches * self.batch_size]
@@ -269,15 +278,18 @@ def make_batches(
         model: The network the inputs must fit (``_checks.check_model_input``): a tuple's
             ``X`` is checked (and integer inputs cast) once, a loader's minibatches each.
 
-    Under a process group (``bayesdl.distributed``) a tuple gives ``ShardedBatches`` (one
-    global permutation per epoch, each global minibatch of ``batch_size`` split over the
-    ranks) and a ``Dataset`` a loader with a ``DistributedSampler`` of ``batch_size / world``
-    per rank; a ``DataLoader`` is used as it is (give it a ``DistributedSampler``).
+    Under a process group (``bayesdl.distributed``) a tuple gives ``ShardedBatches`` (the
+    permutation one process would draw, the same on every rank, each global minibatch of
+    ``batch_size`` split over the ranks) and a ``Dataset`` a loader with a seeded
+    ``DistributedSampler`` of ``batch_size / world`` per rank; a ``DataLoader`` is used as it
+    is (give it a ``DistributedSampler``).
 
     Raises:
         ValueError: On empty data, NaN inputs or mismatched lengths, or, under a process
             group, a ``batch_size`` the world size does not divide.
     """
+    from bayesdl import distributed  # it builds on this module's TensorBatches
+
     if isinstance(data, DataLoader):
         return LoaderBatches(data, model)
     if hasattr(data, "epoch") and hasattr(data, "n_data"):
@@ -289,10 +301,9 @@ def make_batches(
     tensors = getattr(dataset, "tensors", None)
     if distributed.is_active():
         distributed.check_divisible(batch_size, "batch_size")
-        seed = distributed.shared_seed(generator) if shuffle else 0
         if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
-            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, seed=seed,
-                                              shuffle=shuffle)  # fmt: skip
+            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle)
+        seed = distributed.shared_seed(generator) if shuffle else 0
         return distributed.DatasetBatches(dataset, batch_size, seed=seed, shuffle=shuffle,
                                           model=model)  # fmt: skip
     if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
@@ -374,6 +385,8 @@ def _run_phase(
     callbacks: Sequence[Callback],
     progress: bool,
 ) -> None:
+    from bayesdl import distributed
+
     phase = state.phase
     state.optimizer = method.make_optimizer(params, phase, state)
     factors = lr_factors(phase.schedule, state.total_steps, phase.cycles)
@@ -400,7 +413,10 @@ def _run_phase(
             b = x.shape[0]
             with torch.autocast(method.device.type, dtype=amp, enabled=amp is not None):
                 if b or not sync:
-                    terms = method.objective(x, y, state.n_data, state.generator, state)
+                    gen = state.generator  # per-example noise: each rank its own (distributed)
+                    if sync and method.per_example_noise:
+                        gen = distributed.rank_generator(gen)
+                    terms = method.objective(x, y, state.n_data, gen, state)
                 else:  # this rank's slice of a short last global minibatch is empty
                     zero = torch.zeros((), device=method.device)
                     terms = Terms(zero, zero)
@@ -495,6 +511,8 @@ def run_fit(
         The ``FitReport``: losses per epoch over all phases (members averaged), the data
         and prior terms apart, validation NLL when ``val_data`` is given, wall time.
     """
+    from bayesdl import distributed
+
     start = time.perf_counter()
     if distributed.is_active():  # the same noise and shuffles on every rank
         distributed.check_same(

@@ -1,0 +1,151 @@
+"""Scenarios that tests/test_distributed.py runs twice: in the test's own process (the
+single-process reference) and under ``torchrun --nproc_per_node=2`` (gloo on CPU).
+
+Usage under torchrun: ``python -m torch.distributed.run --standalone --nproc_per_node=2
+tests/_dist_worker.py MODE OUT [CKPT]``; every rank writes ``OUT/<scenario>_rank<r>.pt``
+(tensors only, read back with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import bayesdl as bdl
+from bayesdl import distributed
+from bayesdl.active import ActiveLearner
+
+N, B = 91, 16  # the last global minibatch (11) splits 6 / 5 over two ranks
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    """A small 3-class problem."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return x, y
+
+
+def net() -> nn.Module:
+    """The network every scenario starts from (the same weights on every rank)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def fits() -> dict[str, dict[str, torch.Tensor]]:
+    """MAP, MeanFieldVI (reparam; local: equal over ranks only), SGLD and SWAG fits, Laplace on the MAP net, a sharded
+    predict: every tensor that must equal the single-process run."""
+    x, y = data()
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    makers = {
+        "map": lambda: bdl.MAP(net()),
+        "vi": lambda: bdl.MeanFieldVI(net(), estimator="reparam"),
+        "sgld": lambda: bdl.SGLD(net(), num_samples=4, cycles=2, exploration=0.5),
+        "swag": lambda: bdl.SWAG(net()),
+        "vi_local": lambda: bdl.MeanFieldVI(net(), estimator="local"),  # per-example noise
+    }
+    methods = {}
+    for name, make in makers.items():
+        g = torch.Generator().manual_seed(2)
+        m = make()
+        kw = {"lr": 1e-2} if name in ("map", "vi", "vi_local") else {}
+        rep = m.fit((x, y), epochs=4, batch_size=B, generator=g, progress=False, **kw)
+        out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+        methods[name] = m
+    for hessian, subset in (("full", "all"), ("diag", "all"), ("kfac", "all")):
+        la = bdl.Laplace(methods["map"].model, hessian=hessian, subset=subset)
+        la.fit((x, y), batch_size=B, progress=False)
+        delta = la.prior_precision.detach().clone()
+        eye = torch.eye(la.num_params)
+        out[f"laplace_{hessian}"] = {  # the GGN, and the sums of the marginal likelihood
+            "ggn": la.posterior_precision().detach() - delta * eye,
+            "log_marglik_at_1": la.log_marginal_likelihood(1.0).detach(),
+            "prior_precision": delta,
+        }
+    pred = distributed.predict_sharded(
+        methods["vi"], x[:37], samples=8, generator=torch.Generator().manual_seed(3)
+    )
+    out["predict_vi"] = {"samples": pred.samples}
+    return out
+
+
+def learner(acquisition: str, ckpt: str | None = None, callbacks=()) -> ActiveLearner:
+    """A small active-learning run (MeanFieldVI, whose training draws no per-example noise)."""
+    x, y = data()
+    g = torch.Generator().manual_seed(5)
+    pool_x = torch.cat([x, torch.randn(60, 4, generator=g)])
+    pool_y = torch.cat([y, torch.randint(0, 3, (60,), generator=g)])
+    kwargs = {"num_configs": 200} if acquisition == "batchbald" else None
+    return ActiveLearner(
+        lambda: nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)),
+        (pool_x, pool_y), (x[:40], y[:40]), method="vi", acquisition=acquisition,
+        acquisition_kwargs=kwargs, initial=8, step=4, budget=20, pool_subset=None,
+        mc_samples=6, train_steps=12, fit_kwargs={"lr": 1e-2, "batch_size": 8},
+        balanced=False, progress=False, seed=0, checkpoint_dir=ckpt, resume=ckpt is not None,
+        callbacks=callbacks,
+    )  # fmt: skip
+
+
+def active() -> dict[str, dict[str, torch.Tensor]]:
+    """Labelled sets of BALD and BatchBALD runs."""
+    out = {}
+    for acq in ("bald", "batchbald"):
+        hist = learner(acq).run()
+        out[f"al_{acq}"] = {
+            "labelled": torch.tensor(hist.labelled_indices),
+            "accuracy": torch.tensor([r.accuracy for r in hist.records], dtype=torch.float64),
+        }
+    return out
+
+
+def errors() -> dict[str, dict[str, torch.Tensor]]:
+    """The messages of a world size that does not divide the batch and of a rank-dependent
+    setting (as byte tensors)."""
+    x, y = data()
+    msgs = {}
+    try:
+        bdl.MAP(net()).fit((x, y), epochs=1, batch_size=15, progress=False)
+    except ValueError as e:
+        msgs["indivisible"] = str(e)
+    try:
+        lr = 1e-2 * (1 + distributed.rank())
+        bdl.MAP(net()).fit((x, y), epochs=1, batch_size=B, lr=lr, progress=False)
+    except ValueError as e:
+        msgs["mismatch"] = str(e)
+    return {"errors": {k: torch.tensor(list(v.encode())) for k, v in msgs.items()}}
+
+
+def killed(ckpt: str) -> dict[str, dict[str, torch.Tensor]]:
+    """A BALD run that rank 1 kills (SIGKILL) after step 2 the first time; ``torchrun
+    --max-restarts`` restarts both ranks, which resume from rank 0's checkpoint."""
+    marker = Path(ckpt).parent / "killed_once"
+
+    def kill(record) -> None:
+        if record.step == 2 and distributed.rank() == 1 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    hist = learner("bald", ckpt, callbacks=[kill]).run()
+    return {"al_killed": {"labelled": torch.tensor(hist.labelled_indices)}}
+
+
+def main() -> None:
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    torch.set_num_threads(1)
+    distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
+    results = {"fits": fits, "active": active, "errors": errors}.get(mode)
+    res = killed(sys.argv[3]) if mode == "killed" else results()
+    for name, tensors in res.items():
+        torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")
+    if distributed.is_active():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
