@@ -2,7 +2,7 @@
 single-process reference) and under ``torchrun --nproc_per_node=2`` (gloo on CPU).
 
 Usage under torchrun: ``python -m torch.distributed.run --standalone --nproc_per_node=2
-tests/_dist_worker.py MODE OUT [CKPT]``; every rank writes ``OUT/<scenario>_rank<r>.pt``
+[--max-restarts=1] tests/_dist_worker.py all OUT CKPT``; every rank writes ``OUT/<scenario>_rank<r>.pt``
 (tensors only, read back with ``weights_only=True``).
 """
 
@@ -92,16 +92,44 @@ def learner(acquisition: str, ckpt: str | None = None, callbacks=()) -> ActiveLe
     )  # fmt: skip
 
 
-def active() -> dict[str, dict[str, torch.Tensor]]:
-    """Labelled sets of BALD and BatchBALD runs."""
-    out = {}
-    for acq in ("bald", "batchbald"):
-        hist = learner(acq).run()
-        out[f"al_{acq}"] = {
-            "labelled": torch.tensor(hist.labelled_indices),
-            "accuracy": torch.tensor([r.accuracy for r in hist.records], dtype=torch.float64),
-        }
-    return out
+def active(ckpt: str) -> dict[str, dict[str, torch.Tensor]]:
+    """A BALD run with checkpoints that rank 1 kills (SIGKILL) after step 2 the first time
+    (``torchrun --max-restarts`` restarts both ranks, which resume from rank 0's checkpoint),
+    then an uninterrupted BatchBALD run: their labelled sets, and the step each attempt's
+    BALD run started at."""
+    marker = Path(ckpt).parent / "killed_once"
+    steps: list[int] = []
+    writes = []  # files this rank renamed into the checkpoint directory (atomic writes)
+    replace = os.replace
+
+    def counting_replace(src, dst, *args, **kwargs):
+        if str(dst).startswith(ckpt):
+            writes.append(str(dst))
+        return replace(src, dst, *args, **kwargs)
+
+    os.replace = counting_replace
+
+    def kill(record) -> None:
+        steps.append(record.step)
+        if record.step == 2 and distributed.rank() == 1 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        bald = learner("bald", ckpt, callbacks=[kill]).run()
+    finally:
+        os.replace = replace
+    batchbald = learner("batchbald").run()
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return {
+        "al_bald": {
+            "labelled": torch.tensor(bald.labelled_indices),
+            "accuracy": torch.tensor([r.accuracy for r in bald.records], dtype=torch.float64),
+            "first_step": torch.tensor([steps[0], attempt]),
+            "writes": torch.tensor(len(writes)),
+        },
+        "al_batchbald": {"labelled": torch.tensor(batchbald.labelled_indices)},
+    }
 
 
 def errors() -> dict[str, dict[str, torch.Tensor]]:
@@ -121,26 +149,13 @@ def errors() -> dict[str, dict[str, torch.Tensor]]:
     return {"errors": {k: torch.tensor(list(v.encode())) for k, v in msgs.items()}}
 
 
-def killed(ckpt: str) -> dict[str, dict[str, torch.Tensor]]:
-    """A BALD run that rank 1 kills (SIGKILL) after step 2 the first time; ``torchrun
-    --max-restarts`` restarts both ranks, which resume from rank 0's checkpoint."""
-    marker = Path(ckpt).parent / "killed_once"
-
-    def kill(record) -> None:
-        if record.step == 2 and distributed.rank() == 1 and not marker.exists():
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    hist = learner("bald", ckpt, callbacks=[kill]).run()
-    return {"al_killed": {"labelled": torch.tensor(hist.labelled_indices)}}
-
-
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     torch.set_num_threads(1)
     distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
-    results = {"fits": fits, "active": active, "errors": errors}.get(mode)
-    res = killed(sys.argv[3]) if mode == "killed" else results()
+    if mode != "all":
+        raise SystemExit(f"unknown mode {mode!r}; the one mode is 'all'.")
+    res = {**active(sys.argv[3]), **fits(), **errors()}  # the kill comes first
     for name, tensors in res.items():
         torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")
     if distributed.is_active():

@@ -90,7 +90,7 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
     """Initialise the default process group when launched by ``torchrun`` with several ranks.
 
     Reads ``WORLD_SIZE`` (and ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, set by
-    ``torchrun``); does nothing if ``WORLD_SIZE`` is unset or 1, or a group already exists.
+    ``torchrun``; a restart's keys go under their own prefix in the agent's store); does nothing if ``WORLD_SIZE`` is unset or 1, or a group already exists.
     On a GPU each rank uses ``cuda:LOCAL_RANK``.
 
     Args:
@@ -117,7 +117,18 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    rank_, world = int(os.environ["RANK"]), int(raw)
+    # torchrun's agent keeps its store over restarts (--max-restarts): the keys of this
+    # attempt go under their own prefix, so a restarted group never reads a dead rank's address
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+        is_master=not agent and rank_ == 0, timeout=timeout,
+    )  # fmt: skip
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"bayesdl/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=timeout)
     return True
 
 
@@ -149,8 +160,8 @@ def check_same(value: Any, what: str) -> None:
     bad = [r for r, p in enumerate(prints) if p != prints[0]]
     if bad:
         raise ValueError(
-            f"{what} differs between ranks: ranks {bad} disagree with rank 0; start every "
-            "rank with the same command, arguments and data."
+            f"{what} is not the same on every rank: ranks {bad} differ from rank 0; start "
+            "every rank with the same command, arguments and data."
         )
 
 

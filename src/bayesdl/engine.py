@@ -517,7 +517,7 @@ def run_fit(
     if distributed.is_active():  # the same noise and shuffles on every rank
         distributed.check_same(
             [_name(method), getattr(method, "hparams", None), batch_size, repr(phases)],
-            "the fit's method and settings",
+            "the fit's settings (method, hyperparameters, batch size, phases)",
         )  # fmt: skip
         if generator is None:
             seed = distributed.shared_seed(None)

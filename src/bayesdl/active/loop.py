@@ -592,6 +592,7 @@ class ActiveLearner:
             for step in range(start, self.num_steps + 1):
                 record = self._run_step(step)
                 self._save(step)
+                distributed.barrier()  # every rank resumes from this step after a crash
                 bar.update(1)
                 if record.accuracy is not None:
                     bar.set_postfix(labels=record.num_labelled, acc=f"{record.accuracy:.4f}")
