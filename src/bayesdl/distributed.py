@@ -50,6 +50,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from bayesdl.engine import TensorBatches
+from bayesdl.runtime import default_chunk_rows
 
 if TYPE_CHECKING:
     from bayesdl.predictive import Predictive
@@ -349,8 +350,16 @@ def predict_sharded(
         return method.predict(x, samples=samples, generator=generator, **options)
     if generator is None:
         generator = torch.Generator(method.device).manual_seed(shared_seed(None))
-    return gather_predictive(method.predict(shard(x), samples=samples, generator=generator,
-                                            **options))  # fmt: skip
+    # The draws come in chunks of ``rows // min(rows, N)`` samples (``BaseMethod.predict``);
+    # a chunk size per shard that keeps that number keeps the draws of one process.
+    rows = options.pop("chunk_size", None) or default_chunk_rows(method.device)
+    n = x.shape[0]
+    start, stop = shard_bounds(n)
+    per_call = max(1, rows // min(rows, n))
+    chunk = max(1, per_call * (stop - start) if rows >= n else min(rows, stop - start))
+    part = method.predict(x[start:stop], samples=samples, generator=generator,
+                          chunk_size=chunk, **options)  # fmt: skip
+    return gather_predictive(part)
 
 
 def top_k(scores: Tensor, indices: Tensor, k: int) -> Tensor:
@@ -391,6 +400,10 @@ class ShardedBatches(TensorBatches):
         shuffle: Draw a new order every epoch; ``False``: the data's order.
         rank: This process's rank (``None``: the process group's).
         world: Number of ranks (``None``: the process group's).
+        loader_draws: Draw from the generator when a ``DataLoader`` over a ``Dataset`` would
+            (its sampler's second permutation at the end of the epoch, after the method's
+            draws of the epoch), to equal a single-process fit given a ``Dataset`` rather than
+            a tuple (``TensorBatches`` draws both permutations first).
 
     Raises:
         ValueError: If ``batch_size`` is not a positive multiple of the world size.
@@ -398,7 +411,7 @@ class ShardedBatches(TensorBatches):
 
     def __init__(
         self, x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool = True,
-        rank: int | None = None, world: int | None = None,
+        rank: int | None = None, world: int | None = None, loader_draws: bool = False,
     ) -> None:  # fmt: skip
         self.rank = globals()["rank"]() if rank is None else rank
         self.world = world_size() if world is None else world
@@ -411,6 +424,7 @@ class ShardedBatches(TensorBatches):
             )
         super().__init__(x, y, batch_size, shuffle=shuffle)
         self._global = batch_size
+        self.loader_draws = loader_draws
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's slices of one epoch's global minibatches.
@@ -420,15 +434,24 @@ class ShardedBatches(TensorBatches):
                 data's order).
         """
         n, bs = self.n_data, self.batch_size
-        order = self.epoch_order(generator) if generator is not None else None
+        late = generator is not None and self.shuffle and self.loader_draws
+        if late:  # the loader's seed and its sampler's first permutation
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = self.epoch_order(generator) if generator is not None else None
         if order is None:
             order = torch.arange(n)
         for i in range(0, n, bs):
             block = order[i : i + bs]
+            if late and block.numel() < bs:  # the sampler runs dry before a short last batch
+                torch.randperm(n, generator=generator)
             self._global = block.numel()
             start, stop = shard_bounds(block.numel(), self.rank, self.world)
             idx = block[start:stop]
             yield self.x[idx], self.y[idx]
+        if late and n % bs == 0:  # ... or after a full one
+            torch.randperm(n, generator=generator)
 
     def shard_weight(self, b: int) -> float:
         """``b`` / the size of the global minibatch being yielded.

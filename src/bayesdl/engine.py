@@ -301,8 +301,12 @@ def make_batches(
     tensors = getattr(dataset, "tensors", None)
     if distributed.is_active():
         distributed.check_divisible(batch_size, "batch_size")
-        if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
-            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle)
+        if tensors is None and hasattr(dataset, "as_tuple"):  # bayesdl.data.Data
+            x, y = dataset.as_tuple()
+            tensors = (x if model is None else check_model_input(model, x, "X"), y)
+        if tensors is not None and len(tensors) == 2:  # the draws of one process's sampler
+            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle,
+                                              loader_draws=not isinstance(data, tuple))  # fmt: skip
         seed = distributed.shared_seed(generator) if shuffle else 0
         return distributed.DatasetBatches(dataset, batch_size, seed=seed, shuffle=shuffle,
                                           model=model)  # fmt: skip
