@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def _markdown(res: dict[str, Any], record: dict[str, Any], worlds: list[int], cpu_step: float) -> str:
+def _markdown(
+    res: dict[str, Any], record: dict[str, Any], worlds: list[int], cpu_step: float
+) -> str:
     cfg = res["config"]
     lines = [
         header(record), "",

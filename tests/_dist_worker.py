@@ -75,6 +75,24 @@ def fits() -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def every_method() -> dict[str, dict[str, torch.Tensor]]:
+    """One epoch of every registered method but HMC (full-batch NUTS, run alike on every
+    rank): the state each rank ends with, which must be the same on both."""
+    x, y = data()
+    out = {}
+    for name in bdl.method_names():
+        if bdl.get_method(name).full_batch:
+            continue
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 3))
+        m = bdl.get_method(name)(model)
+        epochs = 0 if name == "laplace" else 1
+        m.fit((x, y), epochs=epochs, batch_size=B, progress=False,
+              generator=torch.Generator().manual_seed(4))  # fmt: skip
+        out[f"every_{name}"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    return out
+
+
 def learner(acquisition: str, ckpt: str | None = None, callbacks=()) -> ActiveLearner:
     """A small active-learning run (MeanFieldVI, whose training draws no per-example noise)."""
     x, y = data()
@@ -149,13 +167,27 @@ def errors() -> dict[str, dict[str, torch.Tensor]]:
     return {"errors": {k: torch.tensor(list(v.encode())) for k, v in msgs.items()}}
 
 
+EVALUATE = ["evaluate", "--dataset", "digits", "--ood", "noise", "--methods", "map,vi",
+            "--epochs", "1", "--samples", "3", "--train-size", "64", "--test-size", "21",
+            "--batch-size", "16", "--dropout", "0,0", "--no-progress", "--out"]  # fmt: skip
+"""``bayesdl evaluate`` at a tiny size, without dropout (whose training masks are per rank)."""
+
+
+def evaluate(out: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """``bayesdl evaluate`` into ``out``: its exit status."""
+    from bayesdl.cli import main as cli
+
+    return {"evaluate": {"status": torch.tensor(cli([*EVALUATE, str(out)]))}}
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     torch.set_num_threads(1)
     distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
     if mode != "all":
         raise SystemExit(f"unknown mode {mode!r}; the one mode is 'all'.")
-    res = {**active(sys.argv[3]), **fits(), **errors()}  # the kill comes first
+    res = {**active(sys.argv[3]), **fits(), **every_method(), **errors(),
+           **evaluate(out / "evaluate")}  # fmt: skip
     for name, tensors in res.items():
         torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")
     if distributed.is_active():

@@ -17,6 +17,7 @@ with ``tolerance_change=1e-12``): compared at ``rtol=1e-3``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from pathlib import Path
 import _dist_worker as worker
 import pytest
 import torch
+
+import bayesdl as bdl
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 RTOL, ATOL = 1e-5, 1e-6
@@ -86,6 +89,19 @@ def test_fit_equals_one_process(fits, name):
     ref, tmp = fits
     for got in _load(tmp, name):
         _close(got, ref[name])
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in bdl.method_names() if not bdl.get_method(n).full_batch]
+)
+def test_every_method_keeps_the_ranks_in_step(fits, name):
+    """Every registered method (but full-batch HMC) fits under the group, dropout and
+    per-example noise included, and both ranks end with the same state, bit for bit."""
+    _, tmp = fits
+    r0, r1 = _load(tmp, f"every_{name}")
+    assert r0.keys() == r1.keys()
+    for key in r0:
+        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
 
 
 def test_per_example_noise_stays_in_step(fits):
@@ -160,3 +176,20 @@ def test_only_rank_zero_writes_checkpoints(active, tmp_path):
     files = sorted(p.name for p in (active / "ckpt" / "run").iterdir())
     worker.learner("bald", str(tmp_path / "one")).run()
     assert files == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_evaluate_cli_equals_one_process(run, tmp_path):
+    """``bayesdl evaluate`` under the process group (test and OOD sets in shards, rank 0
+    writing) gives the metrics of one process, timings aside."""
+    from bayesdl.cli import main as cli
+
+    assert [int(r["status"]) for r in _load(run, "evaluate")] == [0, 0]
+    assert cli([*worker.EVALUATE, str(tmp_path / "one")]) == 0
+    got = json.loads((run / "evaluate" / "metrics.json").read_text())["methods"]
+    ref = json.loads((tmp_path / "one" / "metrics.json").read_text())["methods"]
+    assert got.keys() == ref.keys()
+    for name, row in ref.items():
+        for key, value in row.items():
+            if value is None or key.startswith(("predict_", "fit_s")):
+                continue  # timings
+            assert got[name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)

@@ -57,10 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "is_active", "rank", "world_size", "is_main", "init_from_env", "barrier", "check_same",
-    "check_divisible", "shared_seed", "rank_generator", "all_reduce_sum", "all_reduce_gradients", "shard_bounds",
-    "shard", "gather", "gather_predictive", "predict_sharded", "top_k", "ShardedBatches",
-    "DatasetBatches",
-    "DEFAULT_TIMEOUT_S",
+    "check_divisible", "shared_seed", "rank_generator", "all_reduce_sum",
+    "all_reduce_gradients", "shard_bounds", "shard", "gather", "gather_predictive",
+    "predict_sharded", "top_k", "ShardedBatches", "DatasetBatches", "DEFAULT_TIMEOUT_S",
 ]  # fmt: skip
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -91,7 +90,8 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
     """Initialise the default process group when launched by ``torchrun`` with several ranks.
 
     Reads ``WORLD_SIZE`` (and ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, set by
-    ``torchrun``; a restart's keys go under their own prefix in the agent's store); does nothing if ``WORLD_SIZE`` is unset or 1, or a group already exists.
+    ``torchrun``); does nothing if ``WORLD_SIZE`` is unset or 1, or a group already exists.
+    The keys of each ``torchrun`` restart go under their own prefix in the rendezvous store.
     On a GPU each rank uses ``cuda:LOCAL_RANK``.
 
     Args:
@@ -103,11 +103,14 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
         Whether this call initialised a process group.
 
     Raises:
-        ValueError: If ``WORLD_SIZE`` or the timeout is not a positive number.
+        ValueError: If ``WORLD_SIZE`` or the timeout is not a positive number, or
+            ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` is missing.
     """
     raw = os.environ.get("WORLD_SIZE", "1")
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"WORLD_SIZE must be a positive integer, got {raw!r}; launch with torchrun.")
+        raise ValueError(
+            f"WORLD_SIZE must be a positive integer, got {raw!r}; launch with torchrun."
+        )
     if int(raw) == 1 or (dist.is_available() and dist.is_initialized()):
         return False
     if timeout_s is None:
@@ -118,6 +121,11 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE={raw} but {missing} are not set; launch with torchrun, which sets them."
+        )
     timeout = datetime.timedelta(seconds=timeout_s)
     rank_, world = int(os.environ["RANK"]), int(raw)
     # torchrun's agent keeps its store over restarts (--max-restarts): the keys of this
@@ -326,7 +334,11 @@ def gather_predictive(pred: Predictive) -> Predictive:
 
 
 def predict_sharded(
-    method: Any, x: Tensor, samples: int = 100, *, generator: torch.Generator | None = None,
+    method: Any,
+    x: Tensor,
+    samples: int = 100,
+    *,
+    generator: torch.Generator | None = None,
     **options: Any,
 ) -> Predictive:
     """``method.predict(x, ...)`` computed in shards, one per rank, joined on every rank.
