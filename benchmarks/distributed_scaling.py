@@ -43,10 +43,10 @@ from typing import Any
 
 from provenance import header, provenance, stamp
 
-LINKS = {  # (bus bandwidth per GPU in bytes/s, latency per ring hop in s), assumed on paper
-    "NVLink 4 (8x H100 in one node)": (350e9, 5e-6),  # NCCL all-reduce bus bw ~350-450 GB/s
-    "InfiniBand NDR 400 Gb/s per GPU (across nodes)": (40e9, 10e-6),
-    "100 Gb/s Ethernet per node, shared by 8 GPUs": (12.5e9 / 8, 30e-6),
+LINKS = {  # (bus bandwidth per GPU in bytes/s, latency per ring hop in s, most ranks)
+    "NVLink 4 (8x H100 in one node)": (350e9, 5e-6, 8),  # NCCL all-reduce bus bw ~350-450 GB/s
+    "InfiniBand NDR 400 Gb/s per GPU (across nodes)": (40e9, 10e-6, 1024),
+    "100 Gb/s Ethernet per node, shared by 8 GPUs": (12.5e9 / 8, 30e-6, 1024),
 }
 """Links of the on-paper scaling table: a ring all-reduce of b bytes over n ranks costs
 ``2 (n - 1) latency + 2 (n - 1) / n * b / bandwidth``."""
@@ -142,8 +142,8 @@ def on_paper(step_compute_s: float, grad_bytes: int, ranks: list[int]) -> list[d
         ranks: Rank counts to predict.
     """
     rows = []
-    for link, (bw, latency) in LINKS.items():
-        for n in ranks:
+    for link, (bw, latency, most) in LINKS.items():
+        for n in (n for n in ranks if n <= most):
             comm = 2 * (n - 1) * latency + 2 * (n - 1) / n * grad_bytes / bw
             rows.append({
                 "link": link, "ranks": n, "comm_s": comm,
