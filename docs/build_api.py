@@ -17,6 +17,7 @@ MODULES = [
     "bayesdl.methods",
     "bayesdl.engine",
     "bayesdl.runtime",
+    "bayesdl.distributed",
     "bayesdl.predictive",
     "bayesdl.calibrate",
     "bayesdl.evaluate",

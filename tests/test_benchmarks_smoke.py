@@ -386,3 +386,21 @@ def test_distance_awareness_tiny(tmp_path, monkeypatch, restore_threads):
     table = (tmp_path / "distance_awareness.md").read_text().splitlines()
     assert table[0].startswith("Made by `python benchmarks/distance_awareness.py --methods")
     assert (tmp_path / "distance_awareness.png").stat().st_size > 0
+
+
+def test_distributed_scaling_worker_and_on_paper(tmp_path, restore_threads):
+    """One process's measurements (no process group: no all-reduce), and the on-paper ring
+    all-reduce model against numbers worked out by hand."""
+    from bayesdl.models import gal_cnn
+
+    bench = _load("distributed_scaling")
+    out = tmp_path / "row.json"
+    bench.main(["--worker", "--worker-out", str(out), "--pool", "8", "--samples", "2",
+                "--train", "16", "--batch-size", "8"])  # fmt: skip
+    row = json.loads(out.read_text())
+    assert row["world"] == 1 and row["steps"] == 2 and row["allreduce_s"] == 0.0
+    assert row["grad_bytes_per_step"] == 4 * sum(p.numel() for p in gal_cnn().parameters())
+    assert row["score_points_per_s"] == pytest.approx(8 / row["score_s"])
+    nvlink = bench.on_paper(0.1, 10**6, [8])[0]  # 350 GB/s, 5 us a hop
+    assert nvlink["comm_s"] == pytest.approx(14 * 5e-6 + 1.75e6 / 350e9)  # 7.5e-5 s
+    assert nvlink["speedup"] == pytest.approx(0.1 / (0.1 / 8 + 7.5e-5))  # 7.95x

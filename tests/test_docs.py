@@ -15,6 +15,7 @@ MODULES = [
     "bayesdl.data",
     "bayesdl.active",
     "bayesdl.evaluate",
+    "bayesdl.distributed",
     "bayesdl.diagnostics",
     "bayesdl.report",
     "bayesdl.plotting",

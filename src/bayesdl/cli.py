@@ -419,6 +419,27 @@ def _remove_if_empty(path: Path) -> None:
     path.rmdir()
 
 
+def _under_torchrun(args: argparse.Namespace) -> bool:
+    """Join the process group when ``torchrun`` started several ranks (``WORLD_SIZE`` > 1);
+    the other ranks than 0 show no progress bars. False in a single process."""
+    import os
+
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        return False
+    from bayesdl import distributed
+
+    distributed.init_from_env()
+    if not distributed.is_main() and hasattr(args, "no_progress"):
+        args.no_progress = True
+    return True
+
+
+def _rank() -> int:
+    from bayesdl import distributed
+
+    return distributed.rank()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesdl`` console script and ``python -m bayesdl``.
 
@@ -441,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = getattr(args, "out", None)
     fresh = out is not None and not Path(out).exists()
     try:
+        if _under_torchrun(args):  # before any check that could write or differ between ranks
+            fresh = fresh and _rank() == 0
         return args._run(args)
     except _USER_ERRORS as err:
         if fresh:

@@ -197,10 +197,22 @@ class TensorBatches:
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = self.n_data, self.batch_size
+        order = self.epoch_order(generator)
+        for i in range(0, n, bs):
+            idx = slice(i, i + bs) if order is None else order[i : i + bs]
+            yield self.x[idx], self.y[idx]
+
+    def epoch_order(self, generator: torch.Generator | None) -> Tensor | None:
+        """The permutation of one epoch, drawn as the ``DataLoader`` draws it (``None``: the
+        data's order, without shuffling).
+
+        Args:
+            generator: The shuffling generator (``None``: a fresh one seeded from torch's
+                global RNG, as ``RandomSampler`` does).
+        """
+        n = self.n_data
         if not self.shuffle:
-            for i in range(0, n, bs):
-                yield self.x[i : i + bs], self.y[i : i + bs]
-            return
+            return None
         if generator is None:  # as RandomSampler: a fresh generator seeded from torch's
             torch.empty((), dtype=torch.int64).random_()
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
@@ -210,9 +222,7 @@ class TensorBatches:
             order_gen = generator
         order = torch.randperm(n, generator=order_gen)
         torch.randperm(n, generator=order_gen)  # the DataLoader's end-of-epoch draw
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            yield self.x[idx], self.y[idx]
+        return order
 
     def first_inputs(self, batches: int) -> Tensor:
         return self.x[: batches * self.batch_size]
@@ -268,9 +278,18 @@ def make_batches(
         model: The network the inputs must fit (``_checks.check_model_input``): a tuple's
             ``X`` is checked (and integer inputs cast) once, a loader's minibatches each.
 
+    Under a process group (``bayesdl.distributed``) a tuple gives ``ShardedBatches`` (the
+    permutation one process would draw, the same on every rank, each global minibatch of
+    ``batch_size`` split over the ranks) and a ``Dataset`` a loader with a seeded
+    ``DistributedSampler`` of ``batch_size / world`` per rank; a ``DataLoader`` is used as it
+    is (give it a ``DistributedSampler``).
+
     Raises:
-        ValueError: On empty data, NaN inputs or mismatched lengths.
+        ValueError: On empty data, NaN inputs or mismatched lengths, or, under a process
+            group, a ``batch_size`` the world size does not divide.
     """
+    from bayesdl import distributed  # it builds on this module's TensorBatches
+
     if isinstance(data, DataLoader):
         return LoaderBatches(data, model)
     if hasattr(data, "epoch") and hasattr(data, "n_data"):
@@ -280,6 +299,17 @@ def make_batches(
         data = (check_model_input(model, data[0], "X"), data[1])
     dataset = to_dataset(data)  # type: ignore[arg-type]
     tensors = getattr(dataset, "tensors", None)
+    if distributed.is_active():
+        distributed.check_divisible(batch_size, "batch_size")
+        if tensors is None and hasattr(dataset, "as_tuple"):  # bayesdl.data.Data
+            x, y = dataset.as_tuple()
+            tensors = (x if model is None else check_model_input(model, x, "X"), y)
+        if tensors is not None and len(tensors) == 2:  # the draws of one process's sampler
+            return distributed.ShardedBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle,
+                                              loader_draws=not isinstance(data, tuple))  # fmt: skip
+        seed = distributed.shared_seed(generator) if shuffle else 0
+        return distributed.DatasetBatches(dataset, batch_size, seed=seed, shuffle=shuffle,
+                                          model=model)  # fmt: skip
     if isinstance(data, tuple) and tensors is not None and len(tensors) == 2:
         return TensorBatches(tensors[0], tensors[1], batch_size, shuffle=shuffle)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
@@ -359,11 +389,16 @@ def _run_phase(
     callbacks: Sequence[Callback],
     progress: bool,
 ) -> None:
+    from bayesdl import distributed
+
     phase = state.phase
     state.optimizer = method.make_optimizer(params, phase, state)
     factors = lr_factors(phase.schedule, state.total_steps, phase.cycles)
     base_lrs = [g["lr"] for g in state.optimizer.param_groups]
     cpu = method.device.type == "cpu"  # GPUs handle subnormals at full speed
+    sync = distributed.is_active()
+    world = distributed.world_size()
+    share = getattr(state.batches, "shard_weight", lambda b: 1.0 / world)
     best: tuple[float, dict[str, Tensor]] | None = None
     since_best = 0
     method.train()
@@ -379,8 +414,16 @@ def _run_phase(
             for group, lr in zip(state.optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * state.lr_factor
             method.before_step(state)
+            b = x.shape[0]
             with torch.autocast(method.device.type, dtype=amp, enabled=amp is not None):
-                terms = method.objective(x, y, state.n_data, state.generator, state)
+                if b or not sync:
+                    gen = state.generator  # per-example noise: each rank its own (distributed)
+                    if sync and method.per_example_noise:
+                        gen = distributed.rank_generator(gen)
+                    terms = method.objective(x, y, state.n_data, gen, state)
+                else:  # this rank's slice of a short last global minibatch is empty
+                    zero = torch.zeros((), device=method.device)
+                    terms = Terms(zero, zero)
             loss = terms.total.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -389,19 +432,24 @@ def _run_phase(
                     f"{terms.prior.item()}); lower lr or clip gradients (clip_grad_norm=)."
                 )
             state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if b or not sync:
+                loss.backward()
+            if sync:  # every rank takes the step of the whole global minibatch
+                distributed.all_reduce_gradients(params, share(b))
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             state.optimizer.step()
             if cpu and (state.step + 1) % FLUSH_EVERY == 0:
                 flush_subnormal_(params)
-            b = x.shape[0]
             sums += torch.stack([terms.data.detach().double(), terms.prior.detach().double()]).cpu() * b
             seen += b
             state.step += 1
             method.after_step(state)
             for cb in callbacks:
                 cb.on_step_end(state, terms)
+        if sync:  # the epoch's losses over every rank's examples
+            sums = distributed.all_reduce_sum(torch.cat([sums, sums.new_tensor([seen])]))
+            sums, seen = sums[:2], float(sums[2])
         data_loss, prior_loss = (sums / seen).tolist()
         report.data_loss.append(data_loss)
         report.prior_loss.append(prior_loss)
@@ -467,8 +515,19 @@ def run_fit(
         The ``FitReport``: losses per epoch over all phases (members averaged), the data
         and prior terms apart, validation NLL when ``val_data`` is given, wall time.
     """
+    from bayesdl import distributed
+
     start = time.perf_counter()
+    if distributed.is_active():  # the same noise and shuffles on every rank
+        distributed.check_same(
+            [_name(method), getattr(method, "hparams", None), batch_size, repr(phases)],
+            "the fit's settings (method, hyperparameters, batch size, phases)",
+        )  # fmt: skip
+        if generator is None:
+            seed = distributed.shared_seed(None)
+            generator = torch.Generator(method.device).manual_seed(seed)
     batches = make_batches(data, batch_size, generator=generator, model=method.model)
+    distributed.check_same(batches.n_data, "the number of training examples")
     val = None
     if val_data is not None:
         if not (isinstance(val_data, tuple) and len(val_data) == 2):
@@ -510,7 +569,9 @@ def run_fit(
                     phases=phases, progress=progress,
                 )  # fmt: skip
                 method.before_phase(state)
-                with seeded_global_rng(peek_seed(generator), method.device):
+                fork = peek_seed(generator)  # nn.Dropout: independent masks on every rank
+                fork = fork + distributed.rank() if fork is not None else None
+                with seeded_global_rng(fork, method.device):
                     _run_phase(
                         method, state, params, report, clip_grad_norm=clip_grad_norm, amp=amp,
                         val=val, callbacks=callbacks, progress=progress and members == 1,

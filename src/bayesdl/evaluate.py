@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 import bayesdl.methods as bmethods
 from bayesdl import data as bdata
-from bayesdl import diagnostics, metrics
+from bayesdl import diagnostics, distributed, metrics
 from bayesdl._checks import check_device
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
@@ -341,8 +341,9 @@ def _obtain(
         train, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, progress=progress,
         generator=g,
     )  # fmt: skip
-    (out / "posteriors").mkdir(exist_ok=True)
-    save(method, out / "posteriors" / f"{name}.safetensors", overwrite=True)
+    if distributed.is_main():  # under torchrun rank 0 alone writes
+        (out / "posteriors").mkdir(exist_ok=True)
+        save(method, out / "posteriors" / f"{name}.safetensors", overwrite=True)
     return method, report.wall_time_s
 
 
@@ -355,7 +356,7 @@ def _calibrated(
     """Fit a temperature on ``valid``; returns it, the scaled predictives and the seconds."""
     start = time.perf_counter()
     g = torch.Generator(device=method.device).manual_seed(cfg.seed + 1)
-    pred_valid = method.predict(valid.x, samples=cfg.samples, generator=g)
+    pred_valid = distributed.predict_sharded(method, valid.x, cfg.samples, generator=g)
     scaler = TemperatureScaling().fit(pred_valid, valid.y)
     scaled = (scaler(preds[0]), scaler(preds[1]))
     return float(scaler.temperature or 0.0), scaled, time.perf_counter() - start
@@ -363,7 +364,8 @@ def _calibrated(
 
 def _predict(method: BaseMethod, x: Tensor, cfg: EvaluateConfig) -> CategoricalPredictive:
     g = torch.Generator(device=method.device).manual_seed(cfg.seed)
-    return method.predict(x, samples=cfg.samples, generator=g).cpu()
+    # under torchrun: each rank its block of x, the same draws, gathered (one process's result)
+    return distributed.predict_sharded(method, x, cfg.samples, generator=g).cpu()
 
 
 def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
@@ -470,6 +472,7 @@ def evaluate(
 
     if cfg.reference is not None:  # refuse before training anything
         diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))
+    distributed.check_same(asdict(cfg), "the evaluation's settings")  # all checked `out` first
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
     if valid is not None:
@@ -509,7 +512,8 @@ def evaluate(
     results["n_test"], results["n_ood"], results["n_train"] = len(test), len(x_ood), len(train)
     results["n_timed"] = min(len(test), TIMING_INPUTS)
     results["n_valid"] = 0 if valid is None else len(valid)
-    _write(out, results, by_method, test.y)
+    if distributed.is_main():
+        _write(out, results, by_method, test.y)
     return results
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bayesdl import data as bdata
+from bayesdl import distributed
 from bayesdl._checks import check_device
 from bayesdl.active.acquisition import get_acquisition
 from bayesdl.active.loop import ActiveLearner
@@ -187,6 +188,8 @@ def _load(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
+    if not distributed.is_main():  # under torchrun rank 0 alone writes
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
@@ -251,6 +254,7 @@ def run_experiment(
         )  # fmt: skip
 
     learner(cfg.acquisitions[0], 0)  # checks the settings before anything is written
+    distributed.check_same(config, "the experiment's settings")  # every rank checked out first
     out.mkdir(parents=True, exist_ok=True)
     if not (out / _CONFIG).exists():
         _atomic_json(out / _CONFIG, config)
@@ -277,8 +281,9 @@ def run_experiment(
             _atomic_json(out / "results.json", results)
     results["summary"] = summarize(results)
     _atomic_json(out / "results.json", results)
-    _write_csv(out / "results.csv", results)
-    _plot(out / "curves.png", results)
+    if distributed.is_main():
+        _write_csv(out / "results.csv", results)
+        _plot(out / "curves.png", results)
     return results
 
 

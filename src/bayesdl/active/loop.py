@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bayesdl import metrics, priors
+from bayesdl import distributed, metrics, priors
 from bayesdl._checks import (
     check_amp,
     check_labels,
@@ -359,7 +359,7 @@ class ActiveLearner:
         if any(not callable(cb) for cb in self.callbacks):
             raise TypeError("every callback must be callable.")
         if self.checkpoint_dir is not None and ckpt.has_checkpoint(self.checkpoint_dir):
-            if overwrite:
+            if overwrite and distributed.is_main():
                 ckpt.clear(self.checkpoint_dir)
             elif not resume:
                 raise FileExistsError(
@@ -519,6 +519,8 @@ class ActiveLearner:
 
     def _acquire(self, step: int, k: int) -> Tensor:
         candidates = self.pool.unlabelled_subset(self.pool_subset, self._rng)
+        if self.acquisition.needs_model and distributed.is_active():
+            return candidates[self._acquire_sharded(step, k, candidates)]
         if self.acquisition.needs_model:
             pred = self._predict(self.train_x[candidates], step, _POOL, self.mc_samples, self.draws)
         else:  # random acquisition reads only the pool size
@@ -528,17 +530,36 @@ class ActiveLearner:
         )
         return candidates[local]
 
+    def _acquire_sharded(self, step: int, k: int, candidates: Tensor) -> Tensor:
+        """Under a process group: every rank scores its block of the candidates with the
+        same posterior draws; a score function's global top-k comes from an all-gather of
+        every rank's own top-k (score, position), a batch function (BatchBALD) runs on the
+        gathered predictive, the same on every rank. Returns positions in ``candidates``."""
+        start, stop = distributed.shard_bounds(candidates.numel())
+        pred = self._predict(self.train_x[candidates[start:stop]], step, _POOL, self.mc_samples)
+        acq = self.acquisition
+        if acq.kind == "batch" or acq.stochastic:
+            pred = distributed.gather_predictive(pred)
+            return select(acq.name, pred, k, generator=self._rng, **self.acquisition_kwargs)
+        local = select(acq.name, pred, min(k, len(pred)))  # checks the scores (NaN)
+        scores = acq.fn(pred).detach().cpu()[local]
+        return distributed.top_k(scores, local + start, k)
+
     def _evaluate(self, step: int) -> tuple[float, float]:
         amp = torch.autocast(self._device().type, dtype=self.amp, enabled=self.amp is not None)
         with amp:
-            pred = self._predict(self.test_x, step, _TEST, self.test_samples)
+            if distributed.is_active():  # each rank its block of the test set, then gathered
+                part = self._predict(distributed.shard(self.test_x), step, _TEST, self.test_samples)
+                pred = distributed.gather_predictive(part)
+            else:
+                pred = self._predict(self.test_x, step, _TEST, self.test_samples)
         probs = pred.probs.double()
         probs = probs / probs.sum(-1, keepdim=True)
         return metrics.accuracy(probs, self.test_y), metrics.nll(probs, self.test_y)
 
     # -- checkpoints ---------------------------------------------------------------------
     def _save(self, step: int) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not distributed.is_main():  # rank 0 alone writes
             return
         assert self.method is not None
         state = {
@@ -586,6 +607,8 @@ class ActiveLearner:
                 names them), or the oracle answers with invalid labels.
         """
         start = 0
+        distributed.barrier()  # rank 0 has cleared an overwritten checkpoint (__init__)
+        distributed.check_same(self.config(), "the active-learning config")
         # A second call starts the run again from scratch (or from the checkpoint).
         self.pool, self.labels, self.history, self.method = (
             Pool(self.pool.n),
@@ -618,6 +641,7 @@ class ActiveLearner:
             for step in range(start, self.num_steps + 1):
                 record = self._run_step(step)
                 self._save(step)
+                distributed.barrier()  # every rank resumes from this step after a crash
                 bar.update(1)
                 if record.accuracy is not None:
                     bar.set_postfix(labels=record.num_labelled, acc=f"{record.accuracy:.4f}")

@@ -149,6 +149,10 @@ class BaseMethod(nn.Module, Method):
     needs_dropout: ClassVar[bool] = False
     """Whether the method draws its posterior from the model's own ``nn.Dropout`` layers
     (so it refuses a model without them)."""
+    per_example_noise: ClassVar[bool] = False
+    """Whether ``objective`` draws noise per example from its generator (gates, local
+    reparameterisation); under a process group each rank then gets a generator of its own
+    for it (``distributed.rank_generator``)."""
     full_batch: ClassVar[bool] = False
     """Whether fitting the posterior uses all the data at every step (NUTS), so it is too
     slow to refit at every step of an active-learning loop on a large network."""

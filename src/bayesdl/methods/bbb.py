@@ -110,6 +110,11 @@ class MeanFieldVI(BaseMethod):
         }  # fmt: skip
 
     # -- the variational posterior -----------------------------------------------------------
+    @property
+    def per_example_noise(self) -> bool:  # type: ignore[override]
+        """Whether training draws noise per example: ``"local"`` and ``"flipout"`` do."""
+        return self.estimator != "reparam"
+
     def mean(self) -> ParamDict:
         """Posterior means (the model's own parameters), name -> tensor."""
         params = dict(self.model.named_parameters())

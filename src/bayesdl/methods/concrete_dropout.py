@@ -111,6 +111,8 @@ class ConcreteDropout(MCDropout):
         Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017.
     """
 
+    per_example_noise = True  # relaxed masks drawn per example (rank_generator under torchrun)
+
     def __init__(
         self,
         model: nn.Module,

@@ -144,6 +144,8 @@ class L0(BaseMethod):
         Regularization", ICLR 2018.
     """
 
+    per_example_noise = True  # gates drawn per example (rank_generator under torchrun)
+
     def __init__(
         self,
         model: nn.Module,

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
 
+from bayesdl import distributed
 from bayesdl._checks import check_model_input, draw
 from bayesdl.engine import Batches, FitState, make_batches
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
@@ -106,6 +107,11 @@ class _Curvature(nn.Module):
 
     def finish(self, n_data: int) -> None:
         """Turn the accumulated sums into the stored eigen-decomposition."""
+
+    def reduce_sums(self) -> None:
+        """Sum the partial sums over the ranks of a process group (``bayesdl.distributed``)."""
+        if distributed.is_active():
+            self._sums = distributed.all_reduce_sum(self._sums)
 
     def eigenvalues(self) -> Tensor:
         """GGN eigenvalues, shape (P,), in eigen-coordinate order."""
@@ -557,11 +563,15 @@ class Laplace(BaseMethod):
         bars = progress_bar(batches.epoch(None), desc="fit laplace GGN", total=len(batches),
                             disable=not progress, leave=False)  # fmt: skip
         for x, y in bars:
+            if x.shape[0] == 0:  # this rank's empty slice of a short last minibatch
+                continue
             x, y = self.to_model(x), self.to_model(y, targets=True)
             with torch.no_grad():
                 out = self.curvature.update(self, self.split.prefix(x), y)
                 log_lik -= self.likelihood.nll(out.detach(), y) * x.shape[0]
-        with torch.no_grad():
+        with torch.no_grad():  # under a process group: every rank's sums added
+            self.curvature.reduce_sums()
+            log_lik = distributed.all_reduce_sum(log_lik)
             self.curvature.finish(n)
             self.log_likelihood.copy_(log_lik)
             self.n_data.fill_(n)
@@ -606,7 +616,7 @@ class Laplace(BaseMethod):
                 std = (cov.diagonal(dim1=1, dim2=2) + self.likelihood.sigma.square()).sqrt()
                 log_lik = torch.distributions.Normal(mean, std).log_prob(y.to(mean.dtype))
             total -= float(log_lik.sum())
-        return total
+        return float(distributed.all_reduce_sum(torch.tensor(total, dtype=torch.float64)))
 
     def _maximise_marglik(self) -> float:
         """``argmax_delta log_marginal_likelihood``: a grid in log delta, then LBFGS."""
