@@ -90,6 +90,7 @@ class MCDropout(BaseMethod):
     """
 
     needs_dropout = True
+    explicit_prior = False  # the prior is implicit in the dropout noise
 
     def __init__(
         self,
