@@ -43,9 +43,9 @@ from bayesdl.models import gal_cnn
 
 HEAD = "10"  # the output layer of gal_cnn
 ARMS = {  # arm -> (methods, prior scales tried on validation)
-    "scratch": (("vi", "laplace"), (0.1, 0.3, 1.0)),
-    "centered": (("vi", "laplace"), (0.01, 0.03, 0.1)),
-    "finetune": (("map",), (0.1, 0.3, 1.0)),
+    "scratch": (("vi", "laplace"), (0.1, 1.0)),
+    "centered": (("vi", "laplace"), (0.01, 0.1)),
+    "finetune": (("map",), (0.1, 1.0)),
 }
 
 
@@ -102,6 +102,7 @@ def fit(m: Any, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, seed: 
     b = min(batch, len(x))
     epochs = max(1, math.ceil(steps * b / len(x)))
     start = time.perf_counter()
+    print(f"  fit {type(m).__name__} on {len(x)} labels, {epochs} epochs", flush=True)
     m.fit((x, y), epochs=epochs, batch_size=b, lr=1e-3, progress=False,
           generator=torch.Generator().manual_seed(seed))  # fmt: skip
     return time.perf_counter() - start
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace, data: dict[str, Any], out: Path, results: dict
         start = time.perf_counter()
         pretrained = pretrain(*data["pre"], args.pretrain_epochs, seed)
         results["pretrain_s"][str(seed)] = time.perf_counter() - start
+        print(f"pretrained in {results['pretrain_s'][str(seed)]:.0f} s", flush=True)
         g = torch.Generator().manual_seed(seed)
         x5, y5 = data["new"]
         perm = torch.randperm(len(x5), generator=g)
@@ -237,14 +239,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-labels", default="10,100,1000", help="comma-separated N")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--pretrain-epochs", type=int, default=2)
+    p.add_argument("--pretrain-epochs", type=int, default=1)
     p.add_argument("--pretrain-size", type=int, default=None, help="smoke runs: fewer images")
-    p.add_argument("--steps", type=int, default=400, help="optimiser steps per fit")
+    p.add_argument("--steps", type=int, default=150, help="optimiser steps per fit")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--val-size", type=int, default=500)
-    p.add_argument("--test-size", type=int, default=2000)
-    p.add_argument("--ood-size", type=int, default=2000)
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--val-size", type=int, default=200)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--ood-size", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
