@@ -35,6 +35,13 @@ def _data():
     return x, x @ beta[:, None] + SIGMA * torch.randn(N, 1, generator=g, dtype=torch.float64)
 
 
+def _normal_posterior_mean(x, y):
+    """Exact posterior mean under a Normal(1) prior (conjugate); mean-field VI's optimum
+    has the same mean on this Gaussian target."""
+    precision = x.T @ x / SIGMA**2 + torch.eye(D, dtype=x.dtype)
+    return torch.linalg.solve(precision, x.T @ y / SIGMA**2).flatten()
+
+
 def _lik():
     return bdl.likelihoods.Gaussian(SIGMA)
 
@@ -57,21 +64,17 @@ def test_vi_recovers_the_support_and_shrinks_the_nulls():
     estimate (its ``q(w)`` sd, ~ sigma / sqrt(N), bounds the scale from below: see the
     ``Horseshoe`` docstring), so VI is only asked to shrink more than Normal(1) does."""
     x, y = _data()
-    coefs = {}
-    for name, prior in (("hs", bdl.priors.Horseshoe(TAU0, group="weight")),
-                        ("normal", bdl.priors.Normal(1.0))):  # fmt: skip
-        vi = bdl.MeanFieldVI(_net(), _lik(), prior=prior)
-        opt = torch.optim.Adam(vi.parameters(), lr=0.05)  # a user's own loop: vi.loss
-        g = torch.Generator().manual_seed(0)
-        for _ in range(500):
-            opt.zero_grad()
-            vi.loss(x, y, N, generator=g).backward()
-            opt.step()
-        coefs[name] = vi.mean()["weight"].detach().flatten()
-        if name == "hs":
-            scales = bdl.priors.unit_scales(vi)["weight"].flatten()
-            assert scales[:K].min() > scales[K:].max(), scales  # the switched-off inputs
-    _support_checks(coefs["hs"], coefs["normal"], shrink=1.0)
+    vi = bdl.MeanFieldVI(_net(), _lik(), prior=bdl.priors.Horseshoe(TAU0, group="weight"))
+    opt = torch.optim.Adam(vi.parameters(), lr=0.05)  # a user's own loop: vi.loss
+    g = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        opt.zero_grad()
+        vi.loss(x, y, N, generator=g).backward()
+        opt.step()
+    scales = bdl.priors.unit_scales(vi)["weight"].flatten()
+    assert scales[:K].min() > scales[K:].max(), scales  # the inputs switched off
+    coef = vi.mean()["weight"].detach().flatten()
+    _support_checks(coef, _normal_posterior_mean(x, y), shrink=1.0)
 
 
 def _reference_chain(x, y, draws, warmup):
@@ -86,8 +89,9 @@ def _reference_chain(x, y, draws, warmup):
         pyro.deterministic("beta", beta)
 
     pyro.set_rng_seed(123)
-    mcmc = pyro.infer.MCMC(pyro.infer.NUTS(model, target_accept_prob=0.9), num_samples=draws,
-                           warmup_steps=warmup, num_chains=1, disable_progbar=True)  # fmt: skip
+    kernel = pyro.infer.NUTS(model, target_accept_prob=0.9, max_tree_depth=6)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1,
+                           disable_progbar=True)  # fmt: skip
     mcmc.run()
     z = mcmc.get_samples()
     return (z["z"] * z["lam"] * z["tau"][:, None]).unsqueeze(0)  # (1, draws, D)
@@ -95,16 +99,13 @@ def _reference_chain(x, y, draws, warmup):
 
 def test_hmc_recovers_the_support_and_matches_a_reference_chain():
     x, y = _data()
+    chains, draws = 2, 150
     hmc = bdl.HMC(_net(), _lik(), prior=bdl.priors.Horseshoe(TAU0, group="weight"),
-                  num_samples=300, num_chains=2, target_accept=0.9)  # fmt: skip
-    hmc.fit((x, y), warmup=200, progress=False, generator=torch.Generator().manual_seed(1))
-    ours = hmc.bank()["weight"].flatten(1).unflatten(0, (2, 300))  # (chains, draws, D)
-    ref = _reference_chain(x, y, draws=1000, warmup=300)
-    normal = bdl.HMC(_net(), _lik(), prior=bdl.priors.Normal(1.0), num_samples=100)
-    normal.fit((x, y), warmup=100, progress=False, generator=torch.Generator().manual_seed(1))
-    _support_checks(
-        ours.flatten(0, 1).mean(0), normal.bank()["weight"].flatten(1).mean(0), shrink=0.5
-    )
+                  num_samples=draws, num_chains=chains, target_accept=0.9)  # fmt: skip
+    hmc.fit((x, y), warmup=100, progress=False, generator=torch.Generator().manual_seed(1))
+    ours = hmc.bank()["weight"].flatten(1).unflatten(0, (chains, draws))  # (chains, draws, D)
+    ref = _reference_chain(x, y, draws=600, warmup=200)
+    _support_checks(ours.flatten(0, 1).mean(0), _normal_posterior_mean(x, y), shrink=0.5)
     # the latents were sampled too: the kept log-scale summary ranks the inputs
     scales = bdl.priors.unit_scales(hmc)["weight"].flatten()
     assert scales[:K].min() > scales[K:].max(), scales

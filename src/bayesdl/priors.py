@@ -834,7 +834,11 @@ class Horseshoe(Prior):
       (``E log s = m``, ``E s^-2 = exp(-2m + 2v^2)``), and ``E_q log C+(e^z)`` is a
       one-dimensional Gauss-Hermite quadrature per group; the objective is deterministic
       given ``q(w)`` and needs no auxiliary variables. The regularised horseshoe's
-      ``E log s~`` is also a quadrature.
+      ``E log s~`` is also a quadrature. The limit of this centred mean-field family: a
+      group's scale cannot fall far below the sd of its weights' own factor (about
+      ``sigma / sqrt(N)`` in a linear model), so VI shrinks a null weight to no less than
+      about half its data estimate, where the exact posterior (HMC) shrinks it much
+      further (``tests/test_priors_horseshoe.py``).
 
     ``unit_scales()`` (or ``priors.unit_scales(method)``) gives the posterior median
     ``exp(m_k + m_tau)`` of every group's scale, so the groups the data switched off show.
