@@ -25,6 +25,7 @@ MODULES = [
     "bayesdl.plotting",
     "bayesdl.report",
     "bayesdl.types",
+    "bayesdl.prior_draws",
 ]
 """The modules the reference starts from; pdoc documents each through its ``__all__`` and
 adds the submodules a package's ``__all__`` names."""

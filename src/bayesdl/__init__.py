@@ -32,6 +32,7 @@ from bayesdl.methods import (
     method_names,
 )
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
+from bayesdl.prior_draws import prior_predictive
 from bayesdl.types import FitReport
 
 __all__ = [
@@ -39,6 +40,6 @@ __all__ = [
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
     "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
-    "TemperatureScaling",
+    "TemperatureScaling", "prior_predictive",
     "SNGP",
 ]  # fmt: skip

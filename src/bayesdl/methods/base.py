@@ -168,6 +168,10 @@ class BaseMethod(nn.Module, Method):
     ``plan.draws == "independent"`` (MC dropout: a mask per input). Otherwise ``predict``
     draws them by calling ``_sample_outputs`` on one input at a time (exact for any
     method, one call per input)."""
+    explicit_prior: ClassVar[bool] = True
+    """Whether the method's posterior comes from the explicit weight prior ``self.prior``
+    (so ``bayesdl.prior_predictive`` can draw from it); ``False`` for dropout methods,
+    whose prior is implicit in the dropout noise."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
@@ -185,7 +189,11 @@ class BaseMethod(nn.Module, Method):
             raise TypeError(
                 f"likelihood must be a bayesdl Likelihood, got {type(self.likelihood).__name__}."
             )
-        self.prior = default_prior() if prior is None else prior
+        self.prior = (default_prior() if prior is None else prior).bind(
+            dict(model.named_parameters())
+        )
+        if self.prior.latents is not None:  # the prior's latent variables (a horseshoe's
+            self.prior_latents = self.prior.latents  # scales): trained and saved with us
         self.hparams: dict[str, Any] = {}
         self.eval()  # evaluation mode except inside fit (and the user's own loops)
 

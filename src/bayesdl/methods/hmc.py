@@ -57,6 +57,8 @@ __all__ = ["HMC", "HMCDiagnostics"]
 
 #: Name of the sampled log noise standard deviation among the sampler's parameters.
 NOISE = "likelihood.log_sigma"
+#: Prefix of the prior's latent variables (``Prior.latent_values()``) among them.
+LATENT = "prior."
 
 
 def _pyro() -> Any:
@@ -189,20 +191,26 @@ class HMC(SampleBank):
 
         Args:
             params: Parameter name -> value for every parameter of the model, plus
-                ``NOISE`` (the log noise sd, flat prior) when the noise is sampled.
+                ``NOISE`` (the log noise sd, flat prior) when the noise is sampled, plus
+                ``LATENT + name`` for every latent variable of the prior (a horseshoe's
+                log scales). The parameters are the prior's sampler coordinates
+                (``Prior.to_weights``): the weights themselves, or for a hierarchical
+                prior the non-centred ``beta = w / scale``.
             x: All training inputs, shape (N, ...), on the model's device and dtype.
             y: All training targets.
 
         Returns:
             A scalar tensor, differentiable in ``params``.
         """
-        weights = {k: v for k, v in params.items() if k != NOISE}
+        latents = {k[len(LATENT) :]: v for k, v in params.items() if k.startswith(LATENT)}
+        coords = {k: v for k, v in params.items() if k != NOISE and not k.startswith(LATENT)}
+        weights, log_det = self.prior.to_weights(coords, latents)
         out = functional_call(self.model, weights, (x,))
         if NOISE in params:
             nll = Gaussian.nll_at(out, y, params[NOISE])
         else:
             nll = self.likelihood.nll(out, y)
-        return len(x) * nll - self.prior.log_prob(weights)
+        return len(x) * nll - self.prior.log_joint(weights, latents) - log_det
 
     def fit(
         self,
@@ -265,12 +273,16 @@ class HMC(SampleBank):
             self._forward_checked(x, y)  # the targets fit the model's outputs
         names = list(self.names)
         init = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        latents = {k: v.detach().clone() for k, v in self.prior.latent_values().items()}
+        init = self.prior.from_weights(init, latents)  # the sampler's coordinates
+        init.update({LATENT + k: v for k, v in latents.items()})
         if self.noise_sampled:
             init[NOISE] = self.likelihood.log_sigma.detach().clone()
         self.clear()
         self.divergences.zero_()
         self.eval()  # the potential is that of the deterministic network
         accept = []
+        latent_draws: dict[str, list[Tensor]] = {}
         seed = None
         if generator is not None:  # Pyro draws from the global RNG
             seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
@@ -291,10 +303,15 @@ class HMC(SampleBank):
                 draws = mcmc.get_samples()
                 for i in range(self.num_samples):
                     noise = draws[NOISE][i] if self.noise_sampled else None
-                    self.store({k: draws[k][i] for k in names}, log_sigma=noise)
+                    z = {k: draws[LATENT + k][i] for k in latents}
+                    weights, _ = self.prior.to_weights({k: draws[k][i] for k in names}, z)
+                    self.store(weights, log_sigma=noise)
+                for k in latents:
+                    latent_draws.setdefault(k, []).append(draws[LATENT + k])
                 diag = mcmc.diagnostics()
                 self.divergences[chain] = len(diag["divergences"]["chain 0"])
                 accept.append(float(diag["acceptance rate"]["chain 0"]))
+        self.prior.set_latent_draws({k: torch.cat(v) for k, v in latent_draws.items()})
         summary = self.diagnostics()
         report.extras.update(
             divergences=float(summary.divergences), accept_rate=sum(accept) / len(accept),

@@ -96,6 +96,7 @@ class MCDropout(BaseMethod):
 
     needs_dropout = True
     native_independent_draws = True
+    explicit_prior = False  # the prior is implicit in the dropout noise
 
     def __init__(
         self,

@@ -233,8 +233,10 @@ class _SGMCMC(SampleBank):
                       monitor=False)]  # fmt: skip
 
     def make_optimizer(self, params, phase, state) -> SGMCMCOptimizer:
-        """``SGMCMCOptimizer`` over the model's parameters; the likelihood's get no noise."""
+        """``SGMCMCOptimizer`` over the model's parameters and the prior's latent variables
+        (a horseshoe's log scales, sampled with the weights); the likelihood's get no noise."""
         model_params = {id(p) for p in self.model.parameters()}
+        model_params |= {id(p) for p in self.prior.latent_values().values()}
         sampled = [p for p in params if id(p) in model_params]
         fixed = [p for p in params if id(p) not in model_params]
         groups: list[dict[str, Any]] = [{"params": sampled}]
