@@ -19,6 +19,7 @@ MODULES = [
     "bayesdl.runtime",
     "bayesdl.predictive",
     "bayesdl.calibrate",
+    "bayesdl.explain",
     "bayesdl.evaluate",
     "bayesdl.io",
     "bayesdl.plotting",
