@@ -120,29 +120,40 @@ def uncertainty_function(
 ) -> Callable[[Tensor], Tensor]:
     """The uncertainty of ``method`` as a deterministic, differentiable function of inputs.
 
-    Each call draws the same S posterior samples (common random numbers): a fresh generator
-    seeded once, from ``generator``, here.
+    Each call draws the same S posterior samples (common random numbers): a fresh generator,
+    seeded once from ``generator`` here, for every block of at most ``chunk_size //
+    samples`` inputs, so the draws depend neither on the batch nor on the chunking.
 
     Args:
         method: A fitted method.
         target: ``"epistemic"``, ``"aleatoric"`` or ``"total"``.
         samples: Posterior draws S.
         generator: Random generator that picks the draws (``None``: torch's global RNG).
-        chunk_size: Most (sample, input) pairs per vectorised call (``predict``'s).
+        chunk_size: Most (sample, input) pairs per vectorised call; default
+            ``runtime.default_chunk_rows``.
 
     Returns:
         ``f(x) -> (N,)``, the uncertainty of each row of ``x``.
+
+    Raises:
+        ValueError: For an unknown ``target``, ``samples < 1`` or ``chunk_size < 1``.
     """
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {_TARGETS}, got {target!r}.")
     check_positive_int(samples, "samples")
+    rows = default_chunk_rows(method.device) if chunk_size is None else chunk_size
+    check_positive_int(rows, "chunk_size")
+    block = max(1, rows // samples)
     seed = int(torch.randint(2**62, (), generator=generator, dtype=torch.int64))
     device = method.device
 
     def forward(inputs: Tensor) -> Tensor:
-        gen = torch.Generator(device).manual_seed(seed)
-        pred = method.predict_differentiable(inputs, samples, chunk_size=chunk_size, generator=gen)
-        return uncertainty(pred, target)
+        out = []
+        for xb in inputs.split(block):
+            gen = torch.Generator(device).manual_seed(seed)
+            pred = method.predict_differentiable(xb, samples, chunk_size=rows, generator=gen)
+            out.append(uncertainty(pred, target))
+        return torch.cat(out)
 
     return forward
 
@@ -209,9 +220,8 @@ def attribute(
     forward = uncertainty_function(
         method, target, samples, generator=generator, chunk_size=chunk_size
     )
-    rows = default_chunk_rows(method.device) if chunk_size is None else chunk_size
-    check_positive_int(rows, "chunk_size")
-    per_call = max(1, rows // samples)
+    per_call = max(1, (default_chunk_rows(method.device) if chunk_size is None else chunk_size)
+                   // samples)  # fmt: skip
     attr = _captum()
     if how == "integrated_gradients":
         ig = attr.IntegratedGradients(forward)

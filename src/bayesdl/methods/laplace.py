@@ -486,7 +486,7 @@ class Laplace(BaseMethod):
         The marginal likelihood of a pruned posterior is not finite.
 
         Args:
-            keep: Parameter name -> bool mask of its shape.
+            keep: Parameter name -> bool mask of its shape (parameters left out are kept).
 
         Raises:
             TypeError: For the KFAC or full Hessian: their weights are correlated, so
@@ -499,10 +499,11 @@ class Laplace(BaseMethod):
             )
         self._check_fitted()
         mean = self.mean()
-        drop = torch.cat([~keep[n].to(mean[n].device).flatten() for n in self.names])
+        kept = {n: keep[n].to(mean[n].device) if n in keep else torch.ones_like(mean[n], dtype=torch.bool)
+                for n in self.names}  # fmt: skip
         for name in self.names:
-            mean[name][~keep[name].to(mean[name].device)] = 0.0
-        self.curvature.ggn_diag[drop] = math.inf
+            mean[name][~kept[name]] = 0.0
+        self.curvature.ggn_diag[torch.cat([~kept[n].flatten() for n in self.names])] = math.inf
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
         """Draw ``n`` weight samples ``theta_MAP + Sigma^(1/2) z``: name -> (n, *shape).
