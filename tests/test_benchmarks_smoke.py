@@ -336,3 +336,25 @@ def test_approximation_quality_tiny(tmp_path, restore_threads):
     assert table[0].startswith("Made by `python benchmarks/approximation_quality.py --quick")
     assert table[2].startswith("# How far")
     assert (tmp_path / "approximation_quality.png").stat().st_size > 0
+
+
+def test_snr_pruning_tiny(tmp_path, restore_threads):
+    pytest.importorskip("matplotlib")
+    bdl = pytest.importorskip("bayesdl")
+    try:
+        bdl.data.mnist("test")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    bench = _load("snr_pruning")
+    args = bench.parse_args([
+        "--hidden", "8", "--epochs", "1", "--samples", "2", "--fractions", "0,0.5,0.9",
+        "--train-size", "256", "--test-size", "64", "--out", str(tmp_path), "--no-progress",
+    ])  # fmt: skip
+    results = bench.main(args)
+    assert [(r["by"], r["fraction"]) for r in results["rows"]] == [
+        (b, f) for b in ("snr", "magnitude") for f in (0.0, 0.5, 0.9)
+    ]
+    for r in results["rows"]:
+        assert abs(r["removed"] - r["fraction"]) < 1e-3 and 0 <= r["error_average"] <= 100
+    assert (tmp_path / "snr_pruning.png").stat().st_size > 0
+    assert (tmp_path / "snr_pruning.md").read_text().startswith("Made by `python benchmarks/snr_pruning.py")

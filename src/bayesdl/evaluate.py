@@ -21,7 +21,9 @@ Every method is built and used through the common interface (``get_method(name)(
 
 Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``reliability.png``,
 ``ood_entropy.png``, ``ood_mi.png`` (left out when no method has an epistemic part),
-``referral.png``, a self-contained ``report.html``
+``referral.png``, ``explain_<method>_uncertain.png`` and ``explain_<method>_mistakes.png``
+(the report's section "Why is the model unsure?", see ``EvaluateConfig.explain``), a
+self-contained ``report.html``
 and the fitted posteriors under ``posteriors/<method>.safetensors`` (reload them with
 ``load=out/posteriors``).
 """
