@@ -19,7 +19,6 @@ MODULES = [
     "bayesdl.runtime",
     "bayesdl.predictive",
     "bayesdl.calibrate",
-    "bayesdl.explain",
     "bayesdl.evaluate",
     "bayesdl.io",
     "bayesdl.plotting",

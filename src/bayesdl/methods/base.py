@@ -530,14 +530,9 @@ class BaseMethod(nn.Module, Method):
         return self._predictive(out, plan, context)
 
     def predict_differentiable(
-        self,
-        x: Tensor,
-        samples: int = 100,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-        **options: Any,
-    ) -> Predictive:
+        self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
+        generator: torch.Generator | None = None, **options: Any,
+    ) -> Predictive:  # fmt: skip
         """``predict`` with autograd on: the same draws, and gradients flow back to ``x``.
 
         For input attributions (``bayesdl.explain``): with a generator in the same state,
