@@ -311,3 +311,22 @@ def test_sparsity_gathers_snr_and_gates_per_layer():
     expected = {f"{n}.weight": float(p.mean()) for n, p in l0.prob_nonzero().items()}
     assert gates == pytest.approx(expected)
     assert sparsity(bdl.MAP(_net())) == []
+
+
+def test_plot_explanations_draws_heat_maps_for_images_and_bars_for_features(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bayesdl.plotting import plot_explanations
+
+    pred = bdl.CategoricalPredictive(torch.randn(5, 2, 3, generator=_gen()))
+    images = torch.rand(2, 1, 8, 8, generator=_gen())
+    fig = plot_explanations(images, images - 0.5, pred, titles=["a", "b"], path=tmp_path / "i.png")
+    heat = [ax for ax in fig.axes if ax.get_title() == "epistemic attribution"]
+    assert len(heat) == 2 and heat[0].images[-1].get_array().shape == (8, 8)
+    assert (tmp_path / "i.png").stat().st_size > 0
+    table = torch.tensor([[0.5, -1.0, 2.0], [0.0, 1.0, -0.5]])
+    fig = plot_explanations(table, table, pred, feature_names=["age", "dose", "weight"])
+    bars = fig.axes[0].patches
+    assert [b.get_width() for b in bars] == pytest.approx([0.5, -1.0, 2.0])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["age", "dose", "weight"]
+    with pytest.raises(ValueError, match="one shape"):
+        plot_explanations(table, table[:, :2], pred)
