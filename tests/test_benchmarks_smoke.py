@@ -404,3 +404,23 @@ def test_distributed_scaling_worker_and_on_paper(tmp_path, restore_threads):
     nvlink = bench.on_paper(0.1, 10**6, [8])[0]  # 350 GB/s, 5 us a hop
     assert nvlink["comm_s"] == pytest.approx(14 * 5e-6 + 1.75e6 / 350e9)  # 7.5e-5 s
     assert nvlink["speedup"] == pytest.approx(0.1 / (0.1 / 8 + 7.5e-5))  # 7.95x
+def test_snr_pruning_tiny(tmp_path, restore_threads):
+    pytest.importorskip("matplotlib")
+    bdl = pytest.importorskip("bayesdl")
+    try:
+        bdl.data.mnist("test")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    bench = _load("snr_pruning")
+    args = bench.parse_args([
+        "--hidden", "8", "--epochs", "1", "--samples", "2", "--fractions", "0,0.5,0.9",
+        "--train-size", "256", "--test-size", "64", "--out", str(tmp_path), "--no-progress",
+    ])  # fmt: skip
+    results = bench.main(args)
+    assert [(r["by"], r["fraction"]) for r in results["rows"]] == [
+        (b, f) for b in ("snr", "magnitude") for f in (0.0, 0.5, 0.9)
+    ]
+    for r in results["rows"]:
+        assert abs(r["removed"] - r["fraction"]) < 1e-3 and 0 <= r["error_average"] <= 100
+    assert (tmp_path / "snr_pruning.png").stat().st_size > 0
+    assert (tmp_path / "snr_pruning.md").read_text().startswith("Made by `python benchmarks/snr_pruning.py")

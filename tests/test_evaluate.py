@@ -140,6 +140,9 @@ def test_report_renders_in_headless_chromium_with_tables_and_images(run, tmp_pat
     probe = (
         "<script>window.onload = () => document.body.setAttribute('data-decoded', "
         "[...document.images].filter(i => i.complete && i.naturalWidth > 100).length);"
+        "window.addEventListener('load', () => document.body.setAttribute('data-explained', "
+        "[...document.querySelectorAll('#why-is-the-model-unsure img')]"
+        ".filter(i => i.complete && i.naturalWidth > 100).length));"
         "</script></body>"
     )
     probed = tmp_path / "probed.html"
@@ -149,7 +152,11 @@ def test_report_renders_in_headless_chromium_with_tables_and_images(run, tmp_pat
          "--dump-dom", probed.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
-    assert re.search(r'data-decoded="4"', dom), dom[:300]
+    # 4 figures, and per method with several draws (mc-dropout, vi) its most uncertain
+    # images and most confident mistakes with their epistemic attributions
+    assert re.search(r'data-decoded="8"', dom), dom[:300]
+    assert re.search(r'data-explained="4"', dom), dom[:300]
+    assert "Why is the model unsure?" in dom and "map: one posterior draw" in dom
     assert dom.count("<table") == 4
     for name, row in results["methods"].items():
         assert f"<td>{name}</td>" in dom

@@ -346,6 +346,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, choices=reference_methods(),
                    help="also measure each method against a full-batch NUTS posterior (small "
                    "data and networks only; default: no reference)")  # fmt: skip
+    p.add_argument("--explain", type=_non_negative_int, default=d.explain, metavar="K",
+                   help="the report shows the K most uncertain test images and the K most "
+                   "confident mistakes of each method with their epistemic attribution "
+                   "(default: %(default)s; 0: no such section)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
@@ -373,6 +377,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
         load=args.load, seed=args.seed, device=args.device, dropout=args.dropout,
         calibrate=args.calibrate, reference=args.reference,
+        explain=args.explain,
     )  # fmt: skip
     results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(format_summary(results))

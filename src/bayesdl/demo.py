@@ -1,6 +1,6 @@
 """``bayesdl demo``: the article's pictures on built-in data, in about 30 s on two CPU cores.
 
-Four small experiments, each written to ``out`` as a PNG, with every number in
+Five small experiments, each written to ``out`` as a PNG, with every number in
 ``metrics.json``:
 
 a. **Bayes' theorem on a coin** (``coin_posterior.png``): a Beta(2, 2) prior, 7 heads and
@@ -21,6 +21,9 @@ e. **What a prior means** (``priors.png``): on the regression with a gap, functi
    from the prior predictive (``bdl.prior_predictive``, before any data) and from the
    mean-field VI posterior, for ``Normal(0.1)``, ``Normal(1)`` and ``Horseshoe(1)``
    priors (see :func:`prior_figure`).
+f. **Why is the model unsure?** (``attribution_digits.png``): an MC-dropout MLP on the
+   8x8 digits; its most uncertain test images with the heat map of their epistemic
+   attribution (``explain.attribute``, integrated gradients) and their predictive.
 
 The toy networks and training settings were chosen so that the pictures are readable and
 the numbers stable across seeds; the choices that matter are documented where they are
@@ -106,6 +109,7 @@ OUTPUT_FILES = (
     "two_moons_uncertainty.png",
     "reliability.png",
     "priors.png",
+    "attribution_digits.png",
     "metrics.json",
 )
 """Every file :func:`run_demo` writes into ``out``; ``metrics.json`` is written last."""
@@ -130,6 +134,8 @@ class DemoSettings:
         samples: Monte Carlo samples S per prediction.
         grid_points: Points of the 1-d regression grid.
         map_resolution: Points per side of the two-moons grid.
+        digits_epochs: Full-batch Adam steps of the digits classifier (experiment e).
+        explained: Test digits shown with their attribution maps.
     """
 
     coin_prior: tuple[float, float] = (2.0, 2.0)
@@ -146,6 +152,8 @@ class DemoSettings:
     samples: int = 200
     grid_points: int = 400
     map_resolution: int = 120
+    digits_epochs: int = 150
+    explained: int = 4
 
 
 FULL = DemoSettings()
@@ -162,6 +170,7 @@ rounded up to 5 s."""
 FAST = DemoSettings(
     reg_epochs=60, moons_epochs=40, moons_n_test=300, samples=20, grid_points=100,
     map_resolution=30,
+    digits_epochs=10, explained=2,
 )  # fmt: skip
 """A few seconds, for smoke tests: same code paths, pictures not meaningful."""
 
@@ -667,6 +676,37 @@ def _plot_prior_draws(
     fig.savefig(path, dpi=100)
 
 
+# -- why is the model unsure? ----------------------------------------------------------------
+def _attribution_digits(out: Path, s: DemoSettings, seed: int, progress: bool) -> dict[str, Any]:
+    from bayesdl import data, explain, plotting
+
+    train, test = data.digits("train", seed=seed), data.digits("test", seed=seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.25),
+                          nn.Linear(128, 10))  # fmt: skip
+    method = bdl.MCDropout(model)
+    _say(progress, f"  fitting MC dropout on digits ({s.digits_epochs} full-batch steps)")
+    start = time.perf_counter()
+    method.fit((train.x, train.y), epochs=s.digits_epochs, lr=0.01, batch_size=len(train),
+               progress=False, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    fit_s = time.perf_counter() - start
+    gen = torch.Generator().manual_seed(seed)
+    pred = method.predict(test.x, samples=s.samples, generator=gen)
+    top = pred.entropy().argsort(descending=True)[: s.explained]
+    attr = explain.attribute(method, test.x[top], "epistemic", samples=50, steps=32,
+                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    sub = pred.cpu()
+    shown = bdl.CategoricalPredictive(sub.samples[:, top])
+    titles = [f"label {int(test.y[i])}, predicted {int(sub.predicted()[i])}" for i in top]
+    plotting.plot_explanations(test.x[top], attr, shown, titles=titles,
+                               path=out / "attribution_digits.png")  # fmt: skip
+    return {
+        "n_train": len(train), "epochs": s.digits_epochs, "fit_time_s": fit_s,
+        "accuracy": float((sub.predicted() == test.y).double().mean()),
+        "explained": [int(i) for i in top],
+        "mutual_information": [float(v) for v in shown.mutual_information()],
+    }  # fmt: skip
+
+
 # -- the whole demo --------------------------------------------------------------------------
 def run_demo(
     out: str | os.PathLike,
@@ -676,7 +716,7 @@ def run_demo(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the four experiments, write the PNGs and ``metrics.json`` into ``out``.
+    """Run the five experiments, write the PNGs and ``metrics.json`` into ``out``.
 
     Built-in data only (``bayesdl.data.regression_gap`` and ``two_moons``); nothing is
     downloaded. Torch's global RNG is seeded inside ``torch.random.fork_rng`` (restored
@@ -692,7 +732,8 @@ def run_demo(
 
     Returns:
         Everything written to ``metrics.json``: ``coin``, ``regression``,
-        ``two_moons``, ``priors``, plus ``seed``, ``fast``, ``settings``, ``files``, ``runtime_s``.
+        ``two_moons``, ``priors``, ``attribution``, plus ``seed``, ``fast``, ``settings``,
+        ``files``, ``runtime_s``.
 
     Raises:
         FileExistsError: If a demo file already exists in ``out`` and not ``overwrite``.
@@ -724,16 +765,18 @@ def run_demo(
         "settings": asdict(settings),
     }
     with _single_thread(), seeded_global_rng(seed):
-        _say(progress, "[1/3] Bayes' theorem on a coin")
+        _say(progress, "[1/5] Bayes' theorem on a coin")
         (a, b), (heads, tails) = settings.coin_prior, settings.coin_tosses
         results["coin"] = coin_posterior(heads, tails, a, b)
         plotting.plot_coin_posterior(heads, tails, a, b, path=out / "coin_posterior.png")
-        _say(progress, "[2/3] 1-d regression with a gap: MAP vs VI vs MC dropout")
+        _say(progress, "[2/5] 1-d regression with a gap: MAP vs VI vs MC dropout")
         results["regression"] = _regression(out, settings, seed, progress)
-        _say(progress, "[3/3] two moons: confidence maps and reliability, MAP vs VI vs SNGP")
+        _say(progress, "[3/5] two moons: confidence maps and reliability, MAP vs VI vs SNGP")
         results["two_moons"] = _two_moons(out, settings, seed, progress)
-        _say(progress, "[+] what a prior means: prior and posterior draws, three priors")
+        _say(progress, "[4/5] what a prior means: prior and posterior draws, three priors")
         results["priors"] = prior_figure(out, settings, seed, progress)
+        _say(progress, "[5/5] why is the model unsure? attribution maps on digits")
+        results["attribution"] = _attribution_digits(out, settings, seed, progress)
     results["files"] = list(OUTPUT_FILES)
     results["runtime_s"] = time.perf_counter() - start
     tmp = out / "metrics.json.tmp"

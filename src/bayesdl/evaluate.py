@@ -21,7 +21,9 @@ Every method is built and used through the common interface (``get_method(name)(
 
 Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``reliability.png``,
 ``ood_entropy.png``, ``ood_mi.png`` (left out when no method has an epistemic part),
-``referral.png``, a self-contained ``report.html``
+``referral.png``, ``explain_<method>_uncertain.png`` and ``explain_<method>_mistakes.png``
+(the report's section "Why is the model unsure?", see ``EvaluateConfig.explain``), a
+self-contained ``report.html``
 and the fitted posteriors under ``posteriors/<method>.safetensors`` (reload them with
 ``load=out/posteriors``).
 """
@@ -155,6 +157,12 @@ class EvaluateConfig:
             posterior of the same network (``diagnostics.reference_columns``): columns
             ``ref_agreement`` and ``ref_total_variation``. Refused, naming the sizes, when
             the training set and network are too large for NUTS.
+        explain: The report's section "Why is the model unsure?" shows the ``explain``
+            most uncertain test images (by predictive entropy) and the ``explain`` most
+            confident mistakes of each method with more than one posterior draw: the image,
+            the heat map of its epistemic attribution (``explain.attribute``, integrated
+            gradients from a black image), the class probabilities and the aleatoric /
+            epistemic split. 0: no such section. Needs Captum (extra ``explain``).
     """
 
     dataset: str = "mnist"
@@ -176,6 +184,7 @@ class EvaluateConfig:
     dropout: tuple[float, float] = (0.25, 0.5)
     calibrate: bool = False
     reference: str | None = None
+    explain: int = 3
 
     def resolved(self) -> EvaluateConfig:
         """A copy with the defaults filled in, after checking every setting.
@@ -203,6 +212,8 @@ class EvaluateConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.explain, bool) or not isinstance(self.explain, int) or self.explain < 0:
+            raise ValueError(f"explain must be a non-negative integer, got {self.explain!r}.")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if self.reference is not None and self.reference not in reference_methods():
@@ -489,6 +500,7 @@ def evaluate(
     if valid is not None:
         results["temperatures"] = {}
     by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]] = {}
+    explained: dict[str, list[tuple[Path, str]] | str] = {}
     for name in cfg.methods:
         method, fit_s = _obtain(name, cfg, train, factory, out, progress)
         pred_in, pred_out = _predict(method, test.x, cfg), _predict(method, x_ood, cfg)
@@ -496,6 +508,8 @@ def evaluate(
         row = decision_metrics(pred_in, test.y, pred_out) | timings | {"fit_s": fit_s}
         results["methods"][name] = {c: row[c] for c in METRIC_COLUMNS}
         by_method[name] = (pred_in, pred_out)
+        if cfg.explain:
+            explained[name] = _explain(method, name, test, pred_in, cfg, out)
         if valid is not None:
             temperature, scaled, cal_s = _calibrated(method, valid, (pred_in, pred_out), cfg)
             cal = decision_metrics(scaled[0], test.y, scaled[1]) | timings
@@ -524,8 +538,53 @@ def evaluate(
     results["n_timed"] = min(len(test), TIMING_INPUTS)
     results["n_valid"] = 0 if valid is None else len(valid)
     if distributed.is_main():
-        _write(out, results, by_method, test.y)
+        _write(out, results, by_method, test.y, explained)
     return results
+
+
+# -- why is the model unsure? ----------------------------------------------------------------
+_EXPLAIN_STEPS = 16
+"""Points of the integrated-gradients path of the report's attributions."""
+
+
+def _explain(
+    method: BaseMethod, name: str, test: bdata.Data, pred: CategoricalPredictive,
+    cfg: EvaluateConfig, out: Path,
+) -> list[tuple[Path, str]] | str:  # fmt: skip
+    """The report's figures for one method, or why there are none."""
+    import importlib.util
+
+    from bayesdl import explain, plotting
+
+    if pred.num_samples == 1:
+        return "one posterior draw (a point estimate) has no epistemic uncertainty to explain"
+    if importlib.util.find_spec("captum") is None:
+        return "Captum is not installed (pip install 'bayesdl[explain]')"
+    k = cfg.explain
+    entropy, probs = pred.entropy(), pred.probs
+    predicted = probs.argmax(-1)
+    wrong = (predicted != test.y.to(predicted.device)).nonzero().flatten()
+    groups = [("uncertain", "most uncertain test images (by predictive entropy)",
+               entropy.argsort(descending=True)[:k]),
+              ("mistakes", "most confident mistakes",
+               wrong[probs.max(-1).values[wrong].argsort(descending=True)][:k])]  # fmt: skip
+    figures = []
+    for tag, caption, idx in groups:
+        if len(idx) == 0:
+            continue
+        idx = idx.cpu()
+        x = test.x[idx]
+        attr = explain.attribute(method, x, "epistemic", samples=cfg.samples,
+                                 generator=torch.Generator().manual_seed(cfg.seed),
+                                 steps=_EXPLAIN_STEPS)  # fmt: skip
+        sub = CategoricalPredictive(pred.samples[:, idx.to(pred.samples.device)])
+        titles = [f"test #{int(i)}: label {int(test.y[i])}, predicted {int(predicted[i])}"
+                  for i in idx]  # fmt: skip
+        path = out / f"explain_{name}_{tag}.png"
+        fig = plotting.plot_explanations(x, attr, sub, titles=titles, path=path)
+        del fig
+        figures.append((path, f"{name}: the {len(idx)} {caption}"))
+    return figures
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -534,6 +593,7 @@ def _write(
     results: dict[str, Any],
     by_method: dict[str, tuple[CategoricalPredictive, CategoricalPredictive]],
     y: Tensor,
+    explained: dict[str, list[tuple[Path, str]] | str] | None = None,
 ) -> None:
     from bayesdl import plotting
     from bayesdl.report import html_report
@@ -646,7 +706,26 @@ def _write(
             ),
         ],
         settings=cfg | {"runtime_s": round(results["runtime_s"], 1)},
+        sections=_explain_sections(explained or {}),
     )
+
+
+def _explain_sections(
+    explained: dict[str, list[tuple[Path, str]] | str],
+) -> list[tuple[str, str, list[tuple[Path, str]]]]:
+    if not explained:
+        return []
+    skipped = [f"{n}: {why}." for n, why in explained.items() if isinstance(why, str)]
+    text = (
+        "For each method, its most uncertain test images and its most confident mistakes: "
+        "the image, where in it the epistemic uncertainty (mutual information) comes from "
+        "(integrated gradients from a black image with the same posterior draws along the "
+        "path; red raises the uncertainty, blue lowers it), and the model average's class "
+        "probabilities with the aleatoric and epistemic parts of its entropy. "
+        + " ".join(skipped)
+    )
+    figures = [f for v in explained.values() if not isinstance(v, str) for f in v]
+    return [("Why is the model unsure?", text, figures)]
 
 
 def format_summary(results: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "plot_fit",
     "plot_referral",
     "plot_score_histograms",
+    "plot_explanations",
 ]
 
 PathLike = str | os.PathLike
@@ -676,4 +677,87 @@ def plot_score_histograms(
         first.set_ylabel("density (log scale)")
     axes[0].legend(fontsize=8, frameon=False)
     _save(fig, path)
+    return fig
+
+
+def plot_explanations(
+    inputs: Tensor,
+    attributions: Tensor,
+    predictive: CategoricalPredictive,
+    *,
+    titles: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
+    attribution_name: str = "epistemic attribution",
+    path: PathLike | None = None,
+) -> Figure:
+    """Why is the model unsure? One row per input: the input, its attribution, its predictive.
+
+    For images (inputs of shape (N, C, H, W) or (N, H, W)) the attribution is a heat map
+    over the image (summed over channels; red raises the uncertainty, blue lowers it, the
+    scale symmetric about zero); for tabular inputs (N, F) the input panel is left out and
+    the attribution is a bar chart per feature. The last panel shows the class
+    probabilities of the model average, titled with the aleatoric (expected entropy) and
+    epistemic (mutual information) parts of the predictive entropy, in nats.
+
+    Args:
+        inputs: The N inputs, (N, C, H, W), (N, H, W) or (N, F).
+        attributions: Attributions of the same shape (``bayesdl.explain.attribute``).
+        predictive: The model average for the N inputs.
+        titles: A title per row (e.g. ``"label 3"``); ``None``: none.
+        feature_names: Tabular inputs: a name per feature (``None``: ``x0, x1, ...``).
+        attribution_name: What the attributions are (the panel's title).
+        path: Save the figure here as well (PNG).
+
+    Returns:
+        The figure (``N`` rows of 3 axes for images, 2 for tabular inputs).
+
+    Raises:
+        ValueError: If the shapes disagree or there are no inputs.
+    """
+    if inputs.shape != attributions.shape or inputs.shape[0] == 0:
+        raise ValueError(
+            f"inputs and attributions must have one shape with N >= 1, got "
+            f"{tuple(inputs.shape)} and {tuple(attributions.shape)}."
+        )
+    if len(predictive) != inputs.shape[0]:
+        raise ValueError(f"predictive holds {len(predictive)} inputs, expected {inputs.shape[0]}.")
+    n, image = inputs.shape[0], inputs.dim() >= 3
+    cols = 3 if image else 2
+    fig = _figure_class()(figsize=(3.0 * cols, 2.4 * n), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    probs, ale, epi = _np(predictive.probs), _np(predictive.expected_entropy()), _np(
+        predictive.mutual_information()
+    )  # fmt: skip
+    for i in range(n):
+        row = axes[i]
+        att = _np(attributions[i])
+        if image:
+            pic = _np(inputs[i]).reshape(-1, *inputs.shape[-2:]).mean(0)
+            heat = att.reshape(-1, *inputs.shape[-2:]).sum(0)
+            row[0].imshow(pic, cmap="gray")
+            row[0].set_title(titles[i] if titles else "input", fontsize=9)
+            top = float(np.abs(heat).max()) or 1.0
+            row[1].imshow(pic, cmap="gray", alpha=0.35)
+            shown = row[1].imshow(heat, cmap="RdBu_r", vmin=-top, vmax=top, alpha=0.8)
+            fig.colorbar(shown, ax=row[1], fraction=0.046, pad=0.02)
+            row[1].set_title(attribution_name, fontsize=9)
+            for axis in row[:2]:
+                axis.set_xticks([])
+                axis.set_yticks([])
+        else:
+            names = list(feature_names or [f"x{j}" for j in range(att.size)])
+            colours = [_RED if v > 0 else _BLUE for v in att.ravel()]
+            row[0].barh(names, att.ravel(), color=colours)
+            row[0].axvline(0.0, color=_GREY, lw=0.8)
+            row[0].invert_yaxis()
+            label = f"{titles[i]}: " if titles else ""
+            row[0].set_title(f"{label}{attribution_name}", fontsize=9)
+        bars = row[-1]
+        bars.bar(range(probs.shape[1]), probs[i], color=_GREY)
+        bars.bar(int(probs[i].argmax()), probs[i].max(), color=_BLUE)
+        bars.set_ylim(0, 1)
+        bars.set_xticks(range(probs.shape[1]))
+        bars.tick_params(labelsize=7)
+        bars.set_title(f"aleatoric {ale[i]:.2f}, epistemic {epi[i]:.2f} nats", fontsize=9)
+    _save(fig, path, dpi=100)
     return fig

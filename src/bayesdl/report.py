@@ -98,6 +98,7 @@ def html_report(
     settings: Mapping[str, Any],
     column_labels: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
+    sections: Sequence[tuple[str, str, Sequence[tuple[str | os.PathLike, str]]]] = (),
 ) -> Path:
     """Write one self-contained HTML page.
 
@@ -112,6 +113,10 @@ def html_report(
         column_labels: Column key -> header shown (e.g. ``"nll"`` -> ``"NLL ↓"``); keys
             without a label are shown as they are. The key stays in the header's tooltip.
         notes: Short paragraphs shown after the figures (e.g. why a plot is left out).
+        sections: ``(heading, paragraph, images)`` per further section, after the notes:
+            an ``<h2>`` heading, a paragraph of plain text and ``(png_path, caption)``
+            figures; the section's ``id`` is its heading in lower case, words joined by
+            ``-`` (``"why-is-the-model-unsure"``).
 
     Returns:
         The path written.
@@ -131,6 +136,12 @@ def html_report(
     for image, caption in images:
         parts.append(_image(Path(image), caption))
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in notes]
+    for heading, paragraph, figures in sections:
+        anchor = "-".join("".join(c if c.isalnum() else " " for c in heading.lower()).split())
+        parts.append(f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>'
+                     f"<p>{html.escape(paragraph)}</p>")  # fmt: skip
+        parts += [_image(Path(image), caption) for image, caption in figures]
+        parts.append("</section>")
     items = "".join(
         f"<li><code>{html.escape(str(k))}</code>: {html.escape(str(v))}</li>"
         for k, v in settings.items()

@@ -51,6 +51,12 @@ def test_contract(name, dtype, device, tmp_path):
     assert_close(pred.probs.sum(-1), torch.ones(10, dtype=dtype))
     again = method.predict(x[:10], samples=5, generator=_gen())
     assert_close(pred.samples, again.samples, rtol=0, atol=0)
+    # the differentiable path: the same draws, and a finite gradient with respect to x
+    xg = x[:10].clone().requires_grad_()
+    diff = method.predict_differentiable(xg, samples=5, generator=_gen())
+    assert_close(diff.samples.detach(), pred.samples)
+    diff.entropy().sum().backward()
+    assert xg.grad is not None and xg.grad.shape == xg.shape and xg.grad.isfinite().all()
     path = bdl.save(method, tmp_path / "m.safetensors")
     loaded = bdl.load(path, _net(dtype).apply(_scramble).to(device))
     assert_close(loaded.predict(x[:10], samples=5, generator=_gen()).samples, pred.samples)

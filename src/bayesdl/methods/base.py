@@ -386,6 +386,31 @@ class BaseMethod(nn.Module, Method):
         with eval_mode(self), torch.no_grad():
             return self.likelihood.predictive(self.model(x).unsqueeze(0))
 
+    # -- the weight posterior, where a method has a Gaussian one (explain / prune) ----------
+    def weight_posterior(self) -> dict[str, tuple[Tensor, Tensor]] | None:
+        """Gaussian marginal posterior of each weight: name -> ``(mean, sd)``, detached.
+
+        Methods whose posterior is a Gaussian over weights (``MeanFieldVI``, ``Laplace``,
+        ``SWAG``) return it for the parameters it covers; the others return ``None`` (the
+        default). Used by ``bayesdl.explain.sparsity`` and ``bayesdl.prune``.
+        """
+        return None
+
+    def fix_weights_at_zero(self, keep: dict[str, Tensor]) -> None:
+        """Fix, in place, the weights where ``keep`` is ``False`` at exactly zero in every
+        posterior draw (``bayesdl.prune`` calls it on a copy of the method).
+
+        Args:
+            keep: Parameter name (as in ``weight_posterior``) -> bool mask of its shape.
+
+        Raises:
+            TypeError: The default: the method has no weight posterior to prune.
+        """
+        raise TypeError(
+            f"{type(self).__name__} cannot fix weights at zero: pruning needs a Gaussian "
+            "weight posterior (MeanFieldVI, Laplace(hessian='diag'), SWAG)."
+        )
+
     # -- training ----------------------------------------------------------------------------
     def fit(
         self,
@@ -556,6 +581,11 @@ class BaseMethod(nn.Module, Method):
             generator: Random generator for the posterior draws (reproducible predictions).
                 Every input sees the same S draws, whatever the chunking; without a
                 generator a private one is seeded from torch's global RNG.
+            draws: ``"shared"``: every input sees the same S posterior draws (common random
+                numbers: right for evaluation and comparisons, and fastest);
+                ``"independent"``: each input gets its own S draws (right for choosing a
+                batch of inputs by their scores, e.g. active learning). Methods with
+                finitely many draws (MAP, ensembles, sample banks) keep their draws.
             **options: Method-specific options (see the method's docstring), e.g. L0's
                 ``deterministic=True`` or SWAG's ``bn_data=``.
 
@@ -565,9 +595,51 @@ class BaseMethod(nn.Module, Method):
 
         Raises:
             ValueError: If ``x`` is empty, holds NaN/inf or does not have the shape the model
-                takes, ``samples < 1``, or the S outputs would not fit in memory.
+                takes, ``samples < 1``, ``draws`` is unknown, or the S outputs would not fit
+                in memory.
             TypeError: For an option the method does not take.
         """
+        out, plan, context = self._draw_outputs(
+            x, samples, chunk_size, generator, options, draws
+        )
+        return self._predictive(out, plan, context)
+
+    def predict_differentiable(
+        self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
+        generator: torch.Generator | None = None, **options: Any,
+    ) -> Predictive:  # fmt: skip
+        """``predict`` with autograd on: the same draws, and gradients flow back to ``x``.
+
+        For input attributions (``bayesdl.explain``): with a generator in the same state,
+        two calls use the same S posterior draws (common random numbers), so the predictive
+        is one deterministic, differentiable function of ``x``. Every input sees the same
+        draws whatever the batch, so the rows of ``x`` may be any points (an integrated
+        gradients path).
+
+        Args:
+            x: Inputs, shape (N, ...); make it ``requires_grad`` to get its gradients.
+            samples: Number of Monte Carlo samples S.
+            chunk_size: Most (sample, input) pairs per vectorised call (as ``predict``).
+            generator: Random generator for the posterior draws; reset it to one state
+                before every call for common random numbers.
+            **options: Method-specific options, as ``predict``.
+
+        Returns:
+            A ``Predictive`` whose tensors carry the autograd graph.
+
+        Raises:
+            ValueError: As ``predict``.
+            TypeError: For an option the method does not take.
+        """
+        with torch.enable_grad():
+            out, plan, context = self._draw_outputs(x, samples, chunk_size, generator, options)
+            return self._predictive(out, plan, context)
+
+    def _draw_outputs(
+        self, x: Tensor, samples: int, chunk_size: int | None,
+        generator: torch.Generator | None, options: dict[str, Any], draws: Draws = "shared",
+    ) -> tuple[Tensor, ChunkPlan, Any]:  # fmt: skip
+        """The one prediction path of ``predict`` and ``predict_differentiable``."""
         x = check_model_input(self.model, x)
         check_positive_int(samples, "samples")
         if draws not in ("shared", "independent"):
@@ -599,4 +671,4 @@ class BaseMethod(nn.Module, Method):
                     generator.set_state(start)
                 outs.append(sample(xb, plan, generator, context))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        return self._predictive(out, plan, context)
+        return out, plan, context

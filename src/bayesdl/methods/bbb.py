@@ -141,6 +141,27 @@ class MeanFieldVI(BaseMethod):
             out[name] = mu + std[name] * eps
         return out
 
+    def weight_posterior(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``(mu, sigma)`` of every variational parameter, name -> detached tensors."""
+        mean, std = self.mean(), self.std()
+        return {n: (mean[n].detach(), std[n].detach()) for n in self.names}
+
+    @torch.no_grad()
+    def fix_weights_at_zero(self, keep: dict[str, Tensor]) -> None:
+        """Set ``mu = 0`` and ``sigma = 0`` (``rho = -inf``) where ``keep`` is ``False``.
+
+        The KL of a zero-width weight is infinite, so a pruned method is for prediction,
+        not for further fitting.
+
+        Args:
+            keep: Parameter name -> bool mask of its shape.
+        """
+        mean = self.mean()
+        for name, mask in keep.items():
+            drop = ~mask.to(mean[name].device)
+            mean[name][drop] = 0.0
+            self.rho[name.replace(".", "__")][drop] = -math.inf
+
     def kl(self, generator: torch.Generator | None = None) -> Tensor:
         """``KL(q || p)`` summed over every variational weight.
 

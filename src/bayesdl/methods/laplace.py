@@ -125,6 +125,10 @@ class _Curvature(nn.Module):
         """``j U`` for rows ``j`` (..., P): parameter to eigen-coordinates."""
         raise NotImplementedError
 
+    def marginal_variance(self, inv_spectrum: Tensor) -> Tensor:
+        """``diag(U diag(inv_spectrum) U^T)``, shape (P,), parameter order."""
+        raise NotImplementedError
+
 
 class _Dense(_Curvature):
     """Full or diagonal GGN from per-example Jacobians (torch.func ``vmap(jacrev)``)."""
@@ -169,6 +173,9 @@ class _Dense(_Curvature):
 
     def to_eigen(self, j):
         return j if self.diag else j @ self.eigvecs
+
+    def marginal_variance(self, inv_spectrum):
+        return inv_spectrum if self.diag else self.eigvecs.square() @ inv_spectrum
 
 
 class _KFAC(_Curvature):
@@ -283,6 +290,14 @@ class _KFAC(_Curvature):
         for i, (_, _, o, fan_in, bias, _), jl in self._blocks(j):
             m = self._augment(jl, o, fan_in, bias)
             out.append((self._factor("G", i)[1].T @ m @ self._factor("A", i)[1]).flatten(-2))
+        return torch.cat(out, -1)
+
+    def marginal_variance(self, inv_spectrum):
+        # U = G kron A, so U^2 (elementwise) = G^2 kron A^2: per layer G^2 M (A^2)^T
+        out = []
+        for i, (_, _, o, fan_in, bias, _), block in self._blocks(inv_spectrum):
+            g2, a2 = self._factor("G", i)[1].square(), self._factor("A", i)[1].square()
+            out.append(self._unaugment(g2 @ block.unflatten(-1, (o, -1)) @ a2.T, fan_in, bias))
         return torch.cat(out, -1)
 
     @staticmethod
@@ -455,6 +470,46 @@ class Laplace(BaseMethod):
         """Dense posterior precision ``GGN + delta I``, shape (P, P), parameter order."""
         self._check_fitted()
         return self._dense(0.5)
+
+    def weight_posterior(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``(theta_MAP, marginal sd)`` of every parameter of the subset, name -> tensors.
+
+        The marginal variances are the diagonal of ``(GGN + delta I)^-1`` (for KFAC and the
+        full Hessian, the diagonal of the correlated covariance).
+
+        Raises:
+            RuntimeError: Before ``fit``.
+        """
+        self._check_fitted()
+        sd = self._unflatten(self.curvature.marginal_variance(self._spectrum().reciprocal()).sqrt())
+        return {n: (m.detach(), sd[n]) for n, m in self.mean().items()}
+
+    @torch.no_grad()
+    def fix_weights_at_zero(self, keep: dict[str, Tensor]) -> None:
+        """Set ``theta_MAP = 0`` and the GGN diagonal to ``inf`` (variance 0) where ``keep``
+        is ``False``; only ``hessian="diag"``, whose weights are independent.
+
+        The marginal likelihood of a pruned posterior is not finite.
+
+        Args:
+            keep: Parameter name -> bool mask of its shape (parameters left out are kept).
+
+        Raises:
+            TypeError: For the KFAC or full Hessian: their weights are correlated, so
+                fixing some at zero is not an operation on single weights.
+        """
+        if self.hessian != "diag":
+            raise TypeError(
+                f"prune needs Laplace(hessian='diag'), got hessian={self.hessian!r}: its "
+                "weights are correlated, so fixing some at zero is not a per-weight operation."
+            )
+        self._check_fitted()
+        mean = self.mean()
+        kept = {n: keep[n].to(mean[n].device) if n in keep else torch.ones_like(mean[n], dtype=torch.bool)
+                for n in self.names}  # fmt: skip
+        for name in self.names:
+            mean[name][~kept[name]] = 0.0
+        self.curvature.ggn_diag[torch.cat([~kept[n].flatten() for n in self.names])] = math.inf
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
         """Draw ``n`` weight samples ``theta_MAP + Sigma^(1/2) z``: name -> (n, *shape).

@@ -299,16 +299,26 @@ class MultiSWAG(BaseMethod):
         """Member of each of ``n`` draws: contiguous, evenly sized groups."""
         return torch.arange(n, device=self.n_models.device) * self.members // n
 
-    def _draw(self, member: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Flat parameter draws (len(member), P), draw i from posterior ``member[i]``."""
+    def _check_collected(self) -> None:
+        """Raise unless every member has collected moments."""
         missing = (self.n_models == 0).nonzero().flatten().tolist()
         if missing:
             raise RuntimeError(
                 f"{type(self).__name__} has collected no moments for member(s) {missing}; call "
                 "fit (or collect() in your own training loop) before sampling or predicting."
             )
-        n, (members, size), rank = len(member), self.theta_bar.shape, self.rank
+
+    def _diag_variance(self) -> Tensor:
+        """``Sigma_diag`` per member (members, P); exactly zero where every snapshot was zero
+        (a pruned weight)."""
         var = (self.sq_mean - self.theta_bar**2).clamp_min(_VAR_CLAMP)
+        return var.masked_fill(self.sq_mean == 0, 0.0)
+
+    def _draw(self, member: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Flat parameter draws (len(member), P), draw i from posterior ``member[i]``."""
+        self._check_collected()
+        n, (members, size), rank = len(member), self.theta_bar.shape, self.rank
+        var = self._diag_variance()
         z1 = draw("randn", (n, size), self.theta_bar, generator)
         z2 = draw("randn", (n, rank), self.theta_bar, generator)
         k = self.n_models.clamp(max=rank)[member].to(z2.dtype)
@@ -318,6 +328,44 @@ class MultiSWAG(BaseMethod):
         low_rank = z.flatten(1) @ self.deviations.flatten(0, 1)
         spread = (var[member] / 2).sqrt() * z1 + low_rank
         return self.theta_bar[member] + math.sqrt(self.scale) * spread
+
+    def weight_posterior(self) -> dict[str, tuple[Tensor, Tensor]] | None:
+        """``(theta_bar, marginal sd)`` of every parameter, name -> tensors.
+
+        The marginal variance is ``scale * (Sigma_diag + diag(D D^T) / (K - 1)) / 2``. ``None``
+        for MultiSWAG (several members: a mixture, not one Gaussian).
+
+        Raises:
+            RuntimeError: Before ``fit`` (no moments collected).
+        """
+        if self.members != 1:
+            return None
+        self._check_collected()
+        var = self._diag_variance()
+        k = int(self.n_models.clamp(max=self.rank)[0])
+        low = self.deviations[0].square().sum(0) / max(k - 1, 1)
+        sd = (self.scale * (var[0] + low) / 2).sqrt()
+        mean, sd = self._unflatten(self.theta_bar[0]), self._unflatten(sd)
+        return {n: (mean[n][0], sd[n][0]) for n in self.shapes}
+
+    @torch.no_grad()
+    def fix_weights_at_zero(self, keep: dict[str, Tensor]) -> None:
+        """Set the first and second moments and the deviations of the weights where
+        ``keep`` is ``False`` to zero (so every draw is zero there), and the model's too.
+
+        Args:
+            keep: Parameter name -> bool mask of its shape.
+        """
+        drop = torch.cat([
+            (~keep[n]).flatten() if n in keep else torch.zeros(s.numel(), dtype=torch.bool)
+            for n, s in self.shapes.items()
+        ]).to(self.theta_bar.device)  # fmt: skip
+        self.theta_bar[:, drop] = 0.0
+        self.sq_mean[:, drop] = 0.0
+        self.deviations[:, :, drop] = 0.0
+        params = dict(self.model.named_parameters())
+        for name, mask in keep.items():
+            params[name][~mask.to(params[name].device)] = 0.0
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> ParamDict:
         """Draw ``n`` weight samples: name -> tensor of shape (n, *param.shape).
