@@ -90,6 +90,19 @@ def every_method() -> dict[str, dict[str, torch.Tensor]]:
         m.fit((x, y), epochs=epochs, batch_size=B, progress=False,
               generator=torch.Generator().manual_seed(4))  # fmt: skip
         out[f"every_{name}"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    class Pairs(torch.utils.data.Dataset):  # a map-style dataset without .tensors
+        def __len__(self) -> int:
+            return N
+
+        def __getitem__(self, i: int):
+            return x[i], y[i]
+
+    m = bdl.MAP(net())  # DistributedSampler, batch_size / world per rank
+    rep = m.fit(Pairs(), epochs=2, batch_size=B, lr=1e-2, progress=False,
+                generator=torch.Generator().manual_seed(6))  # fmt: skip
+    out["dataset_map"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    out["dataset_map"]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
     return out
 
 

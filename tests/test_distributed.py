@@ -104,6 +104,16 @@ def test_every_method_keeps_the_ranks_in_step(fits, name):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
 
 
+def test_a_map_style_dataset_trains_in_step(fits):
+    """A ``Dataset`` without tensors goes through a ``DistributedSampler``: both ranks end
+    with the same weights, and the fit lowered the loss."""
+    _, tmp = fits
+    r0, r1 = _load(tmp, "dataset_map")
+    for key in r0:
+        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
+    assert r0["losses"][-1] < r0["losses"][0]
+
+
 def test_per_example_noise_stays_in_step(fits):
     """MeanFieldVI's local reparameterisation draws its noise per rank: the ranks still hold
     the same weights (all-reduced gradients), and they differ from the single-process fit's
