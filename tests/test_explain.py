@@ -308,7 +308,7 @@ def test_sparsity_gathers_snr_and_gates_per_layer():
     assert [r["zero"] for r in sparsity(pruned)] == list(report.removed.values())
     l0 = bdl.L0(_net())
     gates = {r["name"]: r["gates_open"] for r in sparsity(l0)}
-    expected = {f"{n}.weight": float(p.mean()) for n, p in l0.prob_nonzero().items()}
+    expected = {f"{n}.weight": float(p.detach().mean()) for n, p in l0.prob_nonzero().items()}
     assert gates == pytest.approx(expected)
     assert sparsity(bdl.MAP(_net())) == []
 

@@ -302,7 +302,7 @@ def sparsity(method: BaseMethod) -> list[dict[str, Any]]:
         raise TypeError(f"method must be a bayesdl method, got {type(method).__name__}.")
     post = method.weight_posterior() or {}
     gates_of = getattr(method, "prob_nonzero", None)
-    gates = {k: float(v.mean()) for k, v in gates_of().items()} if callable(gates_of) else {}
+    gates = {k: float(v.detach().mean()) for k, v in gates_of().items()} if callable(gates_of) else {}
     rows = []
     for name, p in method.model.named_parameters():
         if p.dim() < 2:
