@@ -279,6 +279,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, A
         argv: The arguments it was parsed from (recorded in the provenance).
     """
     torch.set_num_threads(args.threads)
+    record = provenance(__file__, argv)  # before any results file is rewritten
     start = time.perf_counter()
     methods = [m for m in args.methods.split(",") if m]
     results: dict[str, Any] = {"problems": {}, "samples": args.samples, "scale": {
@@ -293,7 +294,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     _plot(results, out / "distance_awareness.png")
     results["wall_time_s"] = time.perf_counter() - start
-    results["provenance"] = provenance(__file__, argv)
+    results["provenance"] = record
     (out / "distance_awareness.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "distance_awareness.md").write_text(_markdown(results))
     return results
