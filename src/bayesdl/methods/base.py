@@ -43,6 +43,7 @@ from bayesdl.engine import (
     Terms,
     run_fit,
 )  # fmt: skip
+from bayesdl.inputs import Inputs, is_dict_input, num_examples, split_inputs, to_device
 from bayesdl.likelihoods import Categorical, Likelihood
 from bayesdl.methods.registry import get_method, method_names, register_method
 from bayesdl.predictive import Predictive
@@ -183,9 +184,11 @@ class BaseMethod(nn.Module, Method):
         """``t`` on the model's device; floating inputs (not targets) in its dtype.
 
         Args:
-            t: Inputs or targets.
+            t: Inputs (a tensor or a dict batch, ``bayesdl.inputs``) or targets.
             targets: Keep the dtype (labels, regression targets).
         """
+        if is_dict_input(t):
+            return to_device(t, self.device, self.dtype)  # type: ignore[return-value]
         if targets or not t.is_floating_point():
             return t.to(self.device)
         return t.to(self.device, self.dtype)
@@ -472,7 +475,7 @@ class BaseMethod(nn.Module, Method):
     @torch.no_grad()
     def predict(
         self,
-        x: Tensor,
+        x: Inputs,
         samples: int = 100,
         *,
         chunk_size: int | None = None,
@@ -482,7 +485,9 @@ class BaseMethod(nn.Module, Method):
         """Bayesian model average over ``samples`` posterior draws.
 
         Args:
-            x: Inputs, shape (N, ...), on any device (moved to the model's).
+            x: Inputs, shape (N, ...), on any device (moved to the model's); or a dict of
+                such tensors, the keyword inputs of a Hugging Face model adapted with
+                ``bayesdl.hf.adapt``.
             samples: Number of Monte Carlo samples S.
             chunk_size: Most (sample, input) pairs evaluated in one vectorised call; bounds
                 peak memory independently of S. Default ``default_chunk_rows(device)``.
@@ -502,21 +507,22 @@ class BaseMethod(nn.Module, Method):
             TypeError: For an option the method does not take.
         """
         x = check_model_input(self.model, x)
+        n = num_examples(x)
         check_positive_int(samples, "samples")
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
         device, dtype = self.device, self.dtype  # looked up once: each walks the model
-        check_output_memory(samples, x.shape[0], output_size(self.model), dtype, device)
+        check_output_memory(samples, n, output_size(self.model), dtype, device)
         rows = default_chunk_rows(device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
-        x = x.to(device, dtype if x.is_floating_point() else None)
+        x = to_device(x, device, dtype)
         if generator is None:  # a private generator, so every input block sees the same draws
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
             generator = torch.Generator(device).manual_seed(seed)
-        block = min(rows, x.shape[0])
+        block = min(rows, n)
         plan = ChunkPlan(samples, max(1, rows // block))
-        blocks = (x,) if block == x.shape[0] else x.split(block)
+        blocks = (x,) if block == n else split_inputs(x, block)
         start = generator.get_state() if len(blocks) > 1 else None
         outs = []
         with eval_mode(self):

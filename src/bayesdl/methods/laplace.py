@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -47,17 +47,17 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
 
-from bayesdl._checks import check_model_input, draw
+from bayesdl._checks import check_model_input, check_positive_int, draw
 from bayesdl.engine import Batches, FitState, make_batches
+from bayesdl.inputs import is_dict_input, map_tensors, num_examples, split_inputs, take
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.methods.layers import WEIGHT_LAYERS, select_layers
+from bayesdl.methods.layers import WEIGHT_LAYERS, Subset, select_layers, subset_hparam
 from bayesdl.priors import Normal, Prior
 from bayesdl.progress import progress_bar
 from bayesdl.types import DataLike, FitReport, ParamDict
 
-Subset = Literal["all", "last_layer"] | Sequence[str]
 Hessian = Literal["full", "diag", "kfac"]
 """GGN structure: ``"full"`` (P x P), ``"diag"`` (P), ``"kfac"`` (two factors per layer)."""
 PredType = Literal["glm", "nn"]
@@ -310,13 +310,19 @@ class Laplace(BaseMethod):
             default. ``prior_precision="prior"`` takes ``1 / scale^2`` from it; a
             ``Centered`` prior also centres the Laplace prior in the log evidence.
         subset: ``"last_layer"`` (the last ``nn.Linear``, default), ``"all"`` Linear/Conv
-            layers, or a list of module names. Other parameters are point estimates.
+            layers, a list of module names, ``"lora"`` (a ``peft`` model's LoRA adapters)
+            or a predicate ``(name, parameter) -> bool`` (every Linear/Conv layer owning a
+            chosen parameter); see ``layers.Subset``. Other parameters are point estimates.
         hessian: ``"kfac"`` (default), ``"full"`` or ``"diag"``; see ``Hessian``.
         prior_precision: ``"marglik"`` (default), ``"gridsearch"`` (needs ``val_data`` in
             ``fit``), ``"prior"`` or a positive number; see ``PriorPrecision``.
         pred_type: ``"glm"`` (default) or ``"nn"``; see ``PredType``.
         head: For non-Sequential models, the submodule holding every Bayesian layer whose
             output is the model's output (the rest is computed once per input).
+        chunk_size: Examples per curvature call in ``fit_posterior`` (each minibatch is cut
+            into chunks of this size), so the peak memory of the Jacobians / backward
+            passes follows ``chunk_size`` and the subset, whatever the loader's batch
+            size; ``None``: whole minibatches.
 
     Raises:
         ValueError: On an unknown option, a model without Linear layers, a likelihood
@@ -356,8 +362,12 @@ class Laplace(BaseMethod):
         prior_precision: PriorPrecision = "marglik",
         pred_type: PredType = "glm",
         head: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__(model, likelihood, prior)
+        if chunk_size is not None:
+            check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = chunk_size
         if type(self.likelihood) not in (Categorical, Gaussian):
             raise ValueError(
                 "Laplace supports the Categorical and Gaussian likelihoods, got "
@@ -397,11 +407,11 @@ class Laplace(BaseMethod):
         self.register_buffer("log_likelihood", like.new_zeros(()))
         self.register_buffer("n_data", torch.zeros((), dtype=torch.long, device=like.device))
         self.curvature = _KFAC(self) if hessian == "kfac" else _Dense(self, diag=hessian == "diag")
-        subset_h = subset if isinstance(subset, str) else list(subset)
+        subset_h = subset_hparam(subset, list(self.layers))
         tuning_h = prior_precision if isinstance(prior_precision, str) else float(prior_precision)
         self.hparams = {
             "subset": subset_h, "hessian": hessian, "prior_precision": tuning_h,
-            "pred_type": pred_type, "head": head,
+            "pred_type": pred_type, "head": head, "chunk_size": chunk_size,
         }  # fmt: skip
 
     # -- the posterior -------------------------------------------------------------------------
@@ -556,11 +566,16 @@ class Laplace(BaseMethod):
         log_lik = self.log_likelihood.new_zeros(())
         bars = progress_bar(batches.epoch(None), desc="fit laplace GGN", total=len(batches),
                             disable=not progress, leave=False)  # fmt: skip
-        for x, y in bars:
-            x, y = self.to_model(x), self.to_model(y, targets=True)
-            with torch.no_grad():
-                out = self.curvature.update(self, self.split.prefix(x), y)
-                log_lik -= self.likelihood.nll(out.detach(), y) * x.shape[0]
+        for xb, yb in bars:
+            xb, yb = self.to_model(xb), self.to_model(yb, targets=True)
+            n_b = num_examples(xb)
+            step = self.chunk_size or n_b
+            for first in range(0, n_b, step):  # chunked: memory ~ chunk_size, not batch
+                part = slice(first, first + step)
+                x, y = (xb, yb) if step >= n_b else (take(xb, part), yb[part])
+                with torch.no_grad():
+                    out = self.curvature.update(self, self.split.prefix(x), y)
+                    log_lik -= self.likelihood.nll(out.detach(), y) * num_examples(x)
         with torch.no_grad():
             self.curvature.finish(n)
             self.log_likelihood.copy_(log_lik)
@@ -647,12 +662,22 @@ class Laplace(BaseMethod):
         params = {self.split.tail_name(n): p.detach() for n, p in self.mean().items()}
 
         def one(p: ParamDict, *a: Tensor) -> tuple[Tensor, Tensor]:
-            out = functional_call(self.split.tail, p, tuple(t.unsqueeze(0) for t in a))
+            out = functional_call(self.split.tail, p, map_tensors(a, lambda t: t.unsqueeze(0)))
             return out.squeeze(0), out.squeeze(0)
 
-        jac, out = vmap(jacrev(one, has_aux=True), in_dims=(None,) + (0,) * len(args))(
-            params, *args
-        )
+        if any(is_dict_input(a) for a in args):
+            # Hugging Face models branch on their masks' values, which vmap cannot trace:
+            # one Jacobian per example instead
+            rows = [
+                jacrev(one, has_aux=True)(params, *map_tensors(args, lambda t: t[i]))  # noqa: B023
+                for i in range(num_examples(args[0]))
+            ]
+            jac = {k: torch.stack([r[0][k] for r in rows]) for k in rows[0][0]}
+            out = torch.stack([r[1] for r in rows])
+        else:
+            jac, out = vmap(jacrev(one, has_aux=True), in_dims=(None,) + (0,) * len(args))(
+                params, *args
+            )
         return out, torch.cat([jac[self.split.tail_name(n)].flatten(2) for n in self.names], 2)
 
     # -- prediction ----------------------------------------------------------------------------
@@ -700,7 +725,7 @@ class Laplace(BaseMethod):
         self.eval()
         means, covs = [], []
         try:
-            for xb in x.split(chunk_size or max(1, 2**20 // self.num_params)):
+            for xb in split_inputs(x, chunk_size or max(1, 2**20 // self.num_params)):
                 out, jac = self._jacobian(self.split.prefix(xb))
                 w = self.curvature.to_eigen(jac) * self._spectrum().rsqrt()
                 means.append(out)
