@@ -45,6 +45,7 @@ from bayesdl.engine import (
 )  # fmt: skip
 from bayesdl.inputs import Inputs, is_dict_input, num_examples, split_inputs, to_device
 from bayesdl.likelihoods import Categorical, Likelihood
+from bayesdl.memory import MemoryEstimate, activation_bytes, check_budget, tensor_bytes
 from bayesdl.methods.registry import get_method, method_names, register_method
 from bayesdl.predictive import Predictive
 from bayesdl.priors import Normal, Prior
@@ -144,6 +145,11 @@ class BaseMethod(nn.Module, Method):
     validate_on_network: ClassVar[bool] = False
     """Whether validation during ``fit`` scores the network's current weights (methods
     whose posterior exists only after ``fit``) rather than ``predict``."""
+    memory_knobs: ClassVar[str] = (
+        "subset= (fewer Bayesian parameters), a smaller batch_size= (fit), fewer samples= "
+        "or a smaller chunk_size= (predict)"
+    )
+    """The arguments that lower the method's memory, named by ``max_memory=`` errors."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
@@ -356,6 +362,80 @@ class BaseMethod(nn.Module, Method):
         with eval_mode(self), torch.no_grad():
             return self.likelihood.predictive(self.model(x).unsqueeze(0))
 
+    # -- memory ------------------------------------------------------------------------------
+    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+        """Hook: peak bytes of the method's own work in ``fit`` beyond gradients, optimiser
+        state and activations (Laplace: the curvature), name -> bytes; default none.
+
+        Args:
+            batch_size: Examples per minibatch.
+            outputs: Network outputs per example K.
+            activations: Bytes of one example's activations (0 when unknown).
+        """
+        return {}
+
+    def sample_bytes(self) -> int:
+        """Bytes of one posterior draw that ``predict`` materialises: the parameters named
+        by the method's ``names`` (its subset), none for a method without them."""
+        params = dict(self.model.named_parameters())
+        return tensor_bytes(params[n] for n in getattr(self, "names", ()) if n in params)
+
+    def memory_estimate(
+        self,
+        batch_size: int = 128,
+        samples: int = 100,
+        *,
+        example: Any = None,
+        chunk_size: int | None = None,
+        train: bool | None = None,
+    ) -> MemoryEstimate:
+        """Bytes the method holds and the peaks ``fit`` and ``predict`` add, from shapes
+        (``bayesdl.memory``), before ``fit`` or ``predict`` allocate anything.
+
+        Args:
+            batch_size: Examples per minibatch of ``fit``, and inputs of one ``predict``.
+            samples: Posterior draws S of ``predict``.
+            example: One input (a tensor or dict batch with at least one example) to size
+                the activations with a single forward pass; ``None``: activations left out.
+            chunk_size: ``predict``'s ``chunk_size`` (default ``default_chunk_rows``).
+            train: Whether ``fit`` trains (gradients, Adam state, activations); ``None``:
+                unless the method is post hoc (``default_epochs == 0``).
+
+        Returns:
+            A ``MemoryEstimate``.
+
+        Raises:
+            ValueError: For a non-positive ``batch_size``, ``samples`` or ``chunk_size``.
+        """
+        check_positive_int(batch_size, "batch_size")
+        check_positive_int(samples, "samples")
+        own = {id(t) for t in [*self.model.parameters(), *self.model.buffers()]}
+        model = tensor_bytes([*self.model.parameters(), *self.model.buffers()])
+        state = tensor_bytes(t for t in [*self.parameters(), *self.buffers()] if id(t) not in own)
+        if example is not None:
+            act, k = activation_bytes(self.model, check_model_input(self.model, example))
+        else:
+            act, k = 0, output_size(self.model) or 1
+        parts: dict[str, int] = {}
+        if self.default_epochs > 0 if train is None else train:
+            trainable = tensor_bytes(p for p in self.parameters() if p.requires_grad)
+            parts.update({"fit/grads": trainable, "fit/optimizer": 2 * trainable,
+                          "fit/activations": act * batch_size})  # fmt: skip
+        parts.update({f"fit/{n}": b for n, b in self.fit_memory(batch_size, k, act).items()})
+        rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
+        check_positive_int(rows, "chunk_size")
+        block = min(rows, batch_size)
+        draws = min(samples, max(1, rows // block), self.max_samples or samples)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        parts.update({
+            "predict/outputs": min(samples, self.max_samples or samples) * batch_size * k * itemsize,
+            "predict/draws": draws * self.sample_bytes(),
+            "predict/activations": draws * block * act,
+        })  # fmt: skip
+        fit = sum(v for n, v in parts.items() if n.startswith("fit/"))
+        predict = sum(v for n, v in parts.items() if n.startswith("predict/"))
+        return MemoryEstimate(model, state, fit, predict, parts, example is not None)
+
     # -- training ----------------------------------------------------------------------------
     def fit(
         self,
@@ -375,6 +455,7 @@ class BaseMethod(nn.Module, Method):
         val_samples: int = 20,
         callbacks: Sequence[Callback] = (),
         amp: torch.dtype | None = None,
+        max_memory: int | None = None,
     ) -> FitReport:
         """Fit the approximation through the training engine (``bayesdl.engine``).
 
@@ -403,6 +484,9 @@ class BaseMethod(nn.Module, Method):
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
                 run under ``torch.autocast`` (``benchmarks/results/amp_speed.md``) while the weights,
                 gradients and optimiser stay in full precision. ``None``: full precision.
+            max_memory: A budget in bytes: before anything is allocated, ``fit`` refuses
+                with a ``ValueError`` naming the estimate (``memory_estimate``, activations
+                left out) and the knobs that lower it when the estimate is over it.
 
         On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
         set to zero every ``engine.FLUSH_EVERY`` steps and after every epoch (``runtime.flush_subnormal_``): they change no output,
@@ -425,6 +509,10 @@ class BaseMethod(nn.Module, Method):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
         check_amp(amp)
+        if max_memory is not None:
+            train = epochs > 0
+            need = self.memory_estimate(batch_size, val_samples, train=train).fit_total
+            check_budget(need, max_memory, f"{type(self).__name__}.fit", self.memory_knobs)
         phases = self.fit_phases(
             epochs=epochs, lr=lr, optimizer=torch.optim.Adam if optimizer is None else optimizer,
             schedule=schedule, cycles=cycles,
@@ -480,6 +568,7 @@ class BaseMethod(nn.Module, Method):
         *,
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
+        max_memory: int | None = None,
         **options: Any,
     ) -> Predictive:
         """Bayesian model average over ``samples`` posterior draws.
@@ -494,6 +583,9 @@ class BaseMethod(nn.Module, Method):
             generator: Random generator for the posterior draws (reproducible predictions).
                 Every input sees the same S draws, whatever the chunking; without a
                 generator a private one is seeded from torch's global RNG.
+            max_memory: A budget in bytes: ``predict`` refuses with a ``ValueError`` naming
+                the estimate (``memory_estimate`` with an example of ``x``) and the knobs
+                that lower it, before any draw, when the estimate is over it.
             **options: Method-specific options (see the method's docstring), e.g. L0's
                 ``deterministic=True`` or SWAG's ``bn_data=``.
 
@@ -512,6 +604,17 @@ class BaseMethod(nn.Module, Method):
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
+        if max_memory is not None:
+            est = self.memory_estimate(n, samples, example=x, chunk_size=chunk_size, train=False)
+            one = self.memory_estimate(n, 1, example=x, chunk_size=chunk_size, train=False)
+            if one.predict_total > max_memory:
+                raise ValueError(
+                    f"max_memory={max_memory:,} bytes is too small for even one posterior "
+                    f"sample of {type(self).__name__}.predict ({one.predict_total:,} bytes); "
+                    f"raise it, or lower it with {self.memory_knobs}."
+                )
+            check_budget(est.predict_total, max_memory, f"{type(self).__name__}.predict",
+                         self.memory_knobs)  # fmt: skip
         device, dtype = self.device, self.dtype  # looked up once: each walks the model
         check_output_memory(samples, n, output_size(self.model), dtype, device)
         rows = default_chunk_rows(device) if chunk_size is None else chunk_size

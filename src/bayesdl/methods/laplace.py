@@ -51,6 +51,7 @@ from bayesdl._checks import check_model_input, check_positive_int, draw
 from bayesdl.engine import Batches, FitState, make_batches
 from bayesdl.inputs import is_dict_input, map_tensors, num_examples, split_inputs, take
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
+from bayesdl.memory import eigh_bytes
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
 from bayesdl.methods.layers import WEIGHT_LAYERS, Subset, select_layers, subset_hparam
@@ -143,7 +144,10 @@ class _Dense(_Curvature):
             part = m.square().sum((0, 1))
         else:
             part = torch.einsum("bcp,bcq->pq", m, m)
-        self._sums = part if self._sums is None else self._sums + part
+        if self._sums is None:
+            self._sums = part
+        else:
+            self._sums += part  # in place: two P x P matrices at most, not three
         return out
 
     def finish(self, n_data):
@@ -240,17 +244,21 @@ class _KFAC(_Curvature):
             self._positions.append(a.shape[1])
             parts = (torch.einsum("bti,btj->ij", a, a), torch.einsum("cbto,cbtp->op", g, g))
             acc = self._sums[i]
-            self._sums[i] = (
-                list(parts) if not acc else [s + p for s, p in zip(acc, parts, strict=True)]
-            )
+            if not acc:
+                self._sums[i] = list(parts)
+            else:
+                for s, p in zip(acc, parts, strict=True):
+                    s += p
         return out
 
     def finish(self, n_data):
         for i, (a_sum, g_sum) in enumerate(self._sums):
-            for kind, mat in (("A", a_sum / (n_data * self._positions[i])), ("G", g_sum)):
+            a_sum /= n_data * self._positions[i]  # in place: no copy beside the sums
+            for kind, mat in (("A", a_sum), ("G", g_sum)):
                 vals, vecs = torch.linalg.eigh(mat)
                 self._factor(kind, i)[0].copy_(vals.clamp_min(0.0))
                 self._factor(kind, i)[1].copy_(vecs)
+                del vals, vecs  # freed before the next factor's eigh
         self.reset()
 
     def eigenvalues(self):
@@ -349,6 +357,10 @@ class Laplace(BaseMethod):
     """
 
     default_epochs = 0  # post hoc: the weights the user trained are the MAP estimate
+    memory_knobs = (
+        "a smaller subset= (e.g. 'last_layer' or 'lora'), hessian='kfac' or 'diag' instead "
+        "of 'full', chunk_size= (curvature), fewer samples= or chunk_size= (predict)"
+    )
     min_epochs = 0
     validate_on_network = True  # no posterior until the curvature is computed
 
@@ -500,6 +512,37 @@ class Laplace(BaseMethod):
 
     def _prior_mean(self) -> Tensor:
         return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
+
+    # -- memory --------------------------------------------------------------------------------
+    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+        """Peak bytes of ``fit_posterior``'s curvature work (in ``memory_estimate``).
+
+        Per chunk of ``chunk_size`` (default: the batch) examples B with K outputs over P
+        parameters: ``"full"`` holds the running P x P sum and one batch's (2 P^2), the
+        Jacobians and their product with the loss Hessian's root (2 B K P), then
+        ``torch.linalg.eigh``'s copy and workspace (``memory.eigh_bytes``) beside the sum;
+        ``"diag"`` the Jacobians (2 B K P); ``"kfac"`` the running factors of every layer,
+        one layer's batch factors, and ``eigh`` of the largest factor; the activations of
+        the chunk's backward passes, K of them, come on top.
+
+        Args:
+            batch_size: Examples per minibatch.
+            outputs: Network outputs per example K.
+            activations: Bytes of one example's activations (0 when unknown).
+        """
+        it = torch.empty((), dtype=self.dtype).element_size()
+        b, k, p = self.chunk_size or batch_size, outputs, self.num_params
+        backward = (k + 1) * activations * b
+        if self.hessian == "full":
+            acc = 2 * p * p * it + 2 * b * k * p * it + backward
+            return {"curvature": max(acc, p * p * it + eigh_bytes(p, it))}
+        if self.hessian == "diag":
+            return {"curvature": 2 * b * k * p * it + p * it + backward}
+        dims = [(fan_in + bias, out) for _, _, out, fan_in, bias, _ in self.curvature.layers]
+        sums = sum(a * a + g * g for a, g in dims) * it
+        batch = max(a * a + g * g for a, g in dims) * it + backward
+        finish = max(eigh_bytes(max(a, g), it) for a, g in dims)
+        return {"curvature": sums + max(batch, finish)}
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:

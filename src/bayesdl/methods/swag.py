@@ -152,6 +152,7 @@ class MultiSWAG(BaseMethod):
         self.collect_every, self.collect_unit, self.scale = collect_every, collect_unit, scale
         self.bn_batches = bn_batches
         self.shapes = {n: p.shape for n, p in chosen.items()}
+        self.names = list(chosen)  # the parameters each draw holds
         size = sum(p.numel() for p in params)
         self.register_buffer("theta_bar", params[0].new_zeros(members, size))
         self.register_buffer("sq_mean", params[0].new_zeros(members, size))
