@@ -70,31 +70,43 @@ def format_bytes(n: float) -> str:
 
 
 @torch.no_grad()
-def activation_bytes(model: nn.Module, example: Inputs) -> tuple[int, int]:
-    """Bytes of every leaf module's output for one example, and the model's outputs per
+def activation_bytes(
+    model: nn.Module, example: Inputs, start: set[int] | None = None
+) -> tuple[int, int]:
+    """Bytes of the leaf modules' outputs for one example, and the model's outputs per
     example (K), from one forward pass of a single example.
 
     The outputs of the leaf modules are what autograd keeps for the backward pass (about
-    one tensor per layer), so ``batch_size`` times this is the activation memory of a
-    training step.
+    one tensor per layer; an output that is its input's storage, as dropout in evaluation
+    mode or an identity returns, is counted once), so ``batch_size`` times this is the
+    activation memory of a training step.
 
     Args:
         model: The network.
         example: Inputs holding at least one example (the first is used).
+        start: Ids of modules: count only from the first of them to run on (a graph that
+            starts there); ``None``: every module.
 
     Returns:
         ``(bytes per example, outputs per example)``.
     """
     one = take(example, slice(0, 1))
     total = 0
+    seen: set[int] = set()
+    counting = start is None
 
-    def count(_m: nn.Module, _i: tuple, out: object) -> None:
-        nonlocal total
-        map_tensors(out, lambda t: _add(t))
+    def count(m: nn.Module, _i: tuple, out: object) -> None:
+        nonlocal counting
+        counting = counting or id(m) in (start or ())
+        if counting:
+            map_tensors(out, _add)
 
     def _add(t: Tensor) -> Tensor:
         nonlocal total
-        total += t.numel() * t.element_size()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.numel() * t.element_size()
         return t
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]

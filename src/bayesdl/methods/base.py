@@ -374,6 +374,11 @@ class BaseMethod(nn.Module, Method):
         """
         return {}
 
+    def activation_start(self) -> set[int] | None:
+        """Ids of the modules from the first of which ``fit`` keeps activations (``None``:
+        the whole network; Laplace: its Bayesian layers)."""
+        return None
+
     def sample_bytes(self) -> int:
         """Bytes of one posterior draw that ``predict`` materialises: the parameters named
         by the method's ``names`` (its subset), none for a method without them."""
@@ -413,7 +418,8 @@ class BaseMethod(nn.Module, Method):
         model = tensor_bytes([*self.model.parameters(), *self.model.buffers()])
         state = tensor_bytes(t for t in [*self.parameters(), *self.buffers()] if id(t) not in own)
         if example is not None:
-            act, k = activation_bytes(self.model, check_model_input(self.model, example))
+            x = check_model_input(self.model, example)
+            act, k = activation_bytes(self.model, x, self.activation_start())
         else:
             act, k = 0, output_size(self.model) or 1
         parts: dict[str, int] = {}

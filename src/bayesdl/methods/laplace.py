@@ -213,18 +213,25 @@ class _KFAC(_Curvature):
             return hook
 
         handles = [lay.register_forward_hook(hook_for(n)) for n, lay, *_ in self.layers]
+        # only the Bayesian layers' outputs need gradients: with the parameters' switched
+        # off, the graph (and its memory) starts at the first of them, not at the input
+        trainable = [p for p in method.model.parameters() if p.requires_grad]
         try:
+            for p in trainable:
+                p.requires_grad_(False)
             with torch.enable_grad():
                 out = method.split.tail(*args)
+            method.likelihood.check_target(out, y)
+            sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
+            grads = torch.autograd.grad(
+                out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
+                is_grads_batched=True,
+            )  # fmt: skip
         finally:
             for h in handles:
                 h.remove()
-        method.likelihood.check_target(out, y)
-        sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
-        grads = torch.autograd.grad(
-            out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
-            is_grads_batched=True,
-        )  # fmt: skip
+            for p in trainable:
+                p.requires_grad_(True)
         if self._sums is None:
             self._sums = [[] for _ in self.layers]
         self._positions = []
@@ -514,6 +521,10 @@ class Laplace(BaseMethod):
         return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
     # -- memory --------------------------------------------------------------------------------
+    def activation_start(self) -> set[int]:
+        """Ids of the Bayesian layers: the curvature's graph starts at the first to run."""
+        return set(map(id, self.layers.values()))
+
     def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
         """Peak bytes of ``fit_posterior``'s curvature work (in ``memory_estimate``).
 
@@ -522,8 +533,9 @@ class Laplace(BaseMethod):
         Jacobians and their product with the loss Hessian's root (2 B K P), then
         ``torch.linalg.eigh``'s copy and workspace (``memory.eigh_bytes``) beside the sum;
         ``"diag"`` the Jacobians (2 B K P); ``"kfac"`` the running factors of every layer,
-        one layer's batch factors, and ``eigh`` of the largest factor; the activations of
-        the chunk's backward passes, K of them, come on top.
+        one layer's batch factors, and ``eigh`` of the largest factor; the activations the
+        chunk's backward passes keep (from the first Bayesian layer on, see
+        ``activation_start``) come on top.
 
         Args:
             batch_size: Examples per minibatch.
@@ -532,7 +544,7 @@ class Laplace(BaseMethod):
         """
         it = torch.empty((), dtype=self.dtype).element_size()
         b, k, p = self.chunk_size or batch_size, outputs, self.num_params
-        backward = (k + 1) * activations * b
+        backward = activations * b  # the graph kept for the backward passes
         if self.hessian == "full":
             acc = 2 * p * p * it + 2 * b * k * p * it + backward
             return {"curvature": max(acc, p * p * it + eigh_bytes(p, it))}
