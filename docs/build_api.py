@@ -24,6 +24,10 @@ MODULES = [
     "bayesdl.plotting",
     "bayesdl.report",
     "bayesdl.types",
+    "bayesdl.hf",
+    "bayesdl.inputs",
+    "bayesdl.memory",
+    "bayesdl.methods.layers",
 ]
 """The modules the reference starts from; pdoc documents each through its ``__all__`` and
 adds the submodules a package's ``__all__`` names."""

@@ -12,6 +12,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 from bayesdl import active, data, diagnostics, likelihoods, metrics, priors
+from bayesdl import hf
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods import (
@@ -38,5 +39,5 @@ __all__ = [
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
     "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
-    "TemperatureScaling",
+    "TemperatureScaling", "hf",
 ]  # fmt: skip
