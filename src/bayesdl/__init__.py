@@ -11,8 +11,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from bayesdl import active, data, diagnostics, likelihoods, metrics, priors
-from bayesdl import hf
+from bayesdl import active, data, diagnostics, hf, likelihoods, metrics, priors
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods import (

@@ -162,7 +162,7 @@ def test_bad_subsets_are_one_line_errors(name, subset, message):
 
 
 def test_mc_dropout_bad_subsets():
-    with pytest.raises(ValueError, match="no LoRA dropout"):
+    with pytest.raises(ValueError, match="no LoRA adapter dropout layers"):
         bdl.MCDropout(_net(), subset="lora")
     with pytest.raises(ValueError, match="names no dropout layer"):
         bdl.MCDropout(_net(), subset=["0"])

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "WEIGHT_LAYERS", "Subset", "layer_op", "select_layers", "match_layers", "select_params",
-    "is_lora_name", "subset_hparam",
+    "is_lora_name", "subset_hparam", "select_named",
 ]  # fmt: skip
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -127,38 +127,46 @@ def select_params(model: nn.Module, subset: Subset, who: str) -> dict[str, nn.Pa
         name, layer = list(select_layers(model, "last_layer", who).items())[-1]
         prefix = f"{name}." if name else ""
         return {prefix + n: p for n, p in layer.named_parameters(recurse=False)}
-    if subset == "lora":
-        chosen = {n: p for n, p in params.items() if is_lora_name(n)}
-        if not chosen:
-            raise ValueError(
-                f"{who}: subset='lora' found no LoRA adapter parameters (names with a "
-                "'lora_' part); wrap the model with peft.get_peft_model(model, "
-                "LoraConfig(...)) first, or choose another subset."
-            )
-        return chosen
-    if callable(subset):
-        chosen = {n: p for n, p in params.items() if subset(n, p)}
-        if not chosen:
-            raise ValueError(
-                f"{who}: the subset predicate is false for every parameter of the model; "
-                f"parameters: {_head(params)}."
-            )
-        return chosen
+    if subset == "lora" or callable(subset):
+        return select_named(params, subset, who, "parameter")
     if isinstance(subset, str) or not isinstance(subset, Sequence):
         raise TypeError(
             "subset must be 'all', 'last_layer', 'lora', a list of module or parameter "
             f"names, or a predicate (name, parameter) -> bool, got {subset!r}."
         )
-    chosen = {}
-    for prefix in subset:
-        found = {n: p for n, p in params.items() if n == prefix or n.startswith(prefix + ".")}
-        if not found:
-            raise ValueError(
-                f"{who}: subset entry {prefix!r} names no module or parameter of the model; "
-                f"parameters: {_head(params)}."
-            )
-        chosen.update(found)
+    chosen = match_layers(params, subset, "subset", "parameter or module")  # type: ignore[arg-type]
     return {n: p for n, p in params.items() if n in chosen}  # model order
+
+
+def select_named(found: dict, subset: Subset, who: str, kind: str) -> dict:
+    """The entries of ``found`` (name -> parameter or module) chosen by ``subset="lora"``
+    (names with a ``lora_`` part) or a predicate ``subset(name, entry)``, in their order.
+
+    Args:
+        found: Candidates, name -> parameter or module.
+        subset: ``"lora"`` or a predicate.
+        who: The method asking, named in errors.
+        kind: What the candidates are, named in errors (``"parameter"``, ``"dropout layer"``).
+
+    Raises:
+        ValueError: If nothing is chosen.
+    """
+    if subset == "lora":
+        chosen = {n: v for n, v in found.items() if is_lora_name(n)}
+        if not chosen:
+            raise ValueError(
+                f"{who}: subset='lora' found no LoRA adapter {kind}s (names with a 'lora_' "
+                "part); wrap the model with peft.get_peft_model(model, LoraConfig(...)) "
+                "first, or choose another subset."
+            )
+        return chosen
+    chosen = {n: v for n, v in found.items() if subset(n, v)}  # type: ignore[operator]
+    if not chosen:
+        raise ValueError(
+            f"{who}: the subset predicate is false for every {kind} of the model; "
+            f"{kind}s: {_head(found)}."
+        )
+    return chosen
 
 
 def match_layers(

@@ -30,7 +30,7 @@ from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.methods.layers import Subset, is_lora_name, match_layers, subset_hparam
+from bayesdl.methods.layers import Subset, match_layers, select_named, subset_hparam
 from bayesdl.priors import Prior
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -215,21 +215,8 @@ def _select_dropout(model: nn.Module, subset: Subset) -> dict[str, nn.Module]:
     if subset == "last_layer":
         last = list(found)[-1]
         return {last: found[last]}
-    if subset == "lora":
-        chosen = {n: m for n, m in found.items() if is_lora_name(n)}
-        if not chosen:
-            raise ValueError(
-                "MCDropout: subset='lora' found no LoRA dropout layers (lora_dropout); wrap "
-                "the model with peft.get_peft_model(model, LoraConfig(lora_dropout=p)) first."
-            )
-        return chosen
-    if callable(subset):
-        chosen = {n: m for n, m in found.items() if subset(n, m)}
-        if not chosen:
-            raise ValueError(
-                f"MCDropout: the subset predicate is false for every dropout layer: {list(found)}."
-            )
-        return chosen
+    if subset == "lora" or callable(subset):
+        return select_named(found, subset, "MCDropout", "dropout layer")
     if isinstance(subset, str):
         raise ValueError(
             "subset must be 'all', 'last_layer', 'lora', a list of module names or a predicate "
