@@ -114,7 +114,9 @@ class MCDropout(BaseMethod):
         self.dropout_names = list(_select_dropout(model, subset))
         chosen = self._sampled()
         self.split = split_model(model, lambda m: id(m) in chosen, head)
-        self.hparams = {"head": head, "subset": subset_hparam(subset, self.dropout_names)}
+        self.hparams = {"head": head}
+        if subset != "all":  # recorded only when chosen (subclasses take no subset)
+            self.hparams["subset"] = subset_hparam(subset, self.dropout_names)
 
     def _sampled(self) -> set[int]:
         """Ids of the dropout modules sampled at prediction (looked up by name, so copies
