@@ -24,7 +24,6 @@ MODULES = [
     "bayesdl.plotting",
     "bayesdl.report",
     "bayesdl.types",
-    "bayesdl.hf",
     "bayesdl.inputs",
     "bayesdl.memory",
     "bayesdl.methods.layers",

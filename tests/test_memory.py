@@ -14,7 +14,7 @@ from torch import nn
 
 import bayesdl as bdl
 
-# One fresh process per case: maximum RSS during fit_posterior minus RSS before it, with
+# One fresh process per case: peak RSS (VmHWM) during fit_posterior minus RSS before it, with
 # glibc returning freed large blocks to the system (MALLOC_MMAP_THRESHOLD_), so resident
 # memory follows the live tensors. The state buffers are made resident first: the
 # estimate's ``fit`` is the transient on top of them.
@@ -43,7 +43,9 @@ PROBE = textwrap.dedent("""
         t.fill_(1.0)
     before = rss()
     la.fit_posterior((x, y), batch_size=x.shape[0], progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as f:  # this process's own high-water mark: getrusage's
+        hwm = next(line for line in f if line.startswith("VmHWM"))  # keeps the parent's
+    peak = int(hwm.split()[1]) * 1024
     print(est.fit, peak - before)
 """)
 
