@@ -26,6 +26,9 @@ MODULES = [
     "bayesdl.report",
     "bayesdl.types",
     "bayesdl.prior_draws",
+    "bayesdl.inputs",
+    "bayesdl.memory",
+    "bayesdl.methods.layers",
 ]
 """The modules the reference starts from; pdoc documents each through its ``__all__`` and
 adds the submodules a package's ``__all__`` names."""

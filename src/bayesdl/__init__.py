@@ -11,7 +11,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from bayesdl import active, data, diagnostics, explain, likelihoods, metrics, priors
+from bayesdl import active, data, diagnostics, explain, hf, likelihoods, metrics, priors
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.explain import prune
 from bayesdl.io import load, save
@@ -41,6 +41,6 @@ __all__ = [
     "MAP", "MCDropout", "MeanFieldVI", "Laplace", "DeepEnsemble", "SWAG", "MultiSWAG",
     "L0", "ConcreteDropout", "SGLD", "SGHMC", "HMC", "get_method", "method_names",
     "Predictive", "CategoricalPredictive", "GaussianPredictive", "FitReport",
-    "TemperatureScaling", "prior_predictive", "explain", "prune",
+    "TemperatureScaling", "prior_predictive", "explain", "prune", "hf",
     "SNGP",
 ]  # fmt: skip

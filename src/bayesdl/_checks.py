@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from bayesdl.inputs import is_dict_input, num_examples
 from bayesdl.types import DataLike
 
 _ELEMENTWISE = (
@@ -51,8 +52,26 @@ def check_finite(x: Tensor, name: str) -> None:
     )
 
 
+def check_dict_input(x: dict, name: str = "x") -> dict:
+    """Check a dict batch (``bayesdl.inputs``): tensors sharing a non-zero leading
+    dimension, the floating ones finite; returns it as a plain dict."""
+    bad = [k for k, v in x.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise TypeError(f"{name} entries {bad} are not tensors; a dict batch holds tensors.")
+    if num_examples(x) == 0:
+        raise ValueError(f"{name} is empty; pass at least one example.")
+    for k, v in x.items():
+        if v.is_floating_point():
+            check_finite(v, f"{name}[{k!r}]")
+    return dict(x)
+
+
 def check_input(x: Tensor, name: str = "x") -> None:
-    """Check that ``x`` is a non-empty, finite tensor with a batch dimension."""
+    """Check that ``x`` is a non-empty, finite tensor with a batch dimension (or a dict
+    batch of them, ``check_dict_input``)."""
+    if is_dict_input(x):
+        check_dict_input(x, name)
+        return
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
     if x.dim() == 0 or x.shape[0] == 0:
@@ -292,6 +311,8 @@ def check_model_input(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
             integer token indices.
         ValueError: If ``x`` is empty, holds NaN/inf, or does not have the model's shape.
     """
+    if is_dict_input(x):  # keyword inputs of a Hugging Face model (``bayesdl.hf.adapt``)
+        return check_dict_input(x, name)  # type: ignore[return-value]
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
     if x.is_complex():

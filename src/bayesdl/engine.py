@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from bayesdl._checks import check_input, check_model_input, check_positive_int, to_dataset
+from bayesdl.inputs import cat_inputs, num_examples, split_labels
 from bayesdl.progress import progress_bar
 from bayesdl.runtime import flush_subnormal_, peek_seed, seeded_global_rng
 from bayesdl.types import DataLike, FitReport
@@ -231,8 +232,12 @@ class TensorBatches:
 class LoaderBatches:
     """Minibatches of a user's ``DataLoader`` (its own sampler, workers and batch size).
 
+    A batch is a pair ``(x, y)``, or a dict as Hugging Face users have them
+    (``{"input_ids", "attention_mask", "labels"}``): its ``"labels"`` are the targets and
+    the rest, a dict, is the input (``bayesdl.inputs.split_labels``).
+
     Args:
-        loader: Any ``DataLoader`` over a sized dataset yielding ``(x, y)``.
+        loader: Any ``DataLoader`` over a sized dataset yielding ``(x, y)`` or dicts.
         model: The network whose input shape every minibatch is checked against
             (``_checks.check_model_input``); ``None``: general checks only.
     """
@@ -247,7 +252,8 @@ class LoaderBatches:
         return len(self.loader)
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in self.loader:
+        for batch in self.loader:
+            x, y = split_labels(batch)
             if self.model is None:
                 check_input(x)
             else:
@@ -255,7 +261,9 @@ class LoaderBatches:
             yield x, y
 
     def first_inputs(self, batches: int) -> Tensor:
-        return torch.cat([b[0] for b in itertools.islice(self.loader, batches)])
+        return cat_inputs(
+            [split_labels(b)[0] for b in itertools.islice(self.loader, batches)]
+        )  # fmt: skip
 
 
 def make_batches(
@@ -414,7 +422,7 @@ def _run_phase(
             for group, lr in zip(state.optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * state.lr_factor
             method.before_step(state)
-            b = x.shape[0]
+            b = num_examples(x)  # dict batches (Hugging Face) too
             with torch.autocast(method.device.type, dtype=amp, enabled=amp is not None):
                 if b or not sync:
                     gen = state.generator  # per-example noise: each rank its own (distributed)

@@ -420,7 +420,7 @@ def test_errors():
         bdl.Laplace(net, prior_precision="auto")
     with pytest.raises(ValueError, match="prior_precision must be positive"):
         bdl.Laplace(net, prior_precision=-1.0)
-    with pytest.raises(ValueError, match="subset must be 'all', 'last_layer' or a list"):
+    with pytest.raises(ValueError, match="subset must be 'all', 'last_layer', 'lora', a list"):
         bdl.Laplace(net, subset="first_layer")
     with pytest.raises(ValueError, match="supports the Categorical and Gaussian"):
         bdl.Laplace(net, likelihood=bdl.likelihoods.HeteroscedasticGaussian())

@@ -43,7 +43,9 @@ from bayesdl.engine import (
     Terms,
     run_fit,
 )  # fmt: skip
+from bayesdl.inputs import Inputs, is_dict_input, num_examples, split_inputs, to_device
 from bayesdl.likelihoods import Categorical, Likelihood
+from bayesdl.memory import MemoryEstimate, activation_bytes, check_budget, tensor_bytes
 from bayesdl.methods.registry import get_method, method_names, register_method
 from bayesdl.predictive import Predictive
 from bayesdl.priors import Normal, Prior
@@ -172,6 +174,11 @@ class BaseMethod(nn.Module, Method):
     """Whether the method's posterior comes from the explicit weight prior ``self.prior``
     (so ``bayesdl.prior_predictive`` can draw from it); ``False`` for dropout methods,
     whose prior is implicit in the dropout noise."""
+    memory_knobs: ClassVar[str] = (
+        "subset= (fewer Bayesian parameters), a smaller batch_size= (fit), fewer samples= "
+        "or a smaller chunk_size= (predict)"
+    )
+    """The arguments that lower the method's memory, named by ``max_memory=`` errors."""
     max_samples: int | None = None
     """Most distinct posterior draws the method holds (MAP: 1, a deep ensemble: its
     members, a sample bank: its size); ``predict`` returns ``min(samples, max_samples)``
@@ -216,9 +223,11 @@ class BaseMethod(nn.Module, Method):
         """``t`` on the model's device; floating inputs (not targets) in its dtype.
 
         Args:
-            t: Inputs or targets.
+            t: Inputs (a tensor or a dict batch, ``bayesdl.inputs``) or targets.
             targets: Keep the dtype (labels, regression targets).
         """
+        if is_dict_input(t):
+            return to_device(t, self.device, self.dtype)  # type: ignore[return-value]
         if targets or not t.is_floating_point():
             return t.to(self.device)
         return t.to(self.device, self.dtype)
@@ -411,6 +420,86 @@ class BaseMethod(nn.Module, Method):
             "weight posterior (MeanFieldVI, Laplace(hessian='diag'), SWAG)."
         )
 
+    # -- memory ------------------------------------------------------------------------------
+    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+        """Hook: peak bytes of the method's own work in ``fit`` beyond gradients, optimiser
+        state and activations (Laplace: the curvature), name -> bytes; default none.
+
+        Args:
+            batch_size: Examples per minibatch.
+            outputs: Network outputs per example K.
+            activations: Bytes of one example's activations (0 when unknown).
+        """
+        return {}
+
+    def activation_start(self) -> set[int] | None:
+        """Ids of the modules from the first of which ``fit`` keeps activations (``None``:
+        the whole network; Laplace: its Bayesian layers)."""
+        return None
+
+    def sample_bytes(self) -> int:
+        """Bytes of one posterior draw that ``predict`` materialises: the parameters named
+        by the method's ``names`` (its subset), none for a method without them."""
+        params = dict(self.model.named_parameters())
+        return tensor_bytes(params[n] for n in getattr(self, "names", ()) if n in params)
+
+    def memory_estimate(
+        self,
+        batch_size: int = 128,
+        samples: int = 100,
+        *,
+        example: Any = None,
+        chunk_size: int | None = None,
+        train: bool | None = None,
+    ) -> MemoryEstimate:
+        """Bytes the method holds and the peaks ``fit`` and ``predict`` add, from shapes
+        (``bayesdl.memory``), before ``fit`` or ``predict`` allocate anything.
+
+        Args:
+            batch_size: Examples per minibatch of ``fit``, and inputs of one ``predict``.
+            samples: Posterior draws S of ``predict``.
+            example: One input (a tensor or dict batch with at least one example) to size
+                the activations with a single forward pass; ``None``: activations left out.
+            chunk_size: ``predict``'s ``chunk_size`` (default ``default_chunk_rows``).
+            train: Whether ``fit`` trains (gradients, Adam state, activations); ``None``:
+                unless the method is post hoc (``default_epochs == 0``).
+
+        Returns:
+            A ``MemoryEstimate``.
+
+        Raises:
+            ValueError: For a non-positive ``batch_size``, ``samples`` or ``chunk_size``.
+        """
+        check_positive_int(batch_size, "batch_size")
+        check_positive_int(samples, "samples")
+        own = {id(t) for t in [*self.model.parameters(), *self.model.buffers()]}
+        model = tensor_bytes([*self.model.parameters(), *self.model.buffers()])
+        state = tensor_bytes(t for t in [*self.parameters(), *self.buffers()] if id(t) not in own)
+        if example is not None:
+            x = check_model_input(self.model, example)
+            act, k = activation_bytes(self.model, x, self.activation_start())
+        else:
+            act, k = 0, output_size(self.model) or 1
+        parts: dict[str, int] = {}
+        if self.default_epochs > 0 if train is None else train:
+            trainable = tensor_bytes(p for p in self.parameters() if p.requires_grad)
+            parts.update({"fit/grads": trainable, "fit/optimizer": 2 * trainable,
+                          "fit/activations": act * batch_size})  # fmt: skip
+        parts.update({f"fit/{n}": b for n, b in self.fit_memory(batch_size, k, act).items()})
+        rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
+        check_positive_int(rows, "chunk_size")
+        block = min(rows, batch_size)
+        draws = min(samples, max(1, rows // block), self.max_samples or samples)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        parts.update({
+            "predict/outputs": min(samples, self.max_samples or samples) * batch_size * k * itemsize,
+            "predict/draws": draws * self.sample_bytes(),
+            "predict/activations": draws * block * act,
+        })  # fmt: skip
+        fit = sum(v for n, v in parts.items() if n.startswith("fit/"))
+        predict = sum(v for n, v in parts.items() if n.startswith("predict/"))
+        return MemoryEstimate(model, state, fit, predict, parts, example is not None)
+
     # -- training ----------------------------------------------------------------------------
     def fit(
         self,
@@ -430,6 +519,7 @@ class BaseMethod(nn.Module, Method):
         val_samples: int = 20,
         callbacks: Sequence[Callback] = (),
         amp: torch.dtype | None = None,
+        max_memory: int | None = None,
     ) -> FitReport:
         """Fit the approximation through the training engine (``bayesdl.engine``).
 
@@ -458,6 +548,9 @@ class BaseMethod(nn.Module, Method):
             amp: ``torch.bfloat16`` for mixed precision: each step's forward pass and loss
                 run under ``torch.autocast`` (``benchmarks/results/amp_speed.md``) while the weights,
                 gradients and optimiser stay in full precision. ``None``: full precision.
+            max_memory: A budget in bytes: before anything is allocated, ``fit`` refuses
+                with a ``ValueError`` naming the estimate (``memory_estimate``, activations
+                left out) and the knobs that lower it when the estimate is over it.
 
         On a CPU, parameter entries that Adam has shrunk into float32's subnormal range are
         set to zero every ``engine.FLUSH_EVERY`` steps and after every epoch (``runtime.flush_subnormal_``): they change no output,
@@ -480,6 +573,10 @@ class BaseMethod(nn.Module, Method):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}.")
         check_amp(amp)
+        if max_memory is not None:
+            train = epochs > 0
+            need = self.memory_estimate(batch_size, val_samples, train=train).fit_total
+            check_budget(need, max_memory, f"{type(self).__name__}.fit", self.memory_knobs)
         phases = self.fit_phases(
             epochs=epochs, lr=lr, optimizer=torch.optim.Adam if optimizer is None else optimizer,
             schedule=schedule, cycles=cycles,
@@ -551,7 +648,7 @@ class BaseMethod(nn.Module, Method):
         return torch.cat(
             [
                 self._sample_outputs(xi, plan, generator, self._independent_context(context))
-                for xi in x.split(1)
+                for xi in split_inputs(x, 1)
             ],
             dim=1,
         )
@@ -563,18 +660,21 @@ class BaseMethod(nn.Module, Method):
     @torch.no_grad()
     def predict(
         self,
-        x: Tensor,
+        x: Inputs,
         samples: int = 100,
         *,
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
         draws: Draws = "shared",
+        max_memory: int | None = None,
         **options: Any,
     ) -> Predictive:
         """Bayesian model average over ``samples`` posterior draws.
 
         Args:
-            x: Inputs, shape (N, ...), on any device (moved to the model's).
+            x: Inputs, shape (N, ...), on any device (moved to the model's); or a dict of
+                such tensors, the keyword inputs of a Hugging Face model adapted with
+                ``bayesdl.hf.adapt``.
             samples: Number of Monte Carlo samples S.
             chunk_size: Most (sample, input) pairs evaluated in one vectorised call; bounds
                 peak memory independently of S. Default ``default_chunk_rows(device)``.
@@ -586,6 +686,9 @@ class BaseMethod(nn.Module, Method):
                 ``"independent"``: each input gets its own S draws (right for choosing a
                 batch of inputs by their scores, e.g. active learning). Methods with
                 finitely many draws (MAP, ensembles, sample banks) keep their draws.
+            max_memory: A budget in bytes: ``predict`` refuses with a ``ValueError`` naming
+                the estimate (``memory_estimate`` with an example of ``x``) and the knobs
+                that lower it, before any draw, when the estimate is over it.
             **options: Method-specific options (see the method's docstring), e.g. L0's
                 ``deterministic=True`` or SWAG's ``bn_data=``.
 
@@ -600,7 +703,7 @@ class BaseMethod(nn.Module, Method):
             TypeError: For an option the method does not take.
         """
         out, plan, context = self._draw_outputs(
-            x, samples, chunk_size, generator, options, draws
+            x, samples, chunk_size, generator, options, draws, max_memory
         )
         return self._predictive(out, plan, context)
 
@@ -638,27 +741,40 @@ class BaseMethod(nn.Module, Method):
     def _draw_outputs(
         self, x: Tensor, samples: int, chunk_size: int | None,
         generator: torch.Generator | None, options: dict[str, Any], draws: Draws = "shared",
+        max_memory: int | None = None,
     ) -> tuple[Tensor, ChunkPlan, Any]:  # fmt: skip
         """The one prediction path of ``predict`` and ``predict_differentiable``."""
         x = check_model_input(self.model, x)
+        n = num_examples(x)
         check_positive_int(samples, "samples")
         if draws not in ("shared", "independent"):
             raise ValueError(f"draws must be 'shared' or 'independent', got {draws!r}.")
         samples, context = self._predict_context(samples, options)
         if self.max_samples is not None:
             samples = min(samples, self.max_samples)
+        if max_memory is not None:
+            est = self.memory_estimate(n, samples, example=x, chunk_size=chunk_size, train=False)
+            one = self.memory_estimate(n, 1, example=x, chunk_size=chunk_size, train=False)
+            if one.predict_total > max_memory:
+                raise ValueError(
+                    f"max_memory={max_memory:,} bytes is too small for even one posterior "
+                    f"sample of {type(self).__name__}.predict ({one.predict_total:,} bytes); "
+                    f"raise it, or lower it with {self.memory_knobs}."
+                )
+            check_budget(est.predict_total, max_memory, f"{type(self).__name__}.predict",
+                         self.memory_knobs)  # fmt: skip
         device, dtype = self.device, self.dtype  # looked up once: each walks the model
-        check_output_memory(samples, x.shape[0], output_size(self.model), dtype, device)
+        check_output_memory(samples, n, output_size(self.model), dtype, device)
         rows = default_chunk_rows(device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
-        x = x.to(device, dtype if x.is_floating_point() else None)
+        x = to_device(x, device, dtype)
         if generator is None:  # a private generator, so every input block sees the same draws
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
             generator = torch.Generator(device).manual_seed(seed)
-        block = min(rows, x.shape[0])
+        block = min(rows, n)
         independent = draws == "independent" and self.max_samples is None
         plan = ChunkPlan(samples, max(1, rows // block), "independent" if independent else "shared")
-        blocks = (x,) if block == x.shape[0] else x.split(block)
+        blocks = (x,) if block == n else split_inputs(x, block)
         # shared: the same S posterior draws for every input block; independent: fresh ones
         start = generator.get_state() if len(blocks) > 1 and not independent else None
         sample = self._sample_outputs

@@ -38,7 +38,7 @@ from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.methods.layers import Subset, layer_op, select_layers
+from bayesdl.methods.layers import Subset, layer_op, select_layers, subset_hparam
 from bayesdl.priors import Prior
 from bayesdl.types import ParamDict
 
@@ -54,8 +54,10 @@ class MeanFieldVI(BaseMethod):
         likelihood: Observation model; ``Categorical()`` by default.
         prior: Weight prior; ``priors.Normal(1.0)`` by default. Its KL is closed-form when
             one exists, a Monte Carlo estimate otherwise.
-        subset: ``"all"`` Linear/Conv layers, only the ``"last_layer"``, or a list of module
-            names. Other parameters are point estimates (no prior).
+        subset: ``"all"`` Linear/Conv layers, only the ``"last_layer"``, a list of module
+            names, ``"lora"`` or a predicate ``(name, parameter) -> bool`` (every
+            Linear/Conv layer owning a chosen parameter; see ``layers.Subset``). Other
+            parameters are point estimates (no prior), or fixed where frozen.
         estimator: Gradient estimator for training: ``"reparam"``, ``"local"``, ``"flipout"``.
         init_scale: Initial posterior std as a fraction of ``1/sqrt(fan_in)``.
         kl_annealing_steps: Linearly warm the KL weight from 0 to 1 over this many steps.
@@ -103,7 +105,7 @@ class MeanFieldVI(BaseMethod):
         self.rho = nn.ParameterDict(rho)
         stochastic = set(map(id, self.layers.values()))
         self.split = split_model(model, lambda m: id(m) in stochastic, head)
-        subset_h = subset if isinstance(subset, str) else list(subset)
+        subset_h = subset_hparam(subset, list(self.layers))
         self.hparams = {
             "subset": subset_h, "estimator": estimator, "init_scale": init_scale,
             "kl_annealing_steps": kl_annealing_steps, "head": head,

@@ -29,7 +29,9 @@ from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._bank import SampleBank, bank_key
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import register_method
+from bayesdl.methods.layers import Subset, select_params, subset_hparam
 from bayesdl.priors import Prior
+from bayesdl.runtime import seeded_global_rng
 from bayesdl.types import ParamDict
 
 
@@ -44,14 +46,15 @@ def _not_reinitialised(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if id(p) not in covered]
 
 
-def warn_shared_initialisation(model: nn.Module) -> None:
+def warn_shared_initialisation(model: nn.Module, names: list[str] | None = None) -> None:
     """Warn when some parameters are not re-drawn by ``reset_parameters()``, so every
     ensemble member would start them from the same values.
 
     Args:
         model: The network whose members are trained.
+        names: Only these parameters (an ensemble over a subset); ``None``: all.
     """
-    shared = _not_reinitialised(model)
+    shared = [n for n in _not_reinitialised(model) if names is None or n in names]
     if shared:
         warnings.warn(
             f"parameters {shared[:5]} belong to modules without reset_parameters(); every "
@@ -74,6 +77,12 @@ class DeepEnsemble(SampleBank):
             ``Gaussian(sigma=None)`` every member learns its own noise level.
         prior: Weight prior (weight decay) of every member; ``Normal(1.0)`` by default.
         members: Number of ensemble members M.
+        subset: The parameters that differ between members (``layers.Subset``: ``"all"``,
+            ``"last_layer"``, ``"lora"``, names or a predicate). Only they are banked and
+            re-initialised per member (a LoRA layer's adapters as ``peft`` initialises
+            them: ``A`` random, ``B`` zero), so an ensemble of adapters shares one frozen
+            backbone in memory; other trainable parameters are trained with every member
+            and keep member 0's values.
 
     Raises:
         ValueError: If ``members < 1``.
@@ -97,22 +106,26 @@ class DeepEnsemble(SampleBank):
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
         members: int = 5,
+        subset: Subset = "all",
     ) -> None:
         check_positive_int(members, "members")
-        super().__init__(model, likelihood, bank_size=members, prior=prior)
+        names = list(select_params(model, subset, "DeepEnsemble"))
+        super().__init__(model, likelihood, bank_size=members, names=names, prior=prior)
         # BatchNorm statistics differ between members: bank them with the parameters
         self.buffer_names = [n for n, b in model.named_buffers() if b.is_floating_point()]
         for n in self.buffer_names:
             b = model.get_buffer(n)
             self.register_buffer(bank_key(n), b.new_zeros((members, *b.shape)))
         if self.buffer_names:
-            banked = set(map(id, model.parameters())) | set(map(id, model.buffers()))
+            params = dict(model.named_parameters())
+            banked = {id(params[n]) for n in names} | set(map(id, model.buffers()))
             self.split = split_model(
                 model,
                 lambda m: any(id(t) in banked for t in [*m.parameters(False), *m.buffers(False)]),
             )
         self._bank_noise("member_log_sigma")  # each member learns its own noise
-        self.hparams = {"members": members}
+        self.all_params = subset == "all"
+        self.hparams = {"members": members, "subset": subset_hparam(subset, names)}
 
     # -- training: the engine trains the members in turn (``BaseMethod.fit``) -------------
     def fit_members(self) -> int:
@@ -127,7 +140,36 @@ class DeepEnsemble(SampleBank):
         """
         self.clear()
         if self.bank_size > 1:
-            warn_shared_initialisation(self.model)
+            warn_shared_initialisation(self.model, None if self.all_params else self.names)
+
+    def reinitialise(self, seed: int) -> None:
+        """Re-draw member ``m >= 1``'s initialisation under ``seed``: every submodule's for
+        ``subset="all"``, otherwise only the modules owning a banked parameter (LoRA
+        layers through ``peft``'s ``reset_lora_parameters``).
+
+        Args:
+            seed: Seed of this initialisation.
+        """
+        if self.all_params:
+            super().reinitialise(seed)
+            return
+        banked = {id(p) for n, p in self.model.named_parameters() if n in set(self.names)}
+        done: set[int] = set()
+        with seeded_global_rng(seed):
+            for module in self.model.modules():
+                if id(module) in done:
+                    continue
+                lora = getattr(module, "reset_lora_parameters", None)
+                inner = list(module.parameters()) if callable(lora) else []
+                if callable(lora) and any(id(p) in banked for p in inner):
+                    for adapter in getattr(module, "lora_A", {}):
+                        lora(adapter, True)
+                    done.update(id(m) for m in module.modules())
+                    continue
+                reset = getattr(module, "reset_parameters", None)
+                own = module.parameters(recurse=False)
+                if callable(reset) and any(id(p) in banked for p in own):
+                    reset()
 
     def after_member(self, state: FitState) -> None:
         """Store the trained member (parameters and floating buffers) in the bank.

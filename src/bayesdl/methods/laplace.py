@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -48,17 +48,18 @@ from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn import functional as F
 
 from bayesdl import distributed
-from bayesdl._checks import check_model_input, draw
+from bayesdl._checks import check_model_input, check_positive_int, draw
 from bayesdl.engine import Batches, FitState, make_batches
+from bayesdl.inputs import is_dict_input, map_tensors, num_examples, split_inputs, take
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
+from bayesdl.memory import eigh_bytes
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
-from bayesdl.methods.layers import WEIGHT_LAYERS, select_layers
+from bayesdl.methods.layers import WEIGHT_LAYERS, Subset, select_layers, subset_hparam
 from bayesdl.priors import Normal, Prior
 from bayesdl.progress import progress_bar
 from bayesdl.types import DataLike, FitReport, ParamDict
 
-Subset = Literal["all", "last_layer"] | Sequence[str]
 Hessian = Literal["full", "diag", "kfac"]
 """GGN structure: ``"full"`` (P x P), ``"diag"`` (P), ``"kfac"`` (two factors per layer)."""
 PredType = Literal["glm", "nn"]
@@ -153,7 +154,10 @@ class _Dense(_Curvature):
             part = m.square().sum((0, 1))
         else:
             part = torch.einsum("bcp,bcq->pq", m, m)
-        self._sums = part if self._sums is None else self._sums + part
+        if self._sums is None:
+            self._sums = part
+        else:
+            self._sums += part  # in place: two P x P matrices at most, not three
         return out
 
     def finish(self, n_data):
@@ -222,18 +226,25 @@ class _KFAC(_Curvature):
             return hook
 
         handles = [lay.register_forward_hook(hook_for(n)) for n, lay, *_ in self.layers]
+        # only the Bayesian layers' outputs need gradients: with the parameters' switched
+        # off, the graph (and its memory) starts at the first of them, not at the input
+        trainable = [p for p in method.model.parameters() if p.requires_grad]
         try:
+            for p in trainable:
+                p.requires_grad_(False)
             with torch.enable_grad():
                 out = method.split.tail(*args)
+            method.likelihood.check_target(out, y)
+            sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
+            grads = torch.autograd.grad(
+                out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
+                is_grads_batched=True,
+            )  # fmt: skip
         finally:
             for h in handles:
                 h.remove()
-        method.likelihood.check_target(out, y)
-        sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
-        grads = torch.autograd.grad(
-            out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
-            is_grads_batched=True,
-        )  # fmt: skip
+            for p in trainable:
+                p.requires_grad_(True)
         if self._sums is None:
             self._sums = [[] for _ in self.layers]
         self._positions = []
@@ -253,17 +264,21 @@ class _KFAC(_Curvature):
             self._positions.append(a.shape[1])
             parts = (torch.einsum("bti,btj->ij", a, a), torch.einsum("cbto,cbtp->op", g, g))
             acc = self._sums[i]
-            self._sums[i] = (
-                list(parts) if not acc else [s + p for s, p in zip(acc, parts, strict=True)]
-            )
+            if not acc:
+                self._sums[i] = list(parts)
+            else:
+                for s, p in zip(acc, parts, strict=True):
+                    s += p
         return out
 
     def finish(self, n_data):
         for i, (a_sum, g_sum) in enumerate(self._sums):
-            for kind, mat in (("A", a_sum / (n_data * self._positions[i])), ("G", g_sum)):
+            a_sum /= n_data * self._positions[i]  # in place: no copy beside the sums
+            for kind, mat in (("A", a_sum), ("G", g_sum)):
                 vals, vecs = torch.linalg.eigh(mat)
                 self._factor(kind, i)[0].copy_(vals.clamp_min(0.0))
                 self._factor(kind, i)[1].copy_(vecs)
+                del vals, vecs  # freed before the next factor's eigh
         self.reset()
 
     def eigenvalues(self):
@@ -331,13 +346,19 @@ class Laplace(BaseMethod):
             default. ``prior_precision="prior"`` takes ``1 / scale^2`` from it; a
             ``Centered`` prior also centres the Laplace prior in the log evidence.
         subset: ``"last_layer"`` (the last ``nn.Linear``, default), ``"all"`` Linear/Conv
-            layers, or a list of module names. Other parameters are point estimates.
+            layers, a list of module names, ``"lora"`` (a ``peft`` model's LoRA adapters)
+            or a predicate ``(name, parameter) -> bool`` (every Linear/Conv layer owning a
+            chosen parameter); see ``layers.Subset``. Other parameters are point estimates.
         hessian: ``"kfac"`` (default), ``"full"`` or ``"diag"``; see ``Hessian``.
         prior_precision: ``"marglik"`` (default), ``"gridsearch"`` (needs ``val_data`` in
             ``fit``), ``"prior"`` or a positive number; see ``PriorPrecision``.
         pred_type: ``"glm"`` (default) or ``"nn"``; see ``PredType``.
         head: For non-Sequential models, the submodule holding every Bayesian layer whose
             output is the model's output (the rest is computed once per input).
+        chunk_size: Examples per curvature call in ``fit_posterior`` (each minibatch is cut
+            into chunks of this size), so the peak memory of the Jacobians / backward
+            passes follows ``chunk_size`` and the subset, whatever the loader's batch
+            size; ``None``: whole minibatches.
 
     Raises:
         ValueError: On an unknown option, a model without Linear layers, a likelihood
@@ -364,6 +385,10 @@ class Laplace(BaseMethod):
     """
 
     default_epochs = 0  # post hoc: the weights the user trained are the MAP estimate
+    memory_knobs = (
+        "a smaller subset= (e.g. 'last_layer' or 'lora'), hessian='kfac' or 'diag' instead "
+        "of 'full', chunk_size= (curvature), fewer samples= or chunk_size= (predict)"
+    )
     min_epochs = 0
     validate_on_network = True  # no posterior until the curvature is computed
 
@@ -377,8 +402,12 @@ class Laplace(BaseMethod):
         prior_precision: PriorPrecision = "marglik",
         pred_type: PredType = "glm",
         head: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__(model, likelihood, prior)
+        if chunk_size is not None:
+            check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = chunk_size
         if type(self.likelihood) not in (Categorical, Gaussian):
             raise ValueError(
                 "Laplace supports the Categorical and Gaussian likelihoods, got "
@@ -418,11 +447,11 @@ class Laplace(BaseMethod):
         self.register_buffer("log_likelihood", like.new_zeros(()))
         self.register_buffer("n_data", torch.zeros((), dtype=torch.long, device=like.device))
         self.curvature = _KFAC(self) if hessian == "kfac" else _Dense(self, diag=hessian == "diag")
-        subset_h = subset if isinstance(subset, str) else list(subset)
+        subset_h = subset_hparam(subset, list(self.layers))
         tuning_h = prior_precision if isinstance(prior_precision, str) else float(prior_precision)
         self.hparams = {
             "subset": subset_h, "hessian": hessian, "prior_precision": tuning_h,
-            "pred_type": pred_type, "head": head,
+            "pred_type": pred_type, "head": head, "chunk_size": chunk_size,
         }  # fmt: skip
 
     # -- the posterior -------------------------------------------------------------------------
@@ -552,6 +581,42 @@ class Laplace(BaseMethod):
     def _prior_mean(self) -> Tensor:
         return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
+    # -- memory --------------------------------------------------------------------------------
+    def activation_start(self) -> set[int]:
+        """Ids of the Bayesian layers: the curvature's graph starts at the first to run."""
+        return set(map(id, self.layers.values()))
+
+    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+        """Peak bytes of ``fit_posterior``'s curvature work (in ``memory_estimate``).
+
+        Per chunk of ``chunk_size`` (default: the batch) examples B with K outputs over P
+        parameters: ``"full"`` holds the running P x P sum and one batch's (2 P^2), the
+        Jacobians and their product with the loss Hessian's root (2 B K P), then
+        ``torch.linalg.eigh``'s copy and workspace (``memory.eigh_bytes``) beside the sum;
+        ``"diag"`` the Jacobians (2 B K P); ``"kfac"`` the running factors of every layer,
+        one layer's batch factors, and ``eigh`` of the largest factor; the activations the
+        chunk's backward passes keep (from the first Bayesian layer on, see
+        ``activation_start``) come on top.
+
+        Args:
+            batch_size: Examples per minibatch.
+            outputs: Network outputs per example K.
+            activations: Bytes of one example's activations (0 when unknown).
+        """
+        it = torch.empty((), dtype=self.dtype).element_size()
+        b, k, p = self.chunk_size or batch_size, outputs, self.num_params
+        backward = activations * b  # the graph kept for the backward passes
+        if self.hessian == "full":
+            acc = 2 * p * p * it + 2 * b * k * p * it + backward
+            return {"curvature": max(acc, p * p * it + eigh_bytes(p, it))}
+        if self.hessian == "diag":
+            return {"curvature": 2 * b * k * p * it + p * it + backward}
+        dims = [(fan_in + bias, out) for _, _, out, fan_in, bias, _ in self.curvature.layers]
+        sums = sum(a * a + g * g for a, g in dims) * it
+        batch = max(a * a + g * g for a, g in dims) * it + backward
+        finish = max(eigh_bytes(max(a, g), it) for a, g in dims)
+        return {"curvature": sums + max(batch, finish)}
+
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self, state: FitState) -> None:
         """Refuse a grid search without validation data before any training.
@@ -617,13 +682,18 @@ class Laplace(BaseMethod):
         log_lik = self.log_likelihood.new_zeros(())
         bars = progress_bar(batches.epoch(None), desc="fit laplace GGN", total=len(batches),
                             disable=not progress, leave=False)  # fmt: skip
-        for x, y in bars:
-            if x.shape[0] == 0:  # this rank's empty slice of a short last minibatch
+        for xb, yb in bars:
+            n_b = num_examples(xb)
+            if n_b == 0:  # this rank's empty slice of a short last minibatch
                 continue
-            x, y = self.to_model(x), self.to_model(y, targets=True)
-            with torch.no_grad():
-                out = self.curvature.update(self, self.split.prefix(x), y)
-                log_lik -= self.likelihood.nll(out.detach(), y) * x.shape[0]
+            xb, yb = self.to_model(xb), self.to_model(yb, targets=True)
+            step = self.chunk_size or n_b
+            for first in range(0, n_b, step):  # chunked: memory ~ chunk_size, not batch
+                part = slice(first, first + step)
+                x, y = (xb, yb) if step >= n_b else (take(xb, part), yb[part])
+                with torch.no_grad():
+                    out = self.curvature.update(self, self.split.prefix(x), y)
+                    log_lik -= self.likelihood.nll(out.detach(), y) * num_examples(x)
         with torch.no_grad():  # under a process group: every rank's sums added
             self.curvature.reduce_sums()
             log_lik = distributed.all_reduce_sum(log_lik)
@@ -712,12 +782,22 @@ class Laplace(BaseMethod):
         params = {self.split.tail_name(n): p.detach() for n, p in self.mean().items()}
 
         def one(p: ParamDict, *a: Tensor) -> tuple[Tensor, Tensor]:
-            out = functional_call(self.split.tail, p, tuple(t.unsqueeze(0) for t in a))
+            out = functional_call(self.split.tail, p, map_tensors(a, lambda t: t.unsqueeze(0)))
             return out.squeeze(0), out.squeeze(0)
 
-        jac, out = vmap(jacrev(one, has_aux=True), in_dims=(None,) + (0,) * len(args))(
-            params, *args
-        )
+        if any(is_dict_input(a) for a in args):
+            # Hugging Face models branch on their masks' values, which vmap cannot trace:
+            # one Jacobian per example instead
+            rows = [
+                jacrev(one, has_aux=True)(params, *map_tensors(args, lambda t: t[i]))  # noqa: B023
+                for i in range(num_examples(args[0]))
+            ]
+            jac = {k: torch.stack([r[0][k] for r in rows]) for k in rows[0][0]}
+            out = torch.stack([r[1] for r in rows])
+        else:
+            jac, out = vmap(jacrev(one, has_aux=True), in_dims=(None,) + (0,) * len(args))(
+                params, *args
+            )
         return out, torch.cat([jac[self.split.tail_name(n)].flatten(2) for n in self.names], 2)
 
     # -- prediction ----------------------------------------------------------------------------
@@ -765,7 +845,7 @@ class Laplace(BaseMethod):
         self.eval()
         means, covs = [], []
         try:
-            for xb in x.split(chunk_size or max(1, 2**20 // self.num_params)):
+            for xb in split_inputs(x, chunk_size or max(1, 2**20 // self.num_params)):
                 out, jac = self._jacobian(self.split.prefix(xb))
                 w = self.curvature.to_eigen(jac) * self._spectrum().rsqrt()
                 means.append(out)

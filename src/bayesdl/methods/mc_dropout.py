@@ -23,7 +23,8 @@ is invisible to this method: use ``nn.Dropout`` modules.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ from bayesdl._checks import draw
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model
 from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.methods.layers import Subset, match_layers, select_named, subset_hparam
 from bayesdl.priors import Prior
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -86,9 +88,13 @@ class MCDropout(BaseMethod):
         prior: Weight prior (weight decay); ``Normal(1.0)`` by default.
         head: For non-Sequential models, the submodule whose output is the model's output
             and which contains every dropout layer; the rest is computed once per input.
+        subset: The dropout layers kept on at prediction: ``"all"``, the ``"last_layer"``
+            (the last dropout module), ``"lora"`` (a ``peft`` model's ``lora_dropout``), a
+            list of module names (prefixes) or a predicate ``(name, module) -> bool``; the
+            others are off at prediction, as in evaluation mode.
 
     Raises:
-        ValueError: If the model has no dropout layers.
+        ValueError: If the model has no dropout layers, or ``subset`` selects none.
 
     References:
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
@@ -104,6 +110,7 @@ class MCDropout(BaseMethod):
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
         head: str | None = None,
+        subset: Subset = "all",
     ) -> None:
         super().__init__(model, likelihood, prior)
         if not any(is_dropout(m) for m in model.modules()):
@@ -111,8 +118,17 @@ class MCDropout(BaseMethod):
                 "MCDropout needs nn.Dropout layers in the model, found none; add "
                 "nn.Dropout(p) before the layers that should be stochastic, or use MeanFieldVI."
             )
-        self.split = split_model(model, is_dropout, head)
+        self.dropout_names = list(_select_dropout(model, subset))
+        chosen = self._sampled()
+        self.split = split_model(model, lambda m: id(m) in chosen, head)
         self.hparams = {"head": head}
+        if subset != "all":  # recorded only when chosen (subclasses take no subset)
+            self.hparams["subset"] = subset_hparam(subset, self.dropout_names)
+
+    def _sampled(self) -> set[int]:
+        """Ids of the dropout modules sampled at prediction (looked up by name, so copies
+        and unpickled methods see their own modules)."""
+        return {id(self.model.get_submodule(n)) for n in self.dropout_names}
 
     def _sample_outputs(self, x, plan, generator, context):
         args = self.split.prefix(x)
@@ -125,14 +141,16 @@ class MCDropout(BaseMethod):
     ) -> Tensor:  # fmt: skip
         """Run the stochastic tail for ``samples`` masks (per input if ``per_input``);
         returns (S, N, ...)."""
-        if len(args) != 1:
-            return self._run_hooked(self.split.tail, args, samples, generator, per_input=per_input)
+        chosen = self._sampled()
+        if len(args) != 1 or not isinstance(args[0], Tensor):
+            return self._run_hooked(self.split.tail, args, samples, generator, chosen,
+                                    per_input=per_input)  # fmt: skip
         h, shared = args[0], True  # shared: h is (N, ...) and the same for every sample
         mods = list(_flat_modules(self.split.tail))
         i = 0
         while i < len(mods):
             m = mods[i]
-            if is_dropout(m):
+            if id(m) in chosen:
                 feat = h.shape[1:] if shared else h.shape[2:]
                 n = h.shape[0] if shared else h.shape[1]
                 if per_input:  # a mask per input, on the activations
@@ -157,9 +175,10 @@ class MCDropout(BaseMethod):
                     continue
                 h = (h.unsqueeze(0) if shared else h) * mask.unsqueeze(1)
                 shared = False
-            elif any(is_dropout(c) for c in m.modules()):
+            elif any(id(c) in chosen for c in m.modules()):
                 h = self._run_hooked(m, (h.expand(samples, *h.shape) if shared else h,), samples,
-                                     generator, stacked=True, per_input=per_input)  # fmt: skip
+                                     generator, chosen, stacked=True,
+                                     per_input=per_input)  # fmt: skip
                 shared = False
             elif shared:
                 h = m(h)
@@ -182,12 +201,13 @@ class MCDropout(BaseMethod):
     @staticmethod
     def _run_hooked(
         module: nn.Module, args: tuple, samples: int, generator: torch.Generator | None,
-        stacked: bool = False, per_input: bool = False,
+        chosen: set[int], stacked: bool = False, per_input: bool = False,
     ) -> Tensor:  # fmt: skip
-        """Run ``module`` on S copies of the batch with per-sample masks applied by hooks.
+        """Run ``module`` on S copies of the batch with per-sample masks applied by hooks
+        on the ``chosen`` dropout modules.
 
-        ``args`` are (N, ...) tensors, or (S, N, ...) when ``stacked``; ``per_input``: a mask
-        per sample and input.
+        ``args`` are (N, ...) tensors (or dicts of them), or (S, N, ...) when ``stacked``;
+        ``per_input``: a mask per sample and input.
         """
 
         def apply_mask(m: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
@@ -198,15 +218,35 @@ class MCDropout(BaseMethod):
                 mask = dropout_mask(m, samples, x.shape[2:], x, generator).unsqueeze(1)
             return (x * mask).flatten(0, 1)
 
-        flat = [
-            (a.flatten(0, 1) if stacked else a.repeat(samples, *[1] * (a.dim() - 1)))
-            if isinstance(a, Tensor) else a
-            for a in args
-        ]  # fmt: skip
-        handles = [m.register_forward_hook(apply_mask) for m in module.modules() if is_dropout(m)]
+        def flat(a: Any) -> Any:
+            if isinstance(a, Mapping):
+                return {k: flat(v) for k, v in a.items()}
+            if not isinstance(a, Tensor):
+                return a
+            return a.flatten(0, 1) if stacked else a.repeat(samples, *[1] * (a.dim() - 1))
+
+        handles = [m.register_forward_hook(apply_mask) for m in module.modules() if id(m) in chosen]
         try:
-            out = module(*flat)
+            out = module(*[flat(a) for a in args])
         finally:
             for h in handles:
                 h.remove()
         return out.unflatten(0, (samples, -1))
+
+
+def _select_dropout(model: nn.Module, subset: Subset) -> dict[str, nn.Module]:
+    """The dropout modules of ``model`` chosen by ``subset`` (see ``MCDropout``)."""
+    found = {n: m for n, m in model.named_modules() if is_dropout(m)}
+    if subset == "all":
+        return found
+    if subset == "last_layer":
+        last = list(found)[-1]
+        return {last: found[last]}
+    if subset == "lora" or callable(subset):
+        return select_named(found, subset, "MCDropout", "dropout layer")
+    if isinstance(subset, str):
+        raise ValueError(
+            "subset must be 'all', 'last_layer', 'lora', a list of module names or a predicate "
+            f"(name, module) -> bool, got {subset!r}."
+        )
+    return match_layers(found, subset, "subset", "dropout")

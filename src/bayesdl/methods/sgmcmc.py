@@ -49,6 +49,7 @@ from bayesdl.engine import Schedule as EngineSchedule
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._bank import SampleBank
 from bayesdl.methods.base import register_method
+from bayesdl.methods.layers import Subset, select_params, subset_hparam
 from bayesdl.priors import Prior
 from bayesdl.types import FitReport
 
@@ -191,7 +192,7 @@ class _SGMCMC(SampleBank):
     def __init__(
         self, model: nn.Module, likelihood: Likelihood | None, prior: Prior | None,
         num_samples: int, lr: float, schedule: Schedule, cycles: int, exploration: float,
-        burn_in: float, temperature: float, momentum_decay: float,
+        burn_in: float, temperature: float, momentum_decay: float, subset: Subset = "all",
     ) -> None:  # fmt: skip
         check_positive_int(num_samples, "num_samples")
         check_positive_int(cycles, "cycles")
@@ -204,13 +205,15 @@ class _SGMCMC(SampleBank):
         if not 0 <= burn_in < 1:
             raise ValueError(f"burn_in must lie in [0, 1), got {burn_in}.")
         _check_sampler(momentum_decay, temperature)
-        super().__init__(model, likelihood, num_samples, prior=prior)
+        names = list(select_params(model, subset, type(self).__name__))
+        super().__init__(model, likelihood, num_samples, names=names, prior=prior)
         self.momentum_decay = momentum_decay
         self.lr, self.schedule, self.cycles = lr, schedule, cycles
         self.exploration, self.burn_in, self.temperature = exploration, burn_in, temperature
         self.hparams = {
             "num_samples": num_samples, "lr": lr, "schedule": schedule, "cycles": cycles,
             "exploration": exploration, "burn_in": burn_in, "temperature": temperature,
+            "subset": subset_hparam(subset, names),
         }  # fmt: skip
 
     # -- the engine's hooks: the sampler's optimiser, schedule, noise and bank ---------------
@@ -233,9 +236,11 @@ class _SGMCMC(SampleBank):
                       monitor=False)]  # fmt: skip
 
     def make_optimizer(self, params, phase, state) -> SGMCMCOptimizer:
-        """``SGMCMCOptimizer`` over the model's parameters and the prior's latent variables
-        (a horseshoe's log scales, sampled with the weights); the likelihood's get no noise."""
-        model_params = {id(p) for p in self.model.parameters()}
+        """``SGMCMCOptimizer`` over the model's parameters in ``subset`` and the prior's latent
+        variables (a horseshoe's log scales, sampled with the weights); the likelihood's get
+        no noise, nor do trainable model parameters outside ``subset`` (point estimates)."""
+        named = dict(self.model.named_parameters())
+        model_params = {id(named[n]) for n in self.names}
         model_params |= {id(p) for p in self.prior.latent_values().values()}
         sampled = [p for p in params if id(p) in model_params]
         fixed = [p for p in params if id(p) not in model_params]
@@ -275,7 +280,7 @@ class SGLD(_SGMCMC):
     """Stochastic-gradient Langevin dynamics with a cyclical step size (cSGLD).
 
     Args:
-        model: The user's network; every parameter is sampled.
+        model: The user's network; the parameters of ``subset`` are sampled.
         likelihood: Observation model; ``Categorical()`` by default.
         prior: Weight prior; ``priors.Normal(1.0)`` by default.
         num_samples: Samples kept in the bank (fixed, so saved files have fixed shapes).
@@ -287,6 +292,9 @@ class SGLD(_SGMCMC):
             al.'s beta); ignored by the constant schedule.
         burn_in: Fraction of the run, from the start, in which no sample is stored.
         temperature: Posterior temperature T (1: Bayes posterior; < 1: cold posterior).
+        subset: The sampled parameters (``layers.Subset``: ``"all"``, ``"last_layer"``,
+            ``"lora"``, names or a predicate); other trainable parameters are optimised
+            without noise (point estimates), frozen ones stay fixed.
 
     Examples:
         >>> import torch, bayesdl as bdl
@@ -315,9 +323,11 @@ class SGLD(_SGMCMC):
         exploration: float = 0.8,
         burn_in: float = 0.0,
         temperature: float = 1.0,
+        subset: Subset = "all",
     ) -> None:
         super().__init__(model, likelihood, prior, num_samples, lr, schedule, cycles,
-                         exploration, burn_in, temperature, momentum_decay=1.0)  # fmt: skip
+                         exploration, burn_in, temperature, momentum_decay=1.0,
+                         subset=subset)  # fmt: skip
 
 
 @register_method("sghmc")
@@ -328,7 +338,7 @@ class SGHMC(_SGMCMC):
     size is about ``lr / momentum_decay`` (10 ``lr`` by default).
 
     Args:
-        model: The user's network; every parameter is sampled.
+        model: The user's network; the parameters of ``subset`` are sampled.
         likelihood: Observation model; ``Categorical()`` by default.
         prior: Weight prior; ``priors.Normal(1.0)`` by default.
         num_samples: Samples kept in the bank (fixed, so saved files have fixed shapes).
@@ -341,6 +351,7 @@ class SGHMC(_SGMCMC):
         burn_in: Fraction of the run, from the start, in which no sample is stored.
         temperature: Posterior temperature T (1: Bayes posterior; < 1: cold posterior).
         momentum_decay: Friction ``alpha`` in (0, 1] (1 - momentum); 1 gives SGLD.
+        subset: The sampled parameters (see ``SGLD``).
 
     References:
         Chen, Fox & Guestrin, "Stochastic Gradient Hamiltonian Monte Carlo", ICML 2014.
@@ -361,7 +372,8 @@ class SGHMC(_SGMCMC):
         burn_in: float = 0.0,
         temperature: float = 1.0,
         momentum_decay: float = 0.1,
+        subset: Subset = "all",
     ) -> None:
         super().__init__(model, likelihood, prior, num_samples, lr, schedule, cycles,
-                         exploration, burn_in, temperature, momentum_decay)  # fmt: skip
+                         exploration, burn_in, temperature, momentum_decay, subset)  # fmt: skip
         self.hparams["momentum_decay"] = momentum_decay

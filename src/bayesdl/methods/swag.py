@@ -53,6 +53,7 @@ from bayesdl.engine import FitState, Phase
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
 from bayesdl.methods.base import BaseMethod, register_method
+from bayesdl.methods.layers import Subset, select_params, subset_hparam
 from bayesdl.priors import Prior
 from bayesdl.runtime import default_chunk_rows
 from bayesdl.types import FitReport, ParamDict
@@ -94,6 +95,9 @@ class MultiSWAG(BaseMethod):
         collect_unit: ``"epoch"`` (as in the paper) or ``"step"``.
         scale: Multiplier of the sampling covariance; 1 is the paper's, 0 the SWA point.
         bn_batches: Training minibatches kept to recompute BatchNorm statistics per sample.
+        subset: The parameters the Gaussian covers (``layers.Subset``: ``"all"``,
+            ``"last_layer"``, ``"lora"``, names or a predicate); the others are trained as
+            point estimates (or stay fixed where frozen) and are never copied per sample.
 
     ``predict`` option: ``bn_data=X``, training inputs for recomputing BatchNorm statistics
     for every sampled weight set (default: the minibatches kept by ``fit``, which
@@ -121,6 +125,7 @@ class MultiSWAG(BaseMethod):
         collect_unit: CollectUnit = "epoch",
         scale: float = 1.0,
         bn_batches: int = 10,
+        subset: Subset = "all",
     ) -> None:
         super().__init__(model, likelihood, prior)
         check_positive_int(members, "members")
@@ -141,13 +146,13 @@ class MultiSWAG(BaseMethod):
         if not scale >= 0:
             raise ValueError(f"scale must be >= 0, got {scale}.")
         check_positive_int(bn_batches, "bn_batches")
-        params = list(model.parameters())
-        if not params:
-            raise ValueError("SWAG needs a model with parameters, got one with none.")
+        chosen = select_params(model, subset, type(self).__name__)
+        params = list(chosen.values())
         self.members, self.rank, self.swa_start, self.swa_lr = members, rank, swa_start, swa_lr
         self.collect_every, self.collect_unit, self.scale = collect_every, collect_unit, scale
         self.bn_batches = bn_batches
-        self.shapes = {n: p.shape for n, p in model.named_parameters()}
+        self.shapes = {n: p.shape for n, p in chosen.items()}
+        self.names = list(chosen)  # the parameters each draw holds
         size = sum(p.numel() for p in params)
         self.register_buffer("theta_bar", params[0].new_zeros(members, size))
         self.register_buffer("sq_mean", params[0].new_zeros(members, size))
@@ -160,13 +165,15 @@ class MultiSWAG(BaseMethod):
             for n, _ in m.named_buffers(prefix=name, recurse=False)
         ]
         self.register_buffer("bn_inputs", None, persistent=False)
+        ids = set(map(id, params))
         self.split = split_model(
-            model, lambda m: _is_batchnorm(m) or any(True for _ in m.parameters(recurse=False))
+            model,
+            lambda m: _is_batchnorm(m) or any(id(p) in ids for p in m.parameters(recurse=False)),
         )
         self.hparams = {
             "members": members, "rank": rank, "swa_start": swa_start, "swa_lr": swa_lr,
             "collect_every": collect_every, "collect_unit": collect_unit, "scale": scale,
-            "bn_batches": bn_batches,
+            "bn_batches": bn_batches, "subset": subset_hparam(subset, list(chosen)),
         }  # fmt: skip
 
     # -- training: the engine's phases and hooks ---------------------------------------------
@@ -267,7 +274,8 @@ class MultiSWAG(BaseMethod):
             member: Which SWAG posterior receives the snapshot (0 for SWAG).
         """
         # reshape, not parameters_to_vector's view: a channels-last conv weight is not contiguous
-        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+        params = dict(self.model.named_parameters())
+        theta = torch.cat([params[n].detach().reshape(-1) for n in self.shapes])
         n = int(self.n_models[member]) + 1
         self.theta_bar[member] += (theta - self.theta_bar[member]) / n
         self.sq_mean[member] += (theta * theta - self.sq_mean[member]) / n
@@ -282,8 +290,9 @@ class MultiSWAG(BaseMethod):
     def _set_model(self, member: int) -> None:
         """Load the SWA mean of ``member`` into the model (BatchNorm statistics refreshed)."""
         mean = self._unflatten(self.theta_bar[member : member + 1])
-        for name, p in self.model.named_parameters():
-            p.copy_(mean[name][0])
+        params = dict(self.model.named_parameters())
+        for name in self.shapes:
+            params[name].copy_(mean[name][0])
         if self.bn_names:
             stats = self._bn_stats(dict(self.model.named_parameters()), self.bn_inputs)
             for name, value in stats.items():
@@ -480,6 +489,7 @@ class SWAG(MultiSWAG):
         collect_unit: ``"epoch"`` (as in the paper) or ``"step"``.
         scale: Multiplier of the sampling covariance; 1 is the paper's, 0 the SWA point.
         bn_batches: Training minibatches kept to recompute BatchNorm statistics per sample.
+        subset: The parameters the Gaussian covers (see ``MultiSWAG``).
 
     Raises:
         ValueError: If ``rank < 2`` or another hyperparameter is out of range.
@@ -509,10 +519,11 @@ class SWAG(MultiSWAG):
         collect_unit: CollectUnit = "epoch",
         scale: float = 1.0,
         bn_batches: int = 10,
+        subset: Subset = "all",
     ) -> None:
         super().__init__(
             model, likelihood, prior, members=1, rank=rank, swa_start=swa_start, swa_lr=swa_lr,
             collect_every=collect_every, collect_unit=collect_unit, scale=scale,
-            bn_batches=bn_batches,
+            bn_batches=bn_batches, subset=subset,
         )  # fmt: skip
         del self.hparams["members"]
