@@ -161,3 +161,13 @@ def test_plot_fit_draws_the_two_terms_of_the_objective(tmp_path):
         plotting.plot_fit(FitReport(losses=[1.0]))
     with pytest.raises(ValueError, match="one value per epoch"):
         plotting.plot_fit(FitReport(data_loss=[1.0, 2.0], prior_loss=[1.0]))
+
+
+def test_plot_function_draws_one_column_per_prior(tmp_path):
+    x, y = torch.rand(10, 1), torch.rand(10, 1)
+    grid = torch.linspace(-1, 2, 25)[:, None]
+    draws = {name: (torch.randn(5, 25), torch.randn(5, 25)) for name in ("a", "b", "c")}
+    fig = plotting.plot_function_draws(x, y, grid, draws, path=tmp_path / "f.png")
+    assert len(fig.axes) == 6 and (tmp_path / "f.png").stat().st_size > 0
+    assert [len(ax.lines) for ax in fig.axes] == [5] * 6  # every draw is drawn
+    assert fig.axes[3].get_title() == "a: posterior (VI)"

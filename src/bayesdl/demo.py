@@ -618,7 +618,7 @@ def prior_figure(
         the data's range (``prior_mad``; robust to the horseshoe's Cauchy tails), the
         posterior's test RMSE and its :func:`epistemic_sd_ratios`.
     """
-    from bayesdl import data, metrics
+    from bayesdl import data, metrics, plotting
 
     train = data.regression_gap(s.reg_n, noise=s.reg_noise, seed=seed)
     test = data.regression_gap(1000, noise=s.reg_noise, seed=seed + 1)
@@ -651,29 +651,8 @@ def prior_figure(
             entry.update(epistemic_sd_ratios(vi, train.x, samples=s.samples, generator=gen))
         draws[name], results[name] = (before, after), entry
     if out is not None:
-        _plot_prior_draws(train.x, train.y, grid, draws, Path(out) / "priors.png")
+        plotting.plot_function_draws(train.x, train.y, grid, draws, path=Path(out) / "priors.png")
     return {"n_train": s.reg_n, "epochs": s.reg_epochs, "priors": results}
-
-
-def _plot_prior_draws(
-    x: Tensor, y: Tensor, grid: Tensor, draws: dict[str, tuple[Tensor, Tensor]], path: Path
-) -> None:
-    from bayesdl import plotting
-
-    fig = plotting._figure_class()(figsize=(4 * len(draws), 6.5))
-    axes = fig.subplots(2, len(draws), squeeze=False)
-    g = grid[:, 0].numpy()
-    for j, (name, (before, after)) in enumerate(draws.items()):
-        for i, (f, when) in enumerate(((before, "prior"), (after, "posterior (VI)"))):
-            ax = axes[i][j]
-            ax.plot(g, f.T.numpy(), color="C0" if i == 0 else "C1", alpha=0.35, lw=0.8)
-            if i == 1:
-                ax.scatter(x[:, 0].numpy(), y[:, 0].numpy(), s=6, color="k", zorder=3)
-            ax.set_ylim(-3, 3)
-            ax.set_title(f"{name}: {when}", fontsize=10)
-    fig.suptitle("Function draws before and after the data (regression with a gap)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
 
 
 # -- why is the model unsure? ----------------------------------------------------------------
@@ -753,7 +732,7 @@ def run_demo(
         )
     from bayesdl import plotting
 
-    plotting._figure_class()  # fail on a missing matplotlib before training anything
+    plotting.figure_class()  # fail on a missing matplotlib before training anything
     settings = FAST if fast else FULL
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

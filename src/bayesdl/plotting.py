@@ -53,7 +53,9 @@ _CLASS_COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _figure_class() -> type[Figure]:
+def figure_class() -> type[Figure]:
+    """matplotlib's ``Figure`` class (no pyplot state); a one-line ``ImportError`` naming the
+    extra to install when matplotlib is missing."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -77,7 +79,7 @@ def _new_axes(
         cols = min(n, _MAX_COLUMNS)
         rows = math.ceil(n / cols)
         size = (panel_size[0] * cols, panel_size[1] * rows)
-        fig = _figure_class()(figsize=size, layout="constrained")
+        fig = figure_class()(figsize=size, layout="constrained")
         axes = list(fig.subplots(rows, cols, squeeze=False, **kw).ravel())
         for extra in axes[n:]:
             fig.delaxes(extra)
@@ -421,7 +423,7 @@ def plot_confidence_map_rows(
     """
     if not rows:
         raise ValueError("rows is empty; pass at least one (name, predictive, name, predictive).")
-    fig = _figure_class()(figsize=(4.6 * 3, 4.0 * len(rows)), layout="constrained")
+    fig = figure_class()(figsize=(4.6 * 3, 4.0 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for row_axes, (map_name, map_pred, bnn_name, bnn_pred) in zip(axes, rows, strict=True):
         plot_confidence_maps(x_train, y_train, grid_x, grid_y, map_pred, bnn_pred,
@@ -723,7 +725,7 @@ def plot_explanations(
         raise ValueError(f"predictive holds {len(predictive)} inputs, expected {inputs.shape[0]}.")
     n, image = inputs.shape[0], inputs.dim() >= 3
     cols = 3 if image else 2
-    fig = _figure_class()(figsize=(3.0 * cols, 2.4 * n), layout="constrained")
+    fig = figure_class()(figsize=(3.0 * cols, 2.4 * n), layout="constrained")
     axes = fig.subplots(n, cols, squeeze=False)
     probs, ale, epi = _np(predictive.probs), _np(predictive.expected_entropy()), _np(
         predictive.mutual_information()
@@ -759,5 +761,43 @@ def plot_explanations(
         bars.set_xticks(range(probs.shape[1]))
         bars.tick_params(labelsize=7)
         bars.set_title(f"aleatoric {ale[i]:.2f}, epistemic {epi[i]:.2f} nats", fontsize=9)
+    _save(fig, path, dpi=100)
+    return fig
+
+
+def plot_function_draws(
+    x: Tensor,
+    y: Tensor,
+    grid: Tensor,
+    draws: dict[str, tuple[Tensor, Tensor]],
+    *,
+    path: PathLike | None = None,
+) -> Figure:
+    """Function draws before and after the data, one column per prior (the demo's priors
+    figure): prior-predictive draws on top, posterior draws below with the data.
+
+    Args:
+        x: Training inputs, shape (N, 1).
+        y: Training targets, shape (N, 1).
+        grid: The inputs the functions are drawn on, shape (G, 1).
+        draws: Prior name -> (prior draws, posterior draws), each of shape (S, G).
+        path: Save the figure there when given.
+
+    Returns:
+        The figure.
+    """
+    fig = figure_class()(figsize=(4 * len(draws), 6.5))
+    axes = fig.subplots(2, len(draws), squeeze=False)
+    g = _np(grid[:, 0])
+    for j, (name, (before, after)) in enumerate(draws.items()):
+        for i, (f, when) in enumerate(((before, "prior"), (after, "posterior (VI)"))):
+            ax = axes[i][j]
+            ax.plot(g, _np(f).T, color=_BLUE if i == 0 else _ORANGE, alpha=0.35, lw=0.8)
+            if i == 1:
+                ax.scatter(_np(x[:, 0]), _np(y[:, 0]), s=6, color="k", zorder=3)
+            ax.set_ylim(-3, 3)
+            ax.set_title(f"{name}: {when}", fontsize=10)
+    fig.suptitle("Function draws before and after the data (regression with a gap)")
+    fig.tight_layout()
     _save(fig, path, dpi=100)
     return fig
