@@ -107,7 +107,12 @@ def every_method() -> dict[str, dict[str, torch.Tensor]]:
 
 
 def learner(acquisition: str, ckpt: str | None = None, callbacks=()) -> ActiveLearner:
-    """A small active-learning run (MeanFieldVI, whose training draws no per-example noise)."""
+    """A small active-learning run (MeanFieldVI, whose training draws no per-example noise).
+
+    The pool is scored with shared draws: those are the same on every rank, so the run
+    equals one process bit for bit. Independent draws (the default for BALD) run on from
+    one input to the next, so a rank's shard gets other draws than in one process: equal
+    in distribution only (docs/guide.md, "Beyond one machine")."""
     x, y = data()
     g = torch.Generator().manual_seed(5)
     pool_x = torch.cat([x, torch.randn(60, 4, generator=g)])
@@ -119,7 +124,7 @@ def learner(acquisition: str, ckpt: str | None = None, callbacks=()) -> ActiveLe
         acquisition_kwargs=kwargs, initial=8, step=4, budget=20, pool_subset=None,
         mc_samples=6, train_steps=12, fit_kwargs={"lr": 1e-2, "batch_size": 8},
         balanced=False, progress=False, seed=0, checkpoint_dir=ckpt, resume=ckpt is not None,
-        callbacks=callbacks,
+        callbacks=callbacks, draws="shared",
     )  # fmt: skip
 
 

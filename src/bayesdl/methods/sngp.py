@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bayesdl import distributed
 from bayesdl.engine import FitState, Terms
 from bayesdl.likelihoods import Categorical, Gaussian, Likelihood
 from bayesdl.methods.base import BaseMethod, register_method
@@ -405,8 +406,8 @@ class SNGP(BaseMethod):
         """
         chol = self.precision_chol
         blocks, dim, _ = chol.shape
-        precision = torch.eye(dim, device=chol.device, dtype=chol.dtype) * self.prior_precision
-        precision = precision.expand(blocks, dim, dim).clone()
+        prior = torch.eye(dim, device=chol.device, dtype=chol.dtype) * self.prior_precision
+        precision = chol.new_zeros(blocks, dim, dim)  # the data's part (this rank's shard)
         with torch.no_grad(), eval_mode(self):
             for x, _y in state.batches.epoch(state.generator):
                 phi, out = self._features_and_mean(self.to_model(x))
@@ -419,6 +420,7 @@ class SNGP(BaseMethod):
                     weights = phi.new_full((1, phi.shape[0]), sigma**-2)
                 scaled = phi * weights.sqrt().unsqueeze(-1)  # (K, B, D)
                 precision += scaled.mT @ scaled
+            precision = prior + distributed.all_reduce_sum(precision)  # every rank's data
             chol.copy_(torch.linalg.cholesky(precision))
             self.n_data.fill_(state.batches.n_data)
 
