@@ -313,6 +313,18 @@ def test_sparsity_gathers_snr_and_gates_per_layer():
     assert sparsity(bdl.MAP(_net())) == []
 
 
+def test_sparsity_gathers_the_horseshoe_unit_scales():
+    """A prior with latent scales adds each weight tensor's median posterior scale."""
+    m = bdl.MAP(_net(), prior=bdl.priors.Horseshoe(1.0, group="unit"))
+    scales = m.prior.unit_scales()
+    rows = {r["name"]: r for r in sparsity(m)}
+    assert set(rows) == {n for n, p in m.model.named_parameters() if p.dim() >= 2}
+    for name, r in rows.items():
+        assert r["scale_median"] == pytest.approx(float(scales[name].flatten().median()))
+        assert r["snr_median"] is None and r["gates_open"] is None
+    assert all(r["scale_median"] is None for r in sparsity(_fitted("vi")))
+
+
 def test_plot_explanations_draws_heat_maps_for_images_and_bars_for_features(tmp_path):
     pytest.importorskip("matplotlib")
     from bayesdl.plotting import plot_explanations

@@ -7,7 +7,7 @@
   **common random numbers**: every evaluation, at every point of an integrated-gradients
   path, uses the same S draws (``BaseMethod.predict_differentiable`` with a generator reset
   to one state), so it is one deterministic, differentiable function of the input.
-* ``sparsity(method)``: what the method knows about which weights it uses, per layer:
+* ``sparsity(method)``: what the method knows about which weights it uses, per layer (SNR, L0 gates, horseshoe scales):
   the signal-to-noise ratio ``|mean| / sd`` of a Gaussian weight posterior and the
   probability that an L0 gate is open.
 * ``prune(method, fraction, by)``: Blundell et al.'s (2015) signal-to-noise pruning: a copy
@@ -283,7 +283,9 @@ def sparsity(method: BaseMethod) -> list[dict[str, Any]]:
 
     Gathers, where the method has them: the signal-to-noise ratio ``|mean| / sd`` of a
     Gaussian weight posterior (``BaseMethod.weight_posterior``: MeanFieldVI, Laplace,
-    SWAG), and the probability that each L0 gate is open (``L0.prob_nonzero``). Weights
+    SWAG), the probability that each L0 gate is open (``L0.prob_nonzero``), and the
+    posterior scales of a prior with latent scales (``Prior.unit_scales``: the horseshoe's
+    per-unit or per-weight scales; small ones are units the data switched off). Weights
     only (parameters with two or more dimensions); biases are not pruned.
 
     Args:
@@ -293,7 +295,8 @@ def sparsity(method: BaseMethod) -> list[dict[str, Any]]:
         One dict per weight tensor: ``name``, ``weights`` (count), ``zero`` (weights fixed
         at zero), ``snr_median``, ``snr_below_1`` (fraction with SNR < 1; both ``None``
         without a weight posterior), ``gates_open`` (mean probability that the layer's
-        gates are open; ``None`` without gates).
+        gates are open; ``None`` without gates), ``scale_median`` (median posterior scale
+        of the tensor's groups under a prior with latent scales; ``None`` without one).
 
     Raises:
         TypeError: If ``method`` is not a bayesdl method.
@@ -303,21 +306,28 @@ def sparsity(method: BaseMethod) -> list[dict[str, Any]]:
     post = method.weight_posterior() or {}
     gates_of = getattr(method, "prob_nonzero", None)
     gates = {k: float(v.detach().mean()) for k, v in gates_of().items()} if callable(gates_of) else {}
+    try:
+        scales = method.prior.unit_scales()
+    except ValueError:  # a prior without latent scales
+        scales = {}
     rows = []
     for name, p in method.model.named_parameters():
         if p.dim() < 2:
             continue
         layer = name.rsplit(".", 1)[0] if "." in name else ""
+        scale = scales.get(name)
         row: dict[str, Any] = {"name": name, "weights": p.numel(), "zero": None,
                                "snr_median": None, "snr_below_1": None,
-                               "gates_open": gates.get(layer)}  # fmt: skip
+                               "gates_open": gates.get(layer),
+                               "scale_median": None if scale is None
+                               else float(scale.flatten().median())}  # fmt: skip
         if name in post:
             mean, sd = post[name]
             snr = _snr(mean, sd).flatten()
             row.update(zero=int(((mean == 0) & (sd == 0)).sum()),
                        snr_median=float(snr.median()),
                        snr_below_1=float((snr < 1).double().mean()))  # fmt: skip
-        if name in post or row["gates_open"] is not None:
+        if name in post or row["gates_open"] is not None or scale is not None:
             rows.append(row)
     return rows
 
