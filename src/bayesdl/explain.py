@@ -7,9 +7,9 @@
   **common random numbers**: every evaluation, at every point of an integrated-gradients
   path, uses the same S draws (``BaseMethod.predict_differentiable`` with a generator reset
   to one state), so it is one deterministic, differentiable function of the input.
-* ``sparsity(method)``: what the method knows about which weights it uses, per layer (SNR, L0 gates, horseshoe scales):
-  the signal-to-noise ratio ``|mean| / sd`` of a Gaussian weight posterior and the
-  probability that an L0 gate is open.
+* ``sparsity(method)``: what the method knows about which weights it uses, per layer:
+  the signal-to-noise ratio ``|mean| / sd`` of a Gaussian weight posterior, the
+  probability that an L0 gate is open, and a horseshoe prior's posterior unit scales.
 * ``prune(method, fraction, by)``: Blundell et al.'s (2015) signal-to-noise pruning: a copy
   of the method with the weights of lowest ``|mean| / sd`` (or lowest ``|mean|``) fixed at
   exactly zero in every posterior draw.
