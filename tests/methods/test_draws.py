@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 from _policy import Z
+from _toy import toy_data, toy_net
 from scipy import stats
-from torch import nn
 from torch.testing import assert_close
 
 import bayesdl as bdl
@@ -24,17 +24,11 @@ P_MIN = math.erfc(Z / math.sqrt(2))  # the two-sided false-alarm rate of z = 4
 
 
 def _net():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 16), nn.Tanh(),
-        nn.Dropout(0.2), nn.Linear(16, 3),
-    )  # fmt: skip
+    return toy_net()
 
 
 def _data(n=64):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 4, generator=g)
-    return x, (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return toy_data(n)
 
 
 def _gen(seed=0):

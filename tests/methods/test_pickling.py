@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+from _toy import toy_data, toy_net
 from torch import nn
 from torch.testing import assert_close
 
@@ -14,17 +15,11 @@ import bayesdl as bdl
 
 
 def _net():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 16), nn.Tanh(),
-        nn.Dropout(0.2), nn.Linear(16, 3),
-    )  # fmt: skip
+    return toy_net()
 
 
 def _data(n=48):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 4, generator=g)
-    return x, (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return toy_data(n)
 
 
 def _gen():
