@@ -181,3 +181,35 @@ def test_a_huge_sample_count_fails_fast(monkeypatch):
     assert time.perf_counter() - start < 2.0
     # a method with finitely many draws caps S first: MAP holds one, so this is cheap
     assert bdl.MAP(_mlp()).predict(torch.randn(2, 20), samples=10**9).samples.shape == (1, 2, 3)
+
+
+def test_the_spec_follows_a_layer_replaced_after_a_predict():
+    # predict keeps what it read from the layers while they stay the same objects; a
+    # replaced layer (even one allocated where the old one was) is read again
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 3)))
+    m = bdl.MAP(model)
+    m.predict(torch.rand(2, 4))
+    assert (input_spec(model).size, output_size(model)) == (4, 3)
+    model[0] = nn.Linear(5, 8)
+    model[2][0] = nn.Linear(8, 7)
+    assert (input_spec(model).size, output_size(model)) == (5, 7)
+    with pytest.raises(ValueError, match="has 4 features .* takes \\(N, 5\\)"):
+        m.predict(torch.rand(2, 4))
+    assert m.predict(torch.rand(2, 5)).probs.shape == (2, 7)
+    del model[0]  # now ReLU, then the nested Linear(8, 7)
+    assert input_spec(model).size == 8
+
+
+def test_finite_inputs_whose_sum_overflows_are_accepted_and_nan_named():
+    # the fast path sums; a sum that overflows falls back to the exact element-wise check
+    big = torch.full((3, 4), 3e38)
+    assert torch.isinf(big.sum()) and torch.isfinite(big).all()
+    check_model_input(_mlp(inputs=4), big)
+    bad = big.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN value\\(s\\) in 1 row\\(s\\), first indices \\[1\\]"):
+        check_model_input(_mlp(inputs=4), bad)
+    inf = torch.zeros(3, 4)
+    inf[2, 0] = -float("inf")
+    with pytest.raises(ValueError, match="1 inf value\\(s\\) in 1 row\\(s\\), first indices \\[2\\]"):
+        check_model_input(_mlp(inputs=4), inf)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,10 @@ _CONV_AXES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 def check_finite(x: Tensor, name: str) -> None:
     """Raise ``ValueError`` naming how many rows of ``x`` hold NaN/inf and the first rows."""
     if not x.is_floating_point():
+        return
+    # Fast path, exact: a finite sum means no NaN or inf (they propagate through a sum);
+    # only a non-finite sum (a bad value, or an overflow) pays for the element-wise check.
+    if math.isfinite(float(x.sum())):
         return
     bad = ~torch.isfinite(x)
     if not bad.any():
@@ -150,6 +155,43 @@ def draw(
     return out.to(like.device)
 
 
+def _leaves(model: nn.Sequential) -> list[nn.Module]:
+    """The modules ``_layers`` lists, without their names (a cheap walk)."""
+    out: list[nn.Module] = []
+    for child in model:
+        if isinstance(child, nn.Sequential):
+            out += _leaves(child)
+        else:
+            out.append(child)
+    return out
+
+
+_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], InputSpec | None, int | None]]
+_STRUCTURE = weakref.WeakKeyDictionary()
+"""Per ``nn.Sequential``: its layers when last read, and ``(input_spec, output_size)`` then."""
+
+
+def _structure(model: nn.Module) -> tuple[InputSpec | None, int | None]:
+    """``(input_spec, output_size)`` of ``model``, read again only when its layers changed.
+
+    ``predict`` checks every call's input against the model, and reading the layers with
+    their names costs more than a small model's forward pass; so the result is kept per
+    ``nn.Sequential`` with the layer objects it was read from (held, so that a new layer
+    can never be mistaken for a freed one) and reused while the same layers are in place.
+    """
+    if not isinstance(model, nn.Sequential):
+        return None, None
+    leaves = _leaves(model)
+    hit = _STRUCTURE.get(model)
+    if hit is not None and len(hit[0]) == len(leaves) and all(
+        a is b for a, b in zip(hit[0], leaves, strict=True)
+    ):
+        return hit[1], hit[2]
+    found = (_read_input_spec(model), _read_output_size(model))
+    _STRUCTURE[model] = (leaves, *found)
+    return found
+
+
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules an ``nn.Sequential`` applies, in order, nested Sequentials inlined (``[]``
     for any other model: its forward pass is code)."""
@@ -205,11 +247,16 @@ def input_spec(model: nn.Module) -> InputSpec | None:
     Read from an ``nn.Sequential`` (nested ones included) whose first layer, after any
     element-wise layers and an ``nn.Flatten``, is an ``nn.Linear``, an ``nn.Conv1d/2d/3d``
     or an ``nn.Embedding``. Other models return ``None`` (their forward pass is code that
-    only running it would reveal).
+    only running it would reveal). Read once per set of layers (``_structure``).
 
     Args:
         model: The user's network.
     """
+    return _structure(model)[0]
+
+
+def _read_input_spec(model: nn.Module) -> InputSpec | None:
+    """``input_spec``, read from the model's layers (uncached)."""
     layers = _layers(model)
     flatten = False
     for i, (name, m) in enumerate(layers):
@@ -347,6 +394,11 @@ def output_size(model: nn.Module) -> int | None:
     Args:
         model: The user's network.
     """
+    return _structure(model)[1]
+
+
+def _read_output_size(model: nn.Module) -> int | None:
+    """``output_size``, read from the model's layers (uncached)."""
     for _, m in reversed(_layers(model)):
         if isinstance(m, nn.Linear):
             return m.out_features
@@ -430,7 +482,7 @@ def check_output_memory(
         ValueError: Saying how much the outputs would need and how much is available.
     """
     per = per_example or 1
-    need = samples * n * per * torch.empty((), dtype=dtype).element_size()
+    need = samples * n * per * dtype.itemsize
     if available is None and need * OUTPUT_COPIES <= _ALWAYS_FITS:
         return  # not worth reading the system's memory for
     have = available_memory(device) if available is None else available

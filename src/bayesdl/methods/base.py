@@ -208,16 +208,18 @@ class BaseMethod(nn.Module, Method):
     @property
     def device(self) -> torch.device:
         """Device of the model's first parameter (CPU for a parameter-free model)."""
-        for p in self.model.parameters():
-            return p.device
-        return torch.device("cpu")
+        return self._placement()[0]
 
     @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the model's first parameter (the default for none)."""
+        return self._placement()[1]
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        """``(device, dtype)`` of the model's first parameter, in one walk of the model."""
         for p in self.model.parameters():
-            return p.dtype
-        return torch.get_default_dtype()
+            return p.device, p.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
 
     def to_model(self, t: Tensor, *, targets: bool = False) -> Tensor:
         """``t`` on the model's device; floating inputs (not targets) in its dtype.
@@ -226,11 +228,12 @@ class BaseMethod(nn.Module, Method):
             t: Inputs (a tensor or a dict batch, ``bayesdl.inputs``) or targets.
             targets: Keep the dtype (labels, regression targets).
         """
+        device, dtype = self._placement()
         if is_dict_input(t):
-            return to_device(t, self.device, self.dtype)  # type: ignore[return-value]
+            return to_device(t, device, dtype)  # type: ignore[return-value]
         if targets or not t.is_floating_point():
-            return t.to(self.device)
-        return t.to(self.device, self.dtype)
+            return t.to(device)
+        return t.to(device, dtype)
 
     # -- the objective -----------------------------------------------------------------------
     def _forward_checked(self, x: Tensor, y: Tensor, forward: Any = None) -> Tensor:
@@ -763,12 +766,14 @@ class BaseMethod(nn.Module, Method):
                 )
             check_budget(est.predict_total, max_memory, f"{type(self).__name__}.predict",
                          self.memory_knobs)  # fmt: skip
-        device, dtype = self.device, self.dtype  # looked up once: each walks the model
+        device, dtype = self._placement()  # looked up once: it walks the model
         check_output_memory(samples, n, output_size(self.model), dtype, device)
         rows = default_chunk_rows(device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         x = to_device(x, device, dtype)
-        if generator is None:  # a private generator, so every input block sees the same draws
+        if generator is None and self.max_samples is None:
+            # a private generator, so every input block sees the same draws (methods with
+            # finitely many draws keep theirs and take none)
             seed = int(torch.randint(2**62, (), dtype=torch.int64))
             generator = torch.Generator(device).manual_seed(seed)
         block = min(rows, n)
@@ -776,7 +781,11 @@ class BaseMethod(nn.Module, Method):
         plan = ChunkPlan(samples, max(1, rows // block), "independent" if independent else "shared")
         blocks = (x,) if block == n else split_inputs(x, block)
         # shared: the same S posterior draws for every input block; independent: fresh ones
-        start = generator.get_state() if len(blocks) > 1 and not independent else None
+        start = (
+            generator.get_state()
+            if generator is not None and len(blocks) > 1 and not independent
+            else None
+        )
         sample = self._sample_outputs
         if independent and not self.native_independent_draws:
             sample = self._sample_outputs_per_input
