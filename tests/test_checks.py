@@ -207,9 +207,13 @@ def test_finite_inputs_whose_sum_overflows_are_accepted_and_nan_named():
     check_model_input(_mlp(inputs=4), big)
     bad = big.clone()
     bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="1 NaN value\\(s\\) in 1 row\\(s\\), first indices \\[1\\]"):
+    with pytest.raises(
+        ValueError, match="1 NaN value\\(s\\) in 1 row\\(s\\), first indices \\[1\\]"
+    ):
         check_model_input(_mlp(inputs=4), bad)
     inf = torch.zeros(3, 4)
     inf[2, 0] = -float("inf")
-    with pytest.raises(ValueError, match="1 inf value\\(s\\) in 1 row\\(s\\), first indices \\[2\\]"):
+    with pytest.raises(
+        ValueError, match="1 inf value\\(s\\) in 1 row\\(s\\), first indices \\[2\\]"
+    ):
         check_model_input(_mlp(inputs=4), inf)

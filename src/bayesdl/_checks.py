@@ -166,7 +166,9 @@ def _leaves(model: nn.Sequential) -> list[nn.Module]:
     return out
 
 
-_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], InputSpec | None, int | None]]
+_STRUCTURE: weakref.WeakKeyDictionary[
+    nn.Module, tuple[list[nn.Module], InputSpec | None, int | None]
+]
 _STRUCTURE = weakref.WeakKeyDictionary()
 """Per ``nn.Sequential``: its layers when last read, and ``(input_spec, output_size)`` then."""
 
@@ -183,8 +185,10 @@ def _structure(model: nn.Module) -> tuple[InputSpec | None, int | None]:
         return None, None
     leaves = _leaves(model)
     hit = _STRUCTURE.get(model)
-    if hit is not None and len(hit[0]) == len(leaves) and all(
-        a is b for a, b in zip(hit[0], leaves, strict=True)
+    if (
+        hit is not None
+        and len(hit[0]) == len(leaves)
+        and all(a is b for a, b in zip(hit[0], leaves, strict=True))
     ):
         return hit[1], hit[2]
     found = (_read_input_spec(model), _read_output_size(model))
@@ -595,5 +599,7 @@ def check_device(device: str | torch.device) -> torch.device:
                 f"cuda:0 to cuda:{count - 1}."
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(dev)!r}: MPS is not available on this machine; use cpu instead.")
+        raise ValueError(
+            f"device {str(dev)!r}: MPS is not available on this machine; use cpu instead."
+        )
     return dev
