@@ -102,7 +102,7 @@ class ExperimentConfig:
 
     dataset: str = "mnist"
     method: str = MCDropout.cli_name
-    acquisitions: list[str] = field(default_factory=lambda: ["bald"])
+    acquisitions: list[str] = field(default_factory=lambda: ["power-bald"])
     initial: int = 20
     step: int = 10
     budget: int = 1000
