@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the samplers")
     p.add_argument("--name", default=None, help="results file stem (default from D/K/N)")
     p.add_argument("--out", default="benchmarks/results")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = argv
+    return args
 
 
 def _ess(draws: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,7 @@ def main(args: argparse.Namespace) -> dict:
     ref_mean, ref_sd = ref.flatten(0, 1).mean(0), ref.flatten(0, 1).std(0)
     z1, z2 = _z_scores(ours, ref, 1), _z_scores(ours, ref, 2)
     result = {
-        "config": {k_: v for k_, v in vars(args).items() if k_ not in ("out", "name")},
+        "config": {k_: v for k_, v in vars(args).items() if k_ not in ("argv", "out", "name")},
         "hmc": {
             "seconds": round(hmc_s, 1), "max_r_hat": diag.max_r_hat,
             "r_hat": [round(v, 4) for v in _rhat(ours).tolist()],
@@ -149,7 +151,7 @@ def main(args: argparse.Namespace) -> dict:
             "hmc": _shrinkage(mean, sd, normal_mean, normal_sd, k),
             "gibbs": _shrinkage(ref_mean, ref_sd, normal_mean, normal_sd, k),
         },
-        "provenance": provenance(__file__),
+        "provenance": provenance(__file__, args.argv),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
