@@ -126,15 +126,21 @@ def main(args: argparse.Namespace) -> dict:
     result = {
         "config": {k_: v for k_, v in vars(args).items() if k_ not in ("argv", "out", "name")},
         "hmc": {
-            "seconds": round(hmc_s, 1), "max_r_hat": diag.max_r_hat,
+            "seconds": round(hmc_s, 1),
+            "max_r_hat": diag.max_r_hat,
             "r_hat": [round(v, 4) for v in _rhat(ours).tolist()],
-            "min_ess": diag.min_ess, "ess": [round(v) for v in _ess(ours).tolist()],
-            "divergences": diag.divergences, "accept_rate": report.extras["accept_rate"],
-            "mean": mean.tolist(), "sd": sd.tolist(),
+            "min_ess": diag.min_ess,
+            "ess": [round(v) for v in _ess(ours).tolist()],
+            "divergences": diag.divergences,
+            "accept_rate": report.extras["accept_rate"],
+            "mean": mean.tolist(),
+            "sd": sd.tolist(),
         },  # fmt: skip
         "gibbs": {
-            "seconds": round(gibbs_s, 1), "ess": [round(v) for v in _ess(ref).tolist()],
-            "mean": ref_mean.tolist(), "sd": ref_sd.tolist(),
+            "seconds": round(gibbs_s, 1),
+            "ess": [round(v) for v in _ess(ref).tolist()],
+            "mean": ref_mean.tolist(),
+            "sd": ref_sd.tolist(),
         },  # fmt: skip
         "normal1": {"mean": normal_mean.tolist(), "sd": normal_sd.tolist()},
         "truth": truth.tolist(),
