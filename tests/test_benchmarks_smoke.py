@@ -424,3 +424,21 @@ def test_snr_pruning_tiny(tmp_path, restore_threads):
         assert abs(r["removed"] - r["fraction"]) < 1e-3 and 0 <= r["error_average"] <= 100
     assert (tmp_path / "snr_pruning.png").stat().st_size > 0
     assert (tmp_path / "snr_pruning.md").read_text().startswith("Made by `python benchmarks/snr_pruning.py")
+
+
+def test_horseshoe_hmc_tiny(tmp_path, restore_threads):
+    pytest.importorskip("pyro")
+    bench = _load("horseshoe_hmc")
+    args = bench.parse_args([
+        "--inputs", "3", "--nonzero", "1", "--points", "20", "--warmup", "10", "--draws", "6",
+        "--max-tree-depth", "3", "--gibbs-chains", "2", "--gibbs-draws", "50", "--name", "hs",
+        "--out", str(tmp_path),
+    ])  # fmt: skip
+    result = bench.main(args)
+    assert len(result["hmc"]["mean"]) == 3 and len(result["agreement"]["z_mean"]) == 3
+    assert set(result["shrinkage_vs_normal1"]) == {"hmc", "gibbs"}
+    made_by = "Made by `python benchmarks/horseshoe_hmc.py"
+    assert (tmp_path / "hs.md").read_text().startswith(made_by)
+    assert json.loads((tmp_path / "hs.json").read_text())["provenance"]["command"].endswith(
+        "--name hs --out " + str(tmp_path)
+    )

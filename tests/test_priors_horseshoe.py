@@ -7,20 +7,36 @@ of the data-generating process and an independently computed density:
   null one (by the posterior mean's magnitude and by ``unit_scales``) and shrinks the null
   coefficients more than a ``Normal(1)`` prior does;
 * HMC's potential is the horseshoe posterior's density in the non-centred coordinates,
-  computed independently with torch.distributions, and a short run samples the latents.
+  computed independently with torch.distributions, and a short run samples the latents;
+* HMC's coefficient posterior (means and second moments) agrees with an exact Gibbs sampler
+  of the same model (Makalic & Schmidt 2016, ``tests/_horseshoe_gibbs.py``, which shares no
+  code with bayesdl and is itself checked against quadrature) within ``Z`` Monte Carlo
+  standard errors from both samplers' effective sample sizes; HMC ranks the true inputs
+  above the null ones and shrinks the nulls far more than the exact ``Normal(1)``
+  posterior does.
 
-Not here (too slow for the suite, and not converged at test sizes: split R-hat 2.0 after
-2 x 60 draws): HMC's coefficient posterior against a long reference chain.
+The HMC comparison here runs on a smaller problem than the issue's 50 inputs / 5 non-zero
+(4 inputs, 2 non-zero, 30 points, noise sd 1): NUTS on the horseshoe needs long trajectories
+(its step size is set by the funnels between a null weight and its local scale, see the
+``Horseshoe`` docstring) and every leapfrog step costs milliseconds in Pyro, so larger
+problems do not converge within the suite's time; ``benchmarks/horseshoe_hmc.py`` runs the
+same comparison on larger problems with longer chains.
 """
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
+from _horseshoe_gibbs import horseshoe_gibbs
+from _policy import Z
 from torch import nn
 from torch.testing import assert_close
 
 import bayesdl as bdl
 
 pytest.importorskip("pyro")
+from pyro.ops.stats import effective_sample_size  # noqa: E402
 
 D, K, N, SIGMA, TAU0 = 12, 2, 60, 0.5, 0.1
 
@@ -111,3 +127,96 @@ def test_hmc_samples_the_latents_and_keeps_their_summary():
     # the banked draws are weights: predictions are X w of the stored draws
     pred = hmc.predict(x[:3], samples=4)
     assert_close(pred.samples[..., 0], hmc.bank()["weight"][:, 0] @ x[:3].T)
+
+
+# -- HMC against an exact Gibbs sampler --------------------------------------------------------
+def _moments_agree(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    """Means and second moments of draws (chains, draws, D) agree within ``Z`` Monte Carlo
+    standard errors, each from its own sampler's effective sample size (per coefficient)."""
+    for power in (1, 2):
+        a, b = ours**power, ref**power
+        se2 = [t.flatten(0, 1).var(0) / effective_sample_size(t) for t in (a, b)]
+        diff = a.flatten(0, 1).mean(0) - b.flatten(0, 1).mean(0)
+        tol = Z * (se2[0] + se2[1]).sqrt()
+        assert (diff.abs() <= tol).all(), (power, diff, tol)
+
+
+def test_gibbs_reference_matches_quadrature():
+    """The reference sampler against the exact posterior: with an orthogonal design
+    (``X^T X = N I``) the posterior factorises given ``tau``, so the posterior mean and
+    second moment of every coefficient are a two-dimensional quadrature over ``log lambda``
+    and ``log tau`` (the coefficient integrated in closed form given its scale)."""
+    n_in, n, sigma, tau0 = 4, 30, 1.0, 0.3
+    rng = np.random.default_rng(0)
+    x = np.sqrt(n) * np.linalg.qr(rng.standard_normal((n, n_in)))[0]
+    y = x @ np.array([1.5, -1.0, 0.0, 0.0]) + sigma * rng.standard_normal(n)
+    z, noise_var = x.T @ y / n, sigma**2 / n  # z_j ~ N(beta_j, sigma^2 / N) given beta
+    u = np.linspace(-12.0, 12.0, 2401)  # log lambda
+    lam = np.exp(u)
+    p_lam = 2 / np.pi / (1 + lam**2) * lam * (u[1] - u[0])
+    v = np.linspace(-12.0, 6.0, 1201)  # log tau
+    tau = np.exp(v)
+    log_p_tau = np.log(2 / np.pi * tau0 / (tau0**2 + tau**2) * tau)
+    s2 = (lam[None, :] * tau[:, None]) ** 2  # prior variance of beta_j, (tau, lambda)
+    shrink = s2 / (s2 + noise_var)
+    marg, m1, m2 = [], [], []
+    for j in range(n_in):  # given the scale: z_j ~ N(0, s^2 + noise_var), beta_j Gaussian
+        dens = np.exp(-0.5 * z[j] ** 2 / (s2 + noise_var)) / np.sqrt(s2 + noise_var) * p_lam
+        marg.append(dens.sum(1))
+        m1.append((dens * shrink * z[j]).sum(1) / marg[-1])
+        m2.append((dens * (shrink * noise_var + (shrink * z[j]) ** 2)).sum(1) / marg[-1])
+    log_w = log_p_tau + np.log(np.stack(marg, 1)).sum(1)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    exact = [torch.from_numpy(w @ np.stack(m, 1)) for m in (m1, m2)]
+    draws = torch.from_numpy(
+        horseshoe_gibbs(x, y, sigma, tau0, draws=2500, burn=200, chains=8, seed=0)
+    )
+    for power, truth in zip((1, 2), exact, strict=True):
+        t = draws**power
+        se = t.flatten(0, 1).std(0) / effective_sample_size(t).sqrt()
+        assert ((t.flatten(0, 1).mean(0) - truth).abs() <= Z * se).all(), (power, truth)
+
+
+D_H, K_H, N_H, SIGMA_H, TAU0_H = 4, 2, 30, 1.0, 0.1
+
+
+def _hmc_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N_H, D_H, generator=g, dtype=torch.float64)
+    beta = torch.zeros(D_H, dtype=torch.float64)
+    beta[:K_H] = torch.tensor([1.5, -1.5], dtype=torch.float64)
+    return x, x @ beta[:, None] + SIGMA_H * torch.randn(N_H, 1, generator=g, dtype=torch.float64)
+
+
+def test_hmc_matches_the_exact_gibbs_sampler_and_shrinks_the_nulls():
+    """bdl.HMC (NUTS, two chains) on the horseshoe regression: converged (split R-hat and
+    ESS of every coefficient), its coefficient posterior equal to the exact Gibbs
+    sampler's within Monte Carlo error, the true inputs ranked first, and the null
+    coefficients' posterior means shrunk to well under those of the exact Normal(1)
+    posterior (the Gibbs reference puts the ratio of their mean magnitudes at 0.49)."""
+    x, y = _hmc_data()
+    torch.manual_seed(0)
+    net = nn.Linear(D_H, 1, bias=False).double()
+    chains, draws = 2, 150
+    hmc = bdl.HMC(net, bdl.likelihoods.Gaussian(SIGMA_H),
+                  prior=bdl.priors.Horseshoe(TAU0_H, group="weight"), num_samples=draws,
+                  num_chains=chains, max_tree_depth=4)  # fmt: skip
+    with warnings.catch_warnings():  # fit warns below ESS 100; checked here instead
+        warnings.simplefilter("ignore", UserWarning)
+        hmc.fit((x, y), warmup=150, progress=False, generator=torch.Generator().manual_seed(1))
+        diag = hmc.diagnostics()
+    assert diag.max_r_hat < 1.05 and diag.min_ess > 50, diag  # the error bars below hold
+    ours = hmc.bank()["weight"].flatten(1).unflatten(0, (chains, draws))
+    ref = torch.from_numpy(horseshoe_gibbs(x.numpy(), y.numpy()[:, 0], SIGMA_H, TAU0_H,
+                                           draws=2000, burn=200, chains=8, seed=0))  # fmt: skip
+    _moments_agree(ours, ref)
+    mean = ours.flatten(0, 1).mean(0)
+    assert mean[:K_H].abs().min() > mean[K_H:].abs().max(), mean
+    # the exact posterior under Normal(1) (conjugate)
+    cov = torch.linalg.inv(x.T @ x / SIGMA_H**2 + torch.eye(D_H, dtype=x.dtype))
+    normal_mean = (cov @ x.T @ y / SIGMA_H**2).flatten()
+    ratio = mean[K_H:].abs().mean() / normal_mean[K_H:].abs().mean()
+    assert ratio < 0.7, (ratio, mean, normal_mean)
+    scales = bdl.priors.unit_scales(hmc)["weight"].flatten()
+    assert scales[:K_H].min() > scales[K_H:].max(), scales
