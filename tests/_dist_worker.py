@@ -19,6 +19,7 @@ from torch import nn
 import bayesdl as bdl
 from bayesdl import distributed
 from bayesdl.active import ActiveLearner
+from bayesdl.engine import Callback
 
 N, B = 91, 16  # the last global minibatch (11) splits 6 / 5 over two ranks
 
@@ -37,9 +38,33 @@ def net() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
+def dropout_net(conv: bool = False) -> nn.Module:
+    """``net()`` with an ``nn.Dropout`` (or, ``conv``, a 1-d convolution and ``nn.Dropout1d``)."""
+    torch.manual_seed(0)
+    if conv:
+        return nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv1d(1, 4, 3, padding=1), nn.Tanh(),
+                             nn.Dropout1d(0.3), nn.Flatten(), nn.Linear(16, 3))  # fmt: skip
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+
+class Members(Callback):
+    """Records the ensemble members this process trained."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_step_end(self, state, terms) -> None:
+        self.seen.add(state.member)
+
+
+PER_EXAMPLE = ["vi_local", "vi_flipout", "mc_dropout", "mc_dropout1d", "concrete", "l0"]
+"""Fits whose training draws noise per example: the global minibatch's, cut to each rank."""
+
+
 def fits() -> dict[str, dict[str, torch.Tensor]]:
-    """MAP, MeanFieldVI (reparam; local: equal over ranks only), SGLD and SWAG fits, Laplace on the MAP net, a sharded
-    predict: every tensor that must equal the single-process run."""
+    """MAP, MeanFieldVI (every estimator), MC dropout, concrete dropout, L0, SGLD and SWAG
+    fits, Laplace on the MAP net, a sharded predict: every tensor that must equal the
+    single-process run."""
     x, y = data()
     out: dict[str, dict[str, torch.Tensor]] = {}
     makers = {
@@ -47,16 +72,26 @@ def fits() -> dict[str, dict[str, torch.Tensor]]:
         "vi": lambda: bdl.MeanFieldVI(net(), estimator="reparam"),
         "sgld": lambda: bdl.SGLD(net(), num_samples=4, cycles=2, exploration=0.5),
         "swag": lambda: bdl.SWAG(net()),
-        "vi_local": lambda: bdl.MeanFieldVI(net(), estimator="local"),  # per-example noise
+        "vi_local": lambda: bdl.MeanFieldVI(net(), estimator="local"),
+        "vi_flipout": lambda: bdl.MeanFieldVI(net(), estimator="flipout"),
+        "mc_dropout": lambda: bdl.MCDropout(dropout_net()),
+        "mc_dropout1d": lambda: bdl.MCDropout(dropout_net(conv=True)),
+        "concrete": lambda: bdl.ConcreteDropout(dropout_net()),
+        "l0": lambda: bdl.L0(net()),
+        "ensemble": lambda: bdl.DeepEnsemble(net(), members=3),  # members spread: 2 + 1
+        "multiswag": lambda: bdl.MultiSWAG(net(), members=3),
     }
     methods = {}
     for name, make in makers.items():
         g = torch.Generator().manual_seed(2)
         m = make()
-        kw = {"lr": 1e-2} if name in ("map", "vi", "vi_local") else {}
-        rep = m.fit((x, y), epochs=4, batch_size=B, generator=g, progress=False, **kw)
+        kw = {"lr": 1e-2} if name in ("map", "vi", "ensemble", *PER_EXAMPLE) else {}
+        trained = Members()
+        rep = m.fit((x, y), epochs=4, batch_size=B, generator=g, progress=False,
+                    callbacks=[trained], **kw)  # fmt: skip
         out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
         out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+        out[f"{name}_trained"] = {"members": torch.tensor(sorted(trained.seen))}
         methods[name] = m
     for hessian, subset in (("full", "all"), ("diag", "all"), ("kfac", "all")):
         la = bdl.Laplace(methods["map"].model, hessian=hessian, subset=subset)

@@ -28,6 +28,8 @@ import pytest
 import torch
 
 import bayesdl as bdl
+from bayesdl import distributed
+from bayesdl._checks import draw_rows
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 RTOL, ATOL = 1e-5, 1e-6
@@ -82,13 +84,29 @@ def _close(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], **tol) ->
                                    msg=lambda m, key=key: f"{key}: {m}")  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["map", "vi", "sgld", "swag"])
+@pytest.mark.parametrize("name", ["map", "vi", "sgld", "swag", *worker.PER_EXAMPLE])
 def test_fit_equals_one_process(fits, name):
-    """MAP, MeanFieldVI (reparam), SGLD (noise once per global step) and SWAG (moments once
-    per global step): both ranks hold the single-process weights, losses and samples."""
+    """MAP, MeanFieldVI (reparam, local, flipout), MC dropout (``nn.Dropout`` and
+    ``nn.Dropout1d``), concrete dropout, L0, SGLD (noise once per global step) and SWAG
+    (moments once per global step): both ranks hold the single-process weights, losses and
+    samples. Noise drawn per example is the global minibatch's, cut to each rank's rows."""
     ref, tmp = fits
     for got in _load(tmp, name):
         _close(got, ref[name])
+
+
+@pytest.mark.parametrize("name", ["ensemble", "multiswag"])
+def test_members_spread_over_ranks(fits, name):
+    """DeepEnsemble and MultiSWAG with 3 members on 2 ranks: rank 0 trains members 0 and 2,
+    rank 1 member 1, each alone on all the data with the member's own generator; the
+    members gathered at the end are one process's, bit for bit (every member is trained by
+    one process in both runs), and so are the model (member 0) and the losses."""
+    ref, tmp = fits
+    for r, got in enumerate(_load(tmp, name)):
+        _close(got, ref[name], rtol=0, atol=0)
+        trained = _load(tmp, f"{name}_trained")[r]["members"].tolist()
+        assert trained == [[0, 2], [1]][r]
+    assert ref[f"{name}_trained"]["members"].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -114,15 +132,39 @@ def test_a_map_style_dataset_trains_in_step(fits):
     assert r0["losses"][-1] < r0["losses"][0]
 
 
-def test_per_example_noise_stays_in_step(fits):
-    """MeanFieldVI's local reparameterisation draws its noise per rank: the ranks still hold
-    the same weights (all-reduced gradients), and they differ from the single-process fit's
-    (the noise is not the same draw), so the noise is not shared by the ranks."""
-    ref, tmp = fits
-    r0, r1 = _load(tmp, "vi_local")
-    for key in r0:
-        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
-    assert not torch.allclose(r0["model.0.weight"], ref["vi_local"]["model.0.weight"], atol=1e-4)
+def test_draw_rows_cuts_the_global_draw():
+    """A part of a minibatch gets the rows of the draw for the whole minibatch, and leaves the
+    generator where the whole draw leaves it; a shape that is not the part's is an error."""
+    like = torch.empty(())
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    whole = torch.randn(10, 3, generator=g1)
+    part = draw_rows("randn", (4, 3), like, g2, (5, 9, 10))
+    assert torch.equal(part, whole[5:9])
+    assert torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ValueError, match="has not the 4 rows"):
+        draw_rows("randn", (3, 3), like, g2, (5, 9, 10))
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Dropout(0.3), torch.nn.Dropout2d(0.4)])
+def test_global_dropout_gives_torch_s_masks(layer):
+    """``global_dropout`` on rows 2:5 of a minibatch of 8 gives those rows of what torch's
+    own dropout gives the whole minibatch from the same global RNG state (on a CPU), and
+    leaves the RNG where torch's leaves it; in evaluation mode it changes nothing."""
+    x = torch.randn(8, 6, 3, 3)
+    layer.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        whole = layer(x)
+        after = torch.get_rng_state()
+        torch.manual_seed(11)
+        with distributed.global_dropout(layer, (2, 5, 8)):
+            part = layer(x[2:5])
+        assert torch.equal(torch.get_rng_state(), after)
+    torch.testing.assert_close(part, whole[2:5], rtol=0, atol=0)
+    assert layer.training and not torch.equal(part, x[2:5])
+    layer.eval()
+    with distributed.global_dropout(layer, (2, 5, 8)):
+        assert torch.equal(layer(x[2:5]), x[2:5])
 
 
 @pytest.mark.parametrize("hessian", ["full", "diag", "kfac"])
