@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -108,6 +109,34 @@ def fits() -> dict[str, dict[str, torch.Tensor]]:
     )
     out["predict_vi"] = {"samples": pred.samples}
     return out
+
+
+def hmc() -> dict[str, dict[str, torch.Tensor]]:
+    """HMC with 3 chains (rank 0 runs chains 0 and 2, rank 1 chain 1) after a 2-epoch MAP
+    fit: the bank of draws, the divergences and the acceptance rate."""
+    try:
+        import pyro.infer
+    except ImportError:  # the test skips
+        return {}
+    x, y = data()
+    m = bdl.HMC(net(), num_samples=4, num_chains=3, max_tree_depth=4)
+    run, runs = pyro.infer.MCMC.run, []
+
+    def counted(self, *args, **kwargs):
+        runs.append(1)
+        return run(self, *args, **kwargs)
+
+    pyro.infer.MCMC.run = counted
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # far too short to converge
+            rep = m.fit((x, y), warmup=6, epochs=2, batch_size=B, lr=1e-2, progress=False,
+                        generator=torch.Generator().manual_seed(8))  # fmt: skip
+    finally:
+        pyro.infer.MCMC.run = run
+    out = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    out["accept_rate"] = torch.tensor(rep.extras["accept_rate"], dtype=torch.float64)
+    return {"hmc": out, "hmc_chains_run": {"chains": torch.tensor(len(runs))}}
 
 
 def every_method() -> dict[str, dict[str, torch.Tensor]]:
@@ -239,7 +268,7 @@ def main() -> None:
     distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
     if mode != "all":
         raise SystemExit(f"unknown mode {mode!r}; the one mode is 'all'.")
-    res = {**active(sys.argv[3]), **fits(), **every_method(), **errors(),
+    res = {**active(sys.argv[3]), **fits(), **hmc(), **every_method(), **errors(),
            **evaluate(out / "evaluate")}  # fmt: skip
     for name, tensors in res.items():
         torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")

@@ -109,6 +109,18 @@ def test_members_spread_over_ranks(fits, name):
     assert ref[f"{name}_trained"]["members"].tolist() == [0, 1, 2]
 
 
+def test_hmc_chains_spread_over_ranks(run):
+    """HMC with 3 chains on 2 ranks (after a 2-epoch MAP fit that every rank runs alone):
+    rank 0 runs chains 0 and 2, rank 1 chain 1, and after the broadcast both hold the bank,
+    divergences and acceptance rate of one process with the same generator, bit for bit."""
+    pytest.importorskip("pyro")
+    ref = worker.hmc()
+    assert int(ref["hmc_chains_run"]["chains"]) == 3
+    for r, got in enumerate(_load(run, "hmc")):
+        _close(got, ref["hmc"], rtol=0, atol=0)
+        assert int(_load(run, "hmc_chains_run")[r]["chains"]) == [2, 1][r]
+
+
 @pytest.mark.parametrize(
     "name", [n for n in bdl.method_names() if not bdl.get_method(n).full_batch]
 )

@@ -193,9 +193,8 @@ class DeepEnsemble(SampleBank):
         Args:
             member: Index of the member.
         """
-        names = [bank_key(n) for n in [*self.names, *self.buffer_names]]
-        names += [self.noise_buffer] if self.noise_buffer is not None else []
-        return [getattr(self, n)[member] for n in names]
+        buffers = [getattr(self, bank_key(n))[member] for n in self.buffer_names]
+        return self.slots(member) + buffers
 
     def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
         """Every member is in the bank (members spread over ranks were gathered).
