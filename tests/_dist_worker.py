@@ -232,6 +232,22 @@ def active(ckpt: str) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
+def batchbald_shards() -> dict[str, dict[str, torch.Tensor]]:
+    """BatchBALD's greedy search split over the ranks (each rank holds its block of a pool of
+    150 points; blocks of 64 in the lazy search), exact for the first two points and with
+    sampled label configurations after (``num_configs=20 < 3**3``): the batch of 6."""
+    from bayesdl.active.acquisition import batchbald
+    from bayesdl.predictive import CategoricalPredictive
+
+    logits = 2 * torch.randn(8, 150, 3, generator=torch.Generator().manual_seed(9))
+    pred = CategoricalPredictive(logits.log_softmax(-1))
+    start, stop = distributed.shard_bounds(150)
+    shard = CategoricalPredictive(pred.samples[:, start:stop])
+    got = batchbald(shard, 6, num_configs=20, generator=torch.Generator().manual_seed(10),
+                    shard=(start, 150) if distributed.is_active() else None)  # fmt: skip
+    return {"batchbald_shards": {"chosen": got}}
+
+
 def errors() -> dict[str, dict[str, torch.Tensor]]:
     """The messages of a world size that does not divide the batch and of a rank-dependent
     setting (as byte tensors)."""
@@ -268,7 +284,8 @@ def main() -> None:
     distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
     if mode != "all":
         raise SystemExit(f"unknown mode {mode!r}; the one mode is 'all'.")
-    res = {**active(sys.argv[3]), **fits(), **hmc(), **every_method(), **errors(),
+    res = {**active(sys.argv[3]), **fits(), **hmc(), **batchbald_shards(), **every_method(),
+           **errors(),
            **evaluate(out / "evaluate")}  # fmt: skip
     for name, tensors in res.items():
         torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")

@@ -232,6 +232,16 @@ def test_batchbald_equals_one_process(active):
         assert got["labelled"].tolist() == ref.labelled_indices
 
 
+def test_batchbald_search_split_over_ranks(run):
+    """BatchBALD's greedy search with its candidates split over the ranks (gains of each
+    lazy block all-reduced, the chosen point's draws broadcast), exact joint entropies and
+    then sampled label configurations: both ranks choose one process's batch."""
+    ref = worker.batchbald_shards()["batchbald_shards"]["chosen"].tolist()
+    assert len(set(ref)) == 6
+    for got in _load(run, "batchbald_shards"):
+        assert got["chosen"].tolist() == ref
+
+
 def test_only_rank_zero_writes_checkpoints(active, tmp_path):
     """Rank 0 alone renamed files into the checkpoint directory, which then holds what a
     single process writes."""
