@@ -273,3 +273,43 @@ def test_evaluate_cli_equals_one_process(run, tmp_path):
                 continue  # timings
             tol = {"abs": 2 / 21} if key.endswith("_mi") else {"rel": 1e-4, "abs": 1e-6}
             assert got[name][key] == pytest.approx(value, **tol), (name, key)
+
+
+ACTIVE_LEARN = [
+    "active-learn", "--dataset", "digits", "--method", "mc-dropout",
+    "--acquisition", "bald,batchbald", "--draws", "shared", "--initial", "10", "--step", "4",
+    "--budget", "18", "--pool-subset", "0", "--mc-samples", "4", "--train-steps", "20",
+    "--batch-size", "8", "--test-size", "40", "--threads", "1", "--no-progress", "--out",
+]  # fmt: skip
+"""``bayesdl active-learn`` at a tiny size: MC dropout (its training masks are the global
+minibatch's), BALD and BatchBALD on the whole pool with shared draws."""
+
+
+def test_active_learn_cli_under_torchrun_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node=2 -m bayesdl active-learn ...`` (the CLI as users run it)
+    ends with the labelled sets and test accuracies of the single-process CLI, writes the
+    same files, and rank 1 writes nothing (every write under ``--out`` is recorded by an
+    audit hook, ``tests/_audit/sitecustomize.py``)."""
+    from bayesdl.cli import main as cli
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    src = Path(__file__).parents[1] / "src"
+    env = {**os.environ, "BAYESDL_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1",
+           "BAYESDL_AUDIT_DIR": str(two), "BAYESDL_AUDIT_LOG": str(tmp_path / "writes_rank")}  # fmt: skip
+    paths = [str(Path(__file__).with_name("_audit")), str(src), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "bayesdl", *ACTIVE_LEARN, str(two)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert cli([*ACTIVE_LEARN, str(one)]) == 0
+    got = json.loads((two / "results.json").read_text())["runs"]
+    ref = json.loads((one / "results.json").read_text())["runs"]
+    assert [r["acquisition"] for r in got] == [r["acquisition"] for r in ref] == ["bald", "batchbald"]
+    for g, r in zip(got, ref, strict=True):
+        assert g["labelled_indices"] == r["labelled_indices"]
+        assert g["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9)
+    files = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # noqa: E731
+    assert files(two) == files(one)
+    writes = [json.loads((tmp_path / f"writes_rank{r}.json").read_text()) for r in (0, 1)]
+    assert writes[0] and writes[1] == [], writes[1][:5]
