@@ -162,11 +162,13 @@ def every_method() -> dict[str, dict[str, torch.Tensor]]:
         def __getitem__(self, i: int):
             return x[i], y[i]
 
-    m = bdl.MAP(net())  # DistributedSampler, batch_size / world per rank
-    rep = m.fit(Pairs(), epochs=2, batch_size=B, lr=1e-2, progress=False,
-                generator=torch.Generator().manual_seed(6))  # fmt: skip
-    out["dataset_map"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
-    out["dataset_map"]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+    for name, m in (("dataset_map", bdl.MAP(net())), ("dataset_mcd", bdl.MCDropout(dropout_net()))):
+        # DistributedSampler, batch_size / world per rank (dropout: the ranks' rows of the
+        # global minibatch's masks)
+        rep = m.fit(Pairs(), epochs=2, batch_size=B, lr=1e-2, progress=False,
+                    generator=torch.Generator().manual_seed(6))  # fmt: skip
+        out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
     return out
 
 

@@ -134,11 +134,13 @@ def test_every_method_keeps_the_ranks_in_step(fits, name):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
 
 
-def test_a_map_style_dataset_trains_in_step(fits):
-    """A ``Dataset`` without tensors goes through a ``DistributedSampler``: both ranks end
-    with the same weights, and the fit lowered the loss."""
+@pytest.mark.parametrize("name", ["dataset_map", "dataset_mcd"])
+def test_a_map_style_dataset_trains_in_step(fits, name):
+    """A ``Dataset`` without tensors goes through a ``DistributedSampler`` (MAP; MC dropout,
+    whose masks are the ranks' rows of one global draw): both ranks end with the same
+    weights, and the fit lowered the loss."""
     _, tmp = fits
-    r0, r1 = _load(tmp, "dataset_map")
+    r0, r1 = _load(tmp, name)
     for key in r0:
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
     assert r0["losses"][-1] < r0["losses"][0]

@@ -14,11 +14,19 @@ and gives the answers of one process:
   is the global data size. The weights, the optimiser state and the method's generator stay
   identical on every rank, so noise drawn per parameter (SGLD / SGHMC, a weight sample of
   MeanFieldVI's ``"reparam"`` estimator) is drawn once per global step, the same on every
-  rank, and SWAG's moments and sample banks are collected once per global step.
+  rank, and SWAG's moments and sample banks are collected once per global step. Noise drawn
+  per example (VI's local reparameterisation and Flipout, concrete dropout's and L0's
+  gates, the model's ``nn.Dropout`` masks: ``global_dropout``) is drawn for the whole
+  global minibatch on every rank and cut to the rank's rows (``FitState.rows``), so those
+  fits equal one process's too.
+* Ensemble members (DeepEnsemble, MultiSWAG) and HMC chains are spread over the ranks
+  (member or chain ``m`` on rank ``m % world``, each run ``alone`` with seeds of its own)
+  and broadcast from there at the end (``broadcast_``).
 * Prediction in shards: ``predict_sharded`` predicts each rank's contiguous block of the
   inputs with the same posterior draws and all-gathers the outputs.
 * Laplace all-reduces its curvature and log-likelihood sums; active learning scores its pool
-  in shards and takes the global top-k by an all-gather of (score, index).
+  in shards and takes the global top-k by an all-gather of (score, index); BatchBALD splits
+  its greedy search over the ranks.
 * Rank 0 alone writes files (``is_main``).
 
 Why an explicit all-reduce rather than ``DistributedDataParallel``: the engine already owns
@@ -264,10 +272,11 @@ def shared_seed(generator: torch.Generator | None) -> int:
 def rank_generator(generator: torch.Generator) -> torch.Generator:
     """A generator of this rank's own, seeded from one draw of the shared ``generator``.
 
-    Noise drawn per example (VI's local reparameterisation and Flipout, concrete dropout's
-    and L0's gates) must differ between the ranks' examples, while the shared generator
-    must advance the same on every rank (it also shuffles and draws per-parameter noise):
-    one draw from it, offset by the rank, seeds this one.
+    Only where a rank's rows of the global minibatch are unknown (a user's own
+    ``DataLoader``; otherwise per-example noise is the global minibatch's, cut to
+    ``FitState.rows``): noise drawn per example must differ between the ranks' examples,
+    while the shared generator must advance the same on every rank (it also shuffles and
+    draws per-parameter noise), so one draw from it, offset by the rank, seeds this one.
 
     Args:
         generator: The fit's generator, in the same state on every rank.

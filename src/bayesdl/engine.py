@@ -532,7 +532,9 @@ def run_fit(
     Every member trains with a generator of its own, seeded from ``generator``, so a member
     depends on its index alone; under a process group a method that lists its
     ``member_tensors`` has member ``m`` trained by rank ``m % world`` alone, on all the data,
-    and its tensors broadcast from there at the end (the members one process trains).
+    and its tensors broadcast from there at the end (the members one process trains); given
+    a ``DataLoader`` (perhaps one rank's shard), the members are trained in turn, each
+    data-parallel over the ranks.
     Each phase runs on a fork of torch's global RNG seeded from ``generator`` (peeked, not
     advanced), so noise drawn inside the model (``nn.Dropout``) is reproducible too.
 
@@ -552,7 +554,10 @@ def run_fit(
             seed = distributed.shared_seed(None)
             generator = torch.Generator(method.device).manual_seed(seed)
     members = method.fit_members()
-    spread = members > 1 and distributed.is_active() and method.member_tensors(0) is not None
+    spread = (  # a DataLoader of the user's may hold one rank's shard: members data-parallel
+        members > 1 and distributed.is_active() and method.member_tensors(0) is not None
+        and not isinstance(data, DataLoader) and not hasattr(data, "epoch")
+    )  # fmt: skip
     here, world = distributed.rank(), distributed.world_size()
     solo = distributed.alone if spread else contextlib.nullcontext  # members: each rank its own
     with solo():
