@@ -146,6 +146,17 @@ def test_a_map_style_dataset_trains_in_step(fits, name):
     assert r0["losses"][-1] < r0["losses"][0]
 
 
+@pytest.mark.parametrize("name", ["last_vi_local", "last_mc_dropout"])
+def test_a_rank_without_examples_stays_on_one_process_s_draws(fits, name):
+    """81 examples in global minibatches of 16: the last one (1 example) leaves rank 1
+    empty-handed, and the ranks take rank 0's random state after it, so the next epochs'
+    shuffles and noise are still one process's."""
+    _, tmp = fits
+    ref = worker.one_example_last()[name]
+    for got in _load(tmp, name):
+        _close(got, ref)
+
+
 def test_draw_rows_cuts_the_global_draw():
     """A part of a minibatch gets the rows of the draw for the whole minibatch, and leaves the
     generator where the whole draw leaves it; a shape that is not the part's is an error."""
