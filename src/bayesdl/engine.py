@@ -600,7 +600,8 @@ def run_fit(
                     part.load_state_dict(saved)
                 if m:
                     method.reinitialise(seeds[m][0])
-                gen = torch.Generator(method.device).manual_seed(seeds[m][1])
+                device = "cpu" if generator is None else generator.device
+                gen = torch.Generator(device).manual_seed(seeds[m][1])
                 if not isinstance(data, (tuple, DataLoader)) and not hasattr(data, "epoch"):
                     batches = make_batches(data, batch_size, generator=gen, model=method.model)
             report = FitReport(n_data=batches.n_data)
