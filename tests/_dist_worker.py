@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 import bayesdl as bdl
 from bayesdl import distributed
 from bayesdl.active import ActiveLearner
+from bayesdl.engine import Callback
 
 N, B = 91, 16  # the last global minibatch (11) splits 6 / 5 over two ranks
 
@@ -37,9 +39,33 @@ def net() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
+def dropout_net(conv: bool = False) -> nn.Module:
+    """``net()`` with an ``nn.Dropout`` (or, ``conv``, a 1-d convolution and ``nn.Dropout1d``)."""
+    torch.manual_seed(0)
+    if conv:
+        return nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv1d(1, 4, 3, padding=1), nn.Tanh(),
+                             nn.Dropout1d(0.3), nn.Flatten(), nn.Linear(16, 3))  # fmt: skip
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+
+class Members(Callback):
+    """Records the ensemble members this process trained."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_step_end(self, state, terms) -> None:
+        self.seen.add(state.member)
+
+
+PER_EXAMPLE = ["vi_local", "vi_flipout", "mc_dropout", "mc_dropout1d", "concrete", "l0"]
+"""Fits whose training draws noise per example: the global minibatch's, cut to each rank."""
+
+
 def fits() -> dict[str, dict[str, torch.Tensor]]:
-    """MAP, MeanFieldVI (reparam; local: equal over ranks only), SGLD and SWAG fits, Laplace on the MAP net, a sharded
-    predict: every tensor that must equal the single-process run."""
+    """MAP, MeanFieldVI (every estimator), MC dropout, concrete dropout, L0, SGLD and SWAG
+    fits, Laplace on the MAP net, a sharded predict: every tensor that must equal the
+    single-process run."""
     x, y = data()
     out: dict[str, dict[str, torch.Tensor]] = {}
     makers = {
@@ -47,16 +73,26 @@ def fits() -> dict[str, dict[str, torch.Tensor]]:
         "vi": lambda: bdl.MeanFieldVI(net(), estimator="reparam"),
         "sgld": lambda: bdl.SGLD(net(), num_samples=4, cycles=2, exploration=0.5),
         "swag": lambda: bdl.SWAG(net()),
-        "vi_local": lambda: bdl.MeanFieldVI(net(), estimator="local"),  # per-example noise
+        "vi_local": lambda: bdl.MeanFieldVI(net(), estimator="local"),
+        "vi_flipout": lambda: bdl.MeanFieldVI(net(), estimator="flipout"),
+        "mc_dropout": lambda: bdl.MCDropout(dropout_net()),
+        "mc_dropout1d": lambda: bdl.MCDropout(dropout_net(conv=True)),
+        "concrete": lambda: bdl.ConcreteDropout(dropout_net()),
+        "l0": lambda: bdl.L0(net()),
+        "ensemble": lambda: bdl.DeepEnsemble(net(), members=3),  # members spread: 2 + 1
+        "multiswag": lambda: bdl.MultiSWAG(net(), members=3),
     }
     methods = {}
     for name, make in makers.items():
         g = torch.Generator().manual_seed(2)
         m = make()
-        kw = {"lr": 1e-2} if name in ("map", "vi", "vi_local") else {}
-        rep = m.fit((x, y), epochs=4, batch_size=B, generator=g, progress=False, **kw)
+        kw = {"lr": 1e-2} if name in ("map", "vi", "ensemble", *PER_EXAMPLE) else {}
+        trained = Members()
+        rep = m.fit((x, y), epochs=4, batch_size=B, generator=g, progress=False,
+                    callbacks=[trained], **kw)  # fmt: skip
         out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
         out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+        out[f"{name}_trained"] = {"members": torch.tensor(sorted(trained.seen))}
         methods[name] = m
     for hessian, subset in (("full", "all"), ("diag", "all"), ("kfac", "all")):
         la = bdl.Laplace(methods["map"].model, hessian=hessian, subset=subset)
@@ -73,6 +109,49 @@ def fits() -> dict[str, dict[str, torch.Tensor]]:
     )
     out["predict_vi"] = {"samples": pred.samples}
     return out
+
+
+def one_example_last() -> dict[str, dict[str, torch.Tensor]]:
+    """MeanFieldVI (local) and MC dropout on 81 examples: the last global minibatch (1)
+    leaves rank 1 without an example, so it draws no noise, and the ranks take rank 0's
+    random state after that step (``distributed.broadcast_rng``)."""
+    x, y = data()
+    out = {}
+    for name, m in (("last_vi_local", bdl.MeanFieldVI(net(), estimator="local")),
+                    ("last_mc_dropout", bdl.MCDropout(dropout_net()))):  # fmt: skip
+        rep = m.fit((x[:81], y[:81]), epochs=3, batch_size=B, lr=1e-2, progress=False,
+                    generator=torch.Generator().manual_seed(12))  # fmt: skip
+        out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+    return out
+
+
+def hmc() -> dict[str, dict[str, torch.Tensor]]:
+    """HMC with 3 chains (rank 0 runs chains 0 and 2, rank 1 chain 1) after a 2-epoch MAP
+    fit: the bank of draws, the divergences and the acceptance rate."""
+    try:
+        import pyro.infer
+    except ImportError:  # the test skips
+        return {}
+    x, y = data()
+    m = bdl.HMC(net(), num_samples=4, num_chains=3, max_tree_depth=4)
+    run, runs = pyro.infer.MCMC.run, []
+
+    def counted(self, *args, **kwargs):
+        runs.append(1)
+        return run(self, *args, **kwargs)
+
+    pyro.infer.MCMC.run = counted
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # far too short to converge
+            rep = m.fit((x, y), warmup=6, epochs=2, batch_size=B, lr=1e-2, progress=False,
+                        generator=torch.Generator().manual_seed(8))  # fmt: skip
+    finally:
+        pyro.infer.MCMC.run = run
+    out = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    out["accept_rate"] = torch.tensor(rep.extras["accept_rate"], dtype=torch.float64)
+    return {"hmc": out, "hmc_chains_run": {"chains": torch.tensor(len(runs))}}
 
 
 def every_method() -> dict[str, dict[str, torch.Tensor]]:
@@ -98,11 +177,13 @@ def every_method() -> dict[str, dict[str, torch.Tensor]]:
         def __getitem__(self, i: int):
             return x[i], y[i]
 
-    m = bdl.MAP(net())  # DistributedSampler, batch_size / world per rank
-    rep = m.fit(Pairs(), epochs=2, batch_size=B, lr=1e-2, progress=False,
-                generator=torch.Generator().manual_seed(6))  # fmt: skip
-    out["dataset_map"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
-    out["dataset_map"]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
+    for name, m in (("dataset_map", bdl.MAP(net())), ("dataset_mcd", bdl.MCDropout(dropout_net()))):
+        # DistributedSampler, batch_size / world per rank (dropout: the ranks' rows of the
+        # global minibatch's masks)
+        rep = m.fit(Pairs(), epochs=2, batch_size=B, lr=1e-2, progress=False,
+                    generator=torch.Generator().manual_seed(6))  # fmt: skip
+        out[name] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        out[name]["losses"] = torch.tensor(rep.losses, dtype=torch.float64)
     return out
 
 
@@ -168,6 +249,22 @@ def active(ckpt: str) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
+def batchbald_shards() -> dict[str, dict[str, torch.Tensor]]:
+    """BatchBALD's greedy search split over the ranks (each rank holds its block of a pool of
+    150 points; blocks of 64 in the lazy search), exact for the first two points and with
+    sampled label configurations after (``num_configs=20 < 3**3``): the batch of 6."""
+    from bayesdl.active.acquisition import batchbald
+    from bayesdl.predictive import CategoricalPredictive
+
+    logits = 2 * torch.randn(8, 150, 3, generator=torch.Generator().manual_seed(9))
+    pred = CategoricalPredictive(logits.log_softmax(-1))
+    start, stop = distributed.shard_bounds(150)
+    shard = CategoricalPredictive(pred.samples[:, start:stop])
+    got = batchbald(shard, 6, num_configs=20, generator=torch.Generator().manual_seed(10),
+                    shard=(start, 150) if distributed.is_active() else None)  # fmt: skip
+    return {"batchbald_shards": {"chosen": got}}
+
+
 def errors() -> dict[str, dict[str, torch.Tensor]]:
     """The messages of a world size that does not divide the batch and of a rank-dependent
     setting (as byte tensors)."""
@@ -204,8 +301,8 @@ def main() -> None:
     distributed.init_from_env(timeout_s=float(os.environ.get("BAYESDL_DIST_TIMEOUT", 60)))
     if mode != "all":
         raise SystemExit(f"unknown mode {mode!r}; the one mode is 'all'.")
-    res = {**active(sys.argv[3]), **fits(), **every_method(), **errors(),
-           **evaluate(out / "evaluate")}  # fmt: skip
+    res = {**active(sys.argv[3]), **fits(), **one_example_last(), **hmc(), **batchbald_shards(),
+           **every_method(), **errors(), **evaluate(out / "evaluate")}  # fmt: skip
     for name, tensors in res.items():
         torch.save(tensors, out / f"{name}_rank{distributed.rank()}.pt")
     if distributed.is_active():

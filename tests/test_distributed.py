@@ -28,6 +28,8 @@ import pytest
 import torch
 
 import bayesdl as bdl
+from bayesdl import distributed
+from bayesdl._checks import draw_rows
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 RTOL, ATOL = 1e-5, 1e-6
@@ -82,13 +84,41 @@ def _close(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], **tol) ->
                                    msg=lambda m, key=key: f"{key}: {m}")  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["map", "vi", "sgld", "swag"])
+@pytest.mark.parametrize("name", ["map", "vi", "sgld", "swag", *worker.PER_EXAMPLE])
 def test_fit_equals_one_process(fits, name):
-    """MAP, MeanFieldVI (reparam), SGLD (noise once per global step) and SWAG (moments once
-    per global step): both ranks hold the single-process weights, losses and samples."""
+    """MAP, MeanFieldVI (reparam, local, flipout), MC dropout (``nn.Dropout`` and
+    ``nn.Dropout1d``), concrete dropout, L0, SGLD (noise once per global step) and SWAG
+    (moments once per global step): both ranks hold the single-process weights, losses and
+    samples. Noise drawn per example is the global minibatch's, cut to each rank's rows."""
     ref, tmp = fits
     for got in _load(tmp, name):
         _close(got, ref[name])
+
+
+@pytest.mark.parametrize("name", ["ensemble", "multiswag"])
+def test_members_spread_over_ranks(fits, name):
+    """DeepEnsemble and MultiSWAG with 3 members on 2 ranks: rank 0 trains members 0 and 2,
+    rank 1 member 1, each alone on all the data with the member's own generator; the
+    members gathered at the end are one process's, bit for bit (every member is trained by
+    one process in both runs), and so are the model (member 0) and the losses."""
+    ref, tmp = fits
+    for r, got in enumerate(_load(tmp, name)):
+        _close(got, ref[name], rtol=0, atol=0)
+        trained = _load(tmp, f"{name}_trained")[r]["members"].tolist()
+        assert trained == [[0, 2], [1]][r]
+    assert ref[f"{name}_trained"]["members"].tolist() == [0, 1, 2]
+
+
+def test_hmc_chains_spread_over_ranks(run):
+    """HMC with 3 chains on 2 ranks (after a 2-epoch MAP fit that every rank runs alone):
+    rank 0 runs chains 0 and 2, rank 1 chain 1, and after the broadcast both hold the bank,
+    divergences and acceptance rate of one process with the same generator, bit for bit."""
+    pytest.importorskip("pyro")
+    ref = worker.hmc()
+    assert int(ref["hmc_chains_run"]["chains"]) == 3
+    for r, got in enumerate(_load(run, "hmc")):
+        _close(got, ref["hmc"], rtol=0, atol=0)
+        assert int(_load(run, "hmc_chains_run")[r]["chains"]) == [2, 1][r]
 
 
 @pytest.mark.parametrize(
@@ -104,25 +134,62 @@ def test_every_method_keeps_the_ranks_in_step(fits, name):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
 
 
-def test_a_map_style_dataset_trains_in_step(fits):
-    """A ``Dataset`` without tensors goes through a ``DistributedSampler``: both ranks end
-    with the same weights, and the fit lowered the loss."""
+@pytest.mark.parametrize("name", ["dataset_map", "dataset_mcd"])
+def test_a_map_style_dataset_trains_in_step(fits, name):
+    """A ``Dataset`` without tensors goes through a ``DistributedSampler`` (MAP; MC dropout,
+    whose masks are the ranks' rows of one global draw): both ranks end with the same
+    weights, and the fit lowered the loss."""
     _, tmp = fits
-    r0, r1 = _load(tmp, "dataset_map")
+    r0, r1 = _load(tmp, name)
     for key in r0:
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=key)
     assert r0["losses"][-1] < r0["losses"][0]
 
 
-def test_per_example_noise_stays_in_step(fits):
-    """MeanFieldVI's local reparameterisation draws its noise per rank: the ranks still hold
-    the same weights (all-reduced gradients), and they differ from the single-process fit's
-    (the noise is not the same draw), so the noise is not shared by the ranks."""
-    ref, tmp = fits
-    r0, r1 = _load(tmp, "vi_local")
-    for key in r0:
-        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
-    assert not torch.allclose(r0["model.0.weight"], ref["vi_local"]["model.0.weight"], atol=1e-4)
+@pytest.mark.parametrize("name", ["last_vi_local", "last_mc_dropout"])
+def test_a_rank_without_examples_stays_on_one_process_s_draws(fits, name):
+    """81 examples in global minibatches of 16: the last one (1 example) leaves rank 1
+    empty-handed, and the ranks take rank 0's random state after it, so the next epochs'
+    shuffles and noise are still one process's."""
+    _, tmp = fits
+    ref = worker.one_example_last()[name]
+    for got in _load(tmp, name):
+        _close(got, ref)
+
+
+def test_draw_rows_cuts_the_global_draw():
+    """A part of a minibatch gets the rows of the draw for the whole minibatch, and leaves the
+    generator where the whole draw leaves it; a shape that is not the part's is an error."""
+    like = torch.empty(())
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    whole = torch.randn(10, 3, generator=g1)
+    part = draw_rows("randn", (4, 3), like, g2, (5, 9, 10))
+    assert torch.equal(part, whole[5:9])
+    assert torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ValueError, match="has not the 4 rows"):
+        draw_rows("randn", (3, 3), like, g2, (5, 9, 10))
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Dropout(0.3), torch.nn.Dropout2d(0.4)])
+def test_global_dropout_gives_torch_s_masks(layer):
+    """``global_dropout`` on rows 2:5 of a minibatch of 8 gives those rows of what torch's
+    own dropout gives the whole minibatch from the same global RNG state (on a CPU), and
+    leaves the RNG where torch's leaves it; in evaluation mode it changes nothing."""
+    x = torch.randn(8, 6, 3, 3)
+    layer.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        whole = layer(x)
+        after = torch.get_rng_state()
+        torch.manual_seed(11)
+        with distributed.global_dropout(layer, (2, 5, 8)):
+            part = layer(x[2:5])
+        assert torch.equal(torch.get_rng_state(), after)
+    torch.testing.assert_close(part, whole[2:5], rtol=0, atol=0)
+    assert layer.training and not torch.equal(part, x[2:5])
+    layer.eval()
+    with distributed.global_dropout(layer, (2, 5, 8)):
+        assert torch.equal(layer(x[2:5]), x[2:5])
 
 
 @pytest.mark.parametrize("hessian", ["full", "diag", "kfac"])
@@ -178,6 +245,16 @@ def test_batchbald_equals_one_process(active):
         assert got["labelled"].tolist() == ref.labelled_indices
 
 
+def test_batchbald_search_split_over_ranks(run):
+    """BatchBALD's greedy search with its candidates split over the ranks (gains of each
+    lazy block all-reduced, the chosen point's draws broadcast), exact joint entropies and
+    then sampled label configurations: both ranks choose one process's batch."""
+    ref = worker.batchbald_shards()["batchbald_shards"]["chosen"].tolist()
+    assert len(set(ref)) == 6
+    for got in _load(run, "batchbald_shards"):
+        assert got["chosen"].tolist() == ref
+
+
 def test_only_rank_zero_writes_checkpoints(active, tmp_path):
     """Rank 0 alone renamed files into the checkpoint directory, which then holds what a
     single process writes."""
@@ -209,3 +286,43 @@ def test_evaluate_cli_equals_one_process(run, tmp_path):
                 continue  # timings
             tol = {"abs": 2 / 21} if key.endswith("_mi") else {"rel": 1e-4, "abs": 1e-6}
             assert got[name][key] == pytest.approx(value, **tol), (name, key)
+
+
+ACTIVE_LEARN = [
+    "active-learn", "--dataset", "digits", "--method", "mc-dropout",
+    "--acquisition", "bald,batchbald", "--draws", "shared", "--initial", "10", "--step", "4",
+    "--budget", "18", "--pool-subset", "0", "--mc-samples", "4", "--train-steps", "20",
+    "--batch-size", "8", "--test-size", "40", "--threads", "1", "--no-progress", "--out",
+]  # fmt: skip
+"""``bayesdl active-learn`` at a tiny size: MC dropout (its training masks are the global
+minibatch's), BALD and BatchBALD on the whole pool with shared draws."""
+
+
+def test_active_learn_cli_under_torchrun_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node=2 -m bayesdl active-learn ...`` (the CLI as users run it)
+    ends with the labelled sets and test accuracies of the single-process CLI, writes the
+    same files, and rank 1 writes nothing (every write under ``--out`` is recorded by an
+    audit hook, ``tests/_audit/sitecustomize.py``)."""
+    from bayesdl.cli import main as cli
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    src = Path(__file__).parents[1] / "src"
+    env = {**os.environ, "BAYESDL_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1",
+           "BAYESDL_AUDIT_DIR": str(two), "BAYESDL_AUDIT_LOG": str(tmp_path / "writes_rank")}  # fmt: skip
+    paths = [str(Path(__file__).with_name("_audit")), str(src), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "bayesdl", *ACTIVE_LEARN, str(two)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert cli([*ACTIVE_LEARN, str(one)]) == 0
+    got = json.loads((two / "results.json").read_text())["runs"]
+    ref = json.loads((one / "results.json").read_text())["runs"]
+    assert [r["acquisition"] for r in got] == [r["acquisition"] for r in ref] == ["bald", "batchbald"]
+    for g, r in zip(got, ref, strict=True):
+        assert g["labelled_indices"] == r["labelled_indices"]
+        assert g["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9)
+    files = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # noqa: E731
+    assert files(two) == files(one)
+    writes = [json.loads((tmp_path / f"writes_rank{r}.json").read_text()) for r in (0, 1)]
+    assert writes[0] and writes[1] == [], writes[1][:5]

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import bayesdl as bdl
 from bayesdl.engine import Callback, TensorBatches, lr_factors
+from bayesdl.runtime import seeded_global_rng
 
 
 def test_cosine_schedule_brings_vi_to_the_exact_posterior_mean():
@@ -210,7 +211,9 @@ def test_predict_refuses_an_option_the_method_does_not_take():
 
 def test_ensemble_members_are_independent_fits_of_the_same_engine():
     """Member m of a DeepEnsemble equals a MAP fit started from the member's initialisation
-    with the same generator state: one engine, no copy of the loop."""
+    (member 0: the user's; member 1: ``reset_parameters`` under its seed) with a generator
+    of the member's own: one engine, no copy of the loop, a member that depends on its
+    index alone (so that members can train on different ranks)."""
     torch.manual_seed(0)
     x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
     net = nn.Linear(3, 2)
@@ -219,11 +222,16 @@ def test_ensemble_members_are_independent_fits_of_the_same_engine():
     ens.fit((x, y), epochs=3, batch_size=5, progress=False,
             generator=torch.Generator().manual_seed(7))  # fmt: skip
     g = torch.Generator().manual_seed(7)
-    torch.randint(2**62, (2,), generator=g)  # the member seeds the ensemble drew first
-    solo = nn.Linear(3, 2)
-    solo.load_state_dict(init)
-    bdl.MAP(solo).fit((x, y), epochs=3, batch_size=5, progress=False, generator=g)
-    assert_close(ens.bank()["weight"][0], solo.weight.detach())
+    seeds = torch.randint(2**62, (2, 2), generator=g).tolist()  # per member: init, generator
+    for m, (init_seed, gen_seed) in enumerate(seeds):
+        solo = nn.Linear(3, 2)
+        solo.load_state_dict(init)
+        if m:
+            with seeded_global_rng(init_seed):
+                solo.reset_parameters()
+        bdl.MAP(solo).fit((x, y), epochs=3, batch_size=5, progress=False,
+                          generator=torch.Generator().manual_seed(gen_seed))  # fmt: skip
+        assert_close(ens.bank()["weight"][m], solo.weight.detach())
 
 
 def test_progress_shows_the_data_and_prior_terms_apart(capsys):

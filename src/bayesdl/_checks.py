@@ -196,6 +196,43 @@ def _structure(model: nn.Module) -> tuple[InputSpec | None, int | None]:
     return found
 
 
+Rows = tuple[int, int, int]
+"""``(start, stop, total)``: the rows ``start:stop`` of a global minibatch of ``total``
+examples that this process holds (``bayesdl.engine.FitState.rows`` under a process group)."""
+
+
+def draw_rows(
+    kind: str, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+    rows: Rows | None,
+) -> Tensor:  # fmt: skip
+    """``draw`` of noise with one row per example (first dimension), for a part of a minibatch.
+
+    With ``rows = (start, stop, total)`` the noise of the whole global minibatch of
+    ``total`` examples is drawn and rows ``start:stop`` are returned, so every process of a
+    process group advances ``generator`` alike and its examples get the noise one process
+    would give them (``bayesdl.distributed.ShardedBatches``).
+
+    Args:
+        kind: ``"rand"`` or ``"randn"``.
+        shape: Shape of this process's noise; ``shape[0]`` is its number of examples.
+        like: Tensor whose device and dtype the result takes.
+        generator: Random generator, or ``None`` for torch's global RNG.
+        rows: This process's rows of the global minibatch; ``None``: the minibatch is whole.
+
+    Raises:
+        ValueError: If ``shape[0]`` is not ``stop - start``.
+    """
+    if rows is None:
+        return draw(kind, shape, like, generator)
+    start, stop, total = rows
+    if not shape or shape[0] != stop - start:
+        raise ValueError(
+            f"noise of shape {tuple(shape)} has not the {stop - start} rows of this process's "
+            f"part {start}:{stop} of the minibatch; the first dimension must be the examples."
+        )
+    return draw(kind, (total, *shape[1:]), like, generator)[start:stop]
+
+
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules an ``nn.Sequential`` applies, in order, nested Sequentials inlined (``[]``
     for any other model: its forward pass is code)."""

@@ -14,11 +14,19 @@ and gives the answers of one process:
   is the global data size. The weights, the optimiser state and the method's generator stay
   identical on every rank, so noise drawn per parameter (SGLD / SGHMC, a weight sample of
   MeanFieldVI's ``"reparam"`` estimator) is drawn once per global step, the same on every
-  rank, and SWAG's moments and sample banks are collected once per global step.
+  rank, and SWAG's moments and sample banks are collected once per global step. Noise drawn
+  per example (VI's local reparameterisation and Flipout, concrete dropout's and L0's
+  gates, the model's ``nn.Dropout`` masks: ``global_dropout``) is drawn for the whole
+  global minibatch on every rank and cut to the rank's rows (``FitState.rows``), so those
+  fits equal one process's too.
+* Ensemble members (DeepEnsemble, MultiSWAG) and HMC chains are spread over the ranks
+  (member or chain ``m`` on rank ``m % world``, each run ``alone`` with seeds of its own)
+  and broadcast from there at the end (``broadcast_``).
 * Prediction in shards: ``predict_sharded`` predicts each rank's contiguous block of the
   inputs with the same posterior draws and all-gathers the outputs.
 * Laplace all-reduces its curvature and log-likelihood sums; active learning scores its pool
-  in shards and takes the global top-k by an all-gather of (score, index).
+  in shards and takes the global top-k by an all-gather of (score, index); BatchBALD splits
+  its greedy search over the ranks.
 * Rank 0 alone writes files (``is_main``).
 
 Why an explicit all-reduce rather than ``DistributedDataParallel``: the engine already owns
@@ -37,6 +45,7 @@ run with an error instead of a hang.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import datetime
 import hashlib
@@ -44,13 +53,15 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from bayesdl.engine import TensorBatches
+from bayesdl.inputs import num_examples
 from bayesdl.runtime import default_chunk_rows
 
 if TYPE_CHECKING:
@@ -61,15 +72,65 @@ __all__ = [
     "check_divisible", "shared_seed", "rank_generator", "all_reduce_sum",
     "all_reduce_gradients", "shard_bounds", "shard", "gather", "gather_predictive",
     "predict_sharded", "top_k", "ShardedBatches", "DatasetBatches", "DEFAULT_TIMEOUT_S",
+    "global_dropout", "broadcast_rng", "alone", "broadcast_", "gather_objects",
 ]  # fmt: skip
 
 DEFAULT_TIMEOUT_S = 300.0
 """Seconds a collective waits for the other ranks before the run fails (``init_from_env``)."""
 
 
+_ALONE = contextvars.ContextVar("bayesdl_distributed_alone", default=False)
+
+
 def is_active() -> bool:
-    """Whether a process group with more than one rank is initialised."""
+    """Whether a process group with more than one rank is initialised (and this rank is not
+    working ``alone``)."""
+    if _ALONE.get():
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Run the block as one process would, on this rank's own (no sharding, no collective):
+    how a rank trains its ensemble members or runs its HMC chains. ``rank()`` and
+    ``world_size()`` then say 0 and 1, so the block must not write files that rank 0 alone
+    should write."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order (``[value]`` without a group).
+
+    Args:
+        value: This rank's object.
+    """
+    if not is_active():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_(tensors: Sequence[Tensor], src: int) -> None:
+    """Overwrite ``tensors`` on every rank with rank ``src``'s values, in place (views of a
+    larger tensor included).
+
+    Args:
+        tensors: The same shapes and dtypes on every rank, in the same order.
+        src: The rank whose values everyone takes.
+    """
+    if not is_active():
+        return
+    for t in tensors:
+        buf = _comm(t.detach().clone().contiguous())
+        dist.broadcast(buf, src)
+        with torch.no_grad():
+            t.copy_(buf.to(t.device))
 
 
 def rank() -> int:
@@ -211,16 +272,120 @@ def shared_seed(generator: torch.Generator | None) -> int:
 def rank_generator(generator: torch.Generator) -> torch.Generator:
     """A generator of this rank's own, seeded from one draw of the shared ``generator``.
 
-    Noise drawn per example (VI's local reparameterisation and Flipout, concrete dropout's
-    and L0's gates) must differ between the ranks' examples, while the shared generator
-    must advance the same on every rank (it also shuffles and draws per-parameter noise):
-    one draw from it, offset by the rank, seeds this one.
+    Only where a rank's rows of the global minibatch are unknown (a user's own
+    ``DataLoader``; otherwise per-example noise is the global minibatch's, cut to
+    ``FitState.rows``): noise drawn per example must differ between the ranks' examples,
+    while the shared generator must advance the same on every rank (it also shuffles and
+    draws per-parameter noise), so one draw from it, offset by the rank, seeds this one.
 
     Args:
         generator: The fit's generator, in the same state on every rank.
     """
     seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
     return torch.Generator(generator.device).manual_seed(seed + rank() * 0x9E3779B97F4A7C15 % 2**62)
+
+
+_MASKED_DIMS = {nn.Dropout: None, nn.Dropout1d: 3, nn.Dropout2d: 4, nn.Dropout3d: 5}
+"""torch's dropout layers that ``global_dropout`` replaces, with the input dimensions
+(batched) for which it does (``None``: any)."""
+
+
+def _global_mask(module: nn.Module, x: Tensor, rows: tuple[int, int, int]) -> Tensor:
+    """``module``'s dropout of ``x``, rows ``start:stop`` of a minibatch of ``total``, with
+    the mask of the whole minibatch drawn as torch's CPU kernel draws it (``bernoulli_`` on
+    an empty tensor of the whole shape, then ``/ (1 - p)``)."""
+    start, stop, total = rows
+    p = module.p
+    if p == 0:
+        return x
+    if p == 1:
+        return x * x.new_zeros(())
+    shape = (total, *x.shape[1:])
+    if type(module) is not nn.Dropout:  # one value per example and channel
+        shape = (total, x.shape[1], *[1] * (x.dim() - 2))
+    noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p).div_(1 - p)
+    return x * noise[start:stop]
+
+
+@contextmanager
+def global_dropout(model: nn.Module, rows: tuple[int, int, int] | None) -> Iterator[None]:
+    """Within the block, ``model``'s dropout layers in training mode draw the mask of the
+    whole global minibatch from torch's global RNG and apply its rows ``start:stop``.
+
+    Under ``ShardedBatches`` every rank runs its dropout on a fork of the global RNG seeded
+    alike, so every rank draws the masks one process draws for the whole minibatch and its
+    examples get one process's masks. Exactly one process's on a CPU, where torch's
+    ``F.dropout`` draws ``bernoulli_`` on the input's shape; on CUDA torch's fused dropout
+    kernel draws otherwise, so there the masks are one valid draw, not one process's.
+    ``nn.Dropout`` and ``Dropout1d/2d/3d`` on batched inputs are replaced, other layers
+    (``AlphaDropout``, inputs whose first dimension is not the examples) left as they are.
+
+    Args:
+        model: The network being trained.
+        rows: ``(start, stop, total)`` of this rank (``FitState.rows``); ``None``: no change.
+    """
+    mods = [m for m in model.modules() if type(m) in _MASKED_DIMS] if rows is not None else []
+    if not mods:
+        yield
+        return
+    replaced: set[int] = set()
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        x, dims = args[0] if args else None, _MASKED_DIMS[type(module)]
+        if (
+            module.training and isinstance(x, Tensor) and x.dim() >= 1
+            and x.shape[0] == rows[1] - rows[0] and dims in (None, x.dim())
+        ):  # fmt: skip
+            module.training = False  # its own forward passes the input through, drawing nothing
+            replaced.add(id(module))
+
+    def post(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
+        if id(module) not in replaced:
+            return None
+        replaced.discard(id(module))
+        module.training = True
+        return _global_mask(module, args[0], rows)
+
+    handles = [m.register_forward_pre_hook(pre) for m in mods]
+    handles += [m.register_forward_hook(post) for m in mods]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m in mods:
+            if id(m) in replaced:  # a forward that raised
+                m.training = True
+
+
+def broadcast_rng(generator: torch.Generator | None, device: torch.device) -> None:
+    """Give every rank rank 0's random state: ``generator`` and torch's global RNG (CPU,
+    and ``device``'s if it is CUDA).
+
+    After a step in which some rank held no example of a short global minibatch (and so
+    drew no noise), this puts the ranks back on the state of one process.
+
+    Args:
+        generator: The fit's generator (``None``: only the global RNG).
+        device: The method's device.
+    """
+    if not is_active():
+        return
+    cuda = device.type == "cuda"
+    states = [torch.get_rng_state()]
+    states += [generator.get_state()] if generator is not None else []
+    states += [torch.cuda.get_rng_state(device)] if cuda else []
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    out = []
+    for t in states:
+        buf = t.to(on) if on is not None else t.clone()
+        dist.broadcast(buf, 0)
+        out.append(buf.cpu())
+    torch.set_rng_state(out.pop(0))
+    if generator is not None:
+        generator.set_state(out.pop(0))
+    if cuda:
+        torch.cuda.set_rng_state(out.pop(0), device)
 
 
 def _comm(t: Tensor) -> Tensor:
@@ -462,6 +627,7 @@ class ShardedBatches(TensorBatches):
                 torch.randperm(n, generator=generator)
             self._global = block.numel()
             start, stop = shard_bounds(block.numel(), self.rank, self.world)
+            self._rows = (start, stop, block.numel())
             idx = block[start:stop]
             yield self.x[idx], self.y[idx]
         if late and n % bs == 0:  # ... or after a full one
@@ -474,6 +640,11 @@ class ShardedBatches(TensorBatches):
             b: Examples in this rank's slice.
         """
         return b / self._global
+
+    def rows(self) -> tuple[int, int, int]:
+        """``(start, stop, total)``: this rank's rows of the global minibatch being yielded
+        (``FitState.rows``: per-example noise is drawn for all ``total`` and cut to them)."""
+        return self._rows
 
 
 class DatasetBatches:
@@ -523,7 +694,16 @@ class DatasetBatches:
         ``seed`` and the epoch count decide the order)."""
         self.sampler.set_epoch(self._epochs)
         self._epochs += 1
-        return self.inner.epoch(generator)
+        for x, y in self.inner.epoch(generator):
+            self._local = num_examples(x)
+            yield x, y
+
+    def rows(self) -> tuple[int, int, int]:
+        """``(start, stop, total)``: rank r's rows ``r b : (r + 1) b`` of a global minibatch of
+        ``world b`` (every rank loads ``b`` examples a step), so that per-example noise,
+        drawn for the whole global minibatch, differs between the ranks' examples."""
+        b = self._local
+        return rank() * b, (rank() + 1) * b, self.world * b
 
     def shard_weight(self, b: int) -> float:
         """``1 / world``: every rank holds as many examples per step.

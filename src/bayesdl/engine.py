@@ -22,6 +22,7 @@ Nothing travels between calls on the method object: what one fit needs lives in 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -120,6 +121,10 @@ class FitState:
         val_data: The fit's validation data ``(X, y)``, if any.
         phases: Every phase of the fit, in order.
         progress: Whether the fit shows progress bars.
+        rows: Under a process group, ``(start, stop, total)``: the rows of the global
+            minibatch of ``total`` examples that this rank holds in the current step
+            (``_checks.draw_rows`` draws per-example noise by it); ``None``: the minibatch
+            is whole (one process).
     """
 
     n_data: int
@@ -136,6 +141,7 @@ class FitState:
     val_data: tuple[Tensor, Tensor] | None = None
     phases: Sequence[Phase] = ()
     progress: bool = True
+    rows: tuple[int, int, int] | None = None
 
 
 class Callback:
@@ -407,6 +413,7 @@ def _run_phase(
     sync = distributed.is_active()
     world = distributed.world_size()
     share = getattr(state.batches, "shard_weight", lambda b: 1.0 / world)
+    rows_of = getattr(state.batches, "rows", None)  # this rank's rows of the global minibatch
     best: tuple[float, dict[str, Tensor]] | None = None
     since_best = 0
     method.train()
@@ -423,12 +430,14 @@ def _run_phase(
                 group["lr"] = lr * state.lr_factor
             method.before_step(state)
             b = num_examples(x)  # dict batches (Hugging Face) too
+            state.rows = rows_of() if sync and rows_of is not None else None
             with torch.autocast(method.device.type, dtype=amp, enabled=amp is not None):
                 if b or not sync:
-                    gen = state.generator  # per-example noise: each rank its own (distributed)
-                    if sync and method.per_example_noise:
-                        gen = distributed.rank_generator(gen)
-                    terms = method.objective(x, y, state.n_data, gen, state)
+                    gen = state.generator  # per-example noise: the global batch's, cut to rows
+                    if sync and state.rows is None and method.per_example_noise:
+                        gen = distributed.rank_generator(gen)  # rows unknown: a user's loader
+                    with distributed.global_dropout(method.model, state.rows):
+                        terms = method.objective(x, y, state.n_data, gen, state)
                 else:  # this rank's slice of a short last global minibatch is empty
                     zero = torch.zeros((), device=method.device)
                     terms = Terms(zero, zero)
@@ -447,6 +456,8 @@ def _run_phase(
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             state.optimizer.step()
+            if state.rows is not None and state.rows[2] < world:  # a rank drew nothing
+                distributed.broadcast_rng(state.generator, method.device)
             if cpu and (state.step + 1) % FLUSH_EVERY == 0:
                 flush_subnormal_(params)
             sums += torch.stack([terms.data.detach().double(), terms.prior.detach().double()]).cpu() * b
@@ -490,9 +501,11 @@ def _run_phase(
         report.extras[f"{phase.name}_best_val_nll"] = best[0]
 
 
-def _member_seeds(members: int, generator: torch.Generator | None) -> list[int]:
+def _member_seeds(members: int, generator: torch.Generator | None) -> list[list[int]]:
+    """Per member: the seed of its initialisation and the seed of its own generator (its
+    shuffles and noise), so that a member depends on its index alone, wherever it trains."""
     device = "cpu" if generator is None else generator.device
-    return torch.randint(2**62, (members,), generator=generator, device=device).tolist()
+    return torch.randint(2**62, (members, 2), generator=generator, device=device).tolist()
 
 
 def run_fit(
@@ -516,6 +529,12 @@ def run_fit(
     before member ``m`` the model and the likelihood are restored to their state at the
     call, and members ``m >= 1`` are re-initialised under their own seed drawn from
     ``generator`` (``method.reinitialise``); afterwards both hold member 0's final state.
+    Every member trains with a generator of its own, seeded from ``generator``, so a member
+    depends on its index alone; under a process group a method that lists its
+    ``member_tensors`` has member ``m`` trained by rank ``m % world`` alone, on all the data,
+    and its tensors broadcast from there at the end (the members one process trains); given
+    a ``DataLoader`` (perhaps one rank's shard), the members are trained in turn, each
+    data-parallel over the ranks.
     Each phase runs on a fork of torch's global RNG seeded from ``generator`` (peeked, not
     advanced), so noise drawn inside the model (``nn.Dropout``) is reproducible too.
 
@@ -534,7 +553,15 @@ def run_fit(
         if generator is None:
             seed = distributed.shared_seed(None)
             generator = torch.Generator(method.device).manual_seed(seed)
-    batches = make_batches(data, batch_size, generator=generator, model=method.model)
+    members = method.fit_members()
+    spread = (  # a DataLoader of the user's may hold one rank's shard: members data-parallel
+        members > 1 and distributed.is_active() and method.member_tensors(0) is not None
+        and not isinstance(data, DataLoader) and not hasattr(data, "epoch")
+    )  # fmt: skip
+    here, world = distributed.rank(), distributed.world_size()
+    solo = distributed.alone if spread else contextlib.nullcontext  # members: each rank its own
+    with solo():
+        batches = make_batches(data, batch_size, generator=generator, model=method.model)
     distributed.check_same(batches.n_data, "the number of training examples")
     val = None
     if val_data is not None:
@@ -549,8 +576,7 @@ def run_fit(
         check_positive_int(patience, "patience")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive, got {clip_grad_norm}.")
-    members = method.fit_members()
-    seeds = _member_seeds(members, generator) if members > 1 else [0]
+    seeds = _member_seeds(members, generator) if members > 1 else [[0, 0]]
     parts = (method.model, method.likelihood)
     init = [copy.deepcopy(p.state_dict()) for p in parts] if members > 1 else []
     params = [p for p in method.parameters() if p.requires_grad]
@@ -560,25 +586,35 @@ def run_fit(
     state = FitState(batches.n_data, generator, batches, phases[0] if phases else None,
                      scratch=scratch, val_data=val_data, phases=phases, progress=progress)  # fmt: skip
     method.on_fit_start(state)
+    alone = contextlib.ExitStack()
+    alone.enter_context(solo())
     try:
         bar = progress_bar(range(members), desc=f"fit {_name(method)}",
                            disable=not (progress and members > 1), leave=False)  # fmt: skip
         for m in bar:
+            gen = generator
+            if spread and m % world != here:  # another rank's member
+                continue
             if members > 1:
                 for part, saved in zip(parts, init, strict=True):
                     part.load_state_dict(saved)
                 if m:
-                    method.reinitialise(seeds[m])
+                    method.reinitialise(seeds[m][0])
+                device = "cpu" if generator is None else generator.device
+                gen = torch.Generator(device).manual_seed(seeds[m][1])
+                if not isinstance(data, (tuple, DataLoader)) and not hasattr(data, "epoch"):
+                    batches = make_batches(data, batch_size, generator=gen, model=method.model)
             report = FitReport(n_data=batches.n_data)
             for phase in phases:
                 state = FitState(
-                    batches.n_data, generator, batches, phase, member=m,
+                    batches.n_data, gen, batches, phase, member=m,
                     total_steps=phase.epochs * len(batches), scratch=scratch, val_data=val_data,
                     phases=phases, progress=progress,
                 )  # fmt: skip
                 method.before_phase(state)
-                fork = peek_seed(generator)  # nn.Dropout: independent masks on every rank
-                fork = fork + distributed.rank() if fork is not None else None
+                fork = peek_seed(gen)  # nn.Dropout: the global minibatch's masks, or
+                if fork is not None and not hasattr(batches, "rows"):  # each rank its own
+                    fork += distributed.rank()
                 with seeded_global_rng(fork, method.device):
                     _run_phase(
                         method, state, params, report, clip_grad_norm=clip_grad_norm, amp=amp,
@@ -590,9 +626,17 @@ def run_fit(
             if members > 1 and m == 0:
                 first_state = [copy.deepcopy(p.state_dict()) for p in parts]
     finally:
+        alone.close()
         method.eval()
     for part, state_dict in zip(parts, first_state, strict=False):  # the model holds member 0
         part.load_state_dict(state_dict)
+    if spread:  # every rank gets every member, and member 0 in the model
+        for m in range(members):
+            distributed.broadcast_(method.member_tensors(m), m % world)
+        distributed.broadcast_([t for p in parts for t in p.state_dict().values()], 0)
+        gathered = [r for part in distributed.gather_objects(reports) for r in part]
+        order = sorted(range(members), key=lambda i: (i % world, i))  # members as gathered
+        reports = [gathered[order.index(m)] for m in range(members)]
     report = _combine(reports, batches.n_data)
     method.on_fit_end(state, report)
     _warn_if_failed(method, report)

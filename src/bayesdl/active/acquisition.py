@@ -44,6 +44,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from bayesdl import distributed
 from bayesdl.predictive import CategoricalPredictive
 
 __all__ = [
@@ -92,6 +93,10 @@ class Acquisition:
             skip predicting on the pool.
         joint: Whether ``fn`` reads the dependence between pool points through the weight
             draws they share (BatchBALD, EPIG), so it needs ``predict(draws="shared")``.
+        sharded: Whether a batch ``fn`` splits its work over the ranks of a process group:
+            it takes ``shard=(start, n)`` with ``pred`` the contiguous block of the ``n``
+            candidates from ``start`` (``distributed.shard_bounds``) and returns the
+            global indices, the same on every rank.
     """
 
     name: str
@@ -100,6 +105,7 @@ class Acquisition:
     stochastic: bool = False
     needs_model: bool = True
     joint: bool = False
+    sharded: bool = False
 
 
 _REGISTRY: dict[str, Acquisition] = {}
@@ -114,6 +120,7 @@ def register_acquisition(
     stochastic: bool = False,
     needs_model: bool = True,
     joint: bool = False,
+    sharded: bool = False,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator registering an acquisition function under ``name`` (and ``aliases``).
 
@@ -125,6 +132,8 @@ def register_acquisition(
         needs_model: The function reads the predictions (False only for ``random``).
         joint: The function reads the joint predictive of several pool points, so it needs
             the same weight draws for every point (``predict(draws="shared")``).
+        sharded: The batch function takes ``shard=(start, n)`` and splits its work over the
+            ranks of a process group (see ``Acquisition``).
 
     Returns:
         The decorator; it returns the function unchanged.
@@ -139,7 +148,7 @@ def register_acquisition(
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"acquisition name {key!r} is already registered.")
-        _REGISTRY[name] = Acquisition(name, fn, kind, stochastic, needs_model, joint)
+        _REGISTRY[name] = Acquisition(name, fn, kind, stochastic, needs_model, joint, sharded)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -366,13 +375,14 @@ def joint_entropy(pred: CategoricalPredictive, indices: Tensor | list[int]) -> T
     return -(log_pm.exp() * log_pm).sum()
 
 
-@register_acquisition("batchbald", kind="batch", stochastic=True, joint=True)
+@register_acquisition("batchbald", kind="batch", stochastic=True, joint=True, sharded=True)
 def batchbald(
     pred: CategoricalPredictive,
     batch_size: int,
     *,
     num_configs: int = 10_000,
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Tensor:
     """BatchBALD (Kirsch et al., 2019): greedy batch maximising the joint mutual information.
 
@@ -400,6 +410,12 @@ def batchbald(
             ``O(num_configs * S * N * C)``.
         generator: CPU generator for the sampled configurations (only used when the exact
             table would exceed ``num_configs``).
+        shard: Under a process group, ``(start, n)``: ``pred`` holds this rank's contiguous
+            block of a pool of ``n`` candidates, from ``start`` (``distributed.shard_bounds``).
+            Every rank then keeps the pool's bounds (n floats), scores the candidates of
+            each block of the lazy search that it holds, and the block's gains are
+            all-reduced; the chosen point's (S, C) draws are broadcast by its rank. Every
+            rank follows the search of one process and returns its batch (global indices).
 
     Returns:
         Selected pool indices, shape (k,), int64, in selection order, all distinct.
@@ -419,7 +435,8 @@ def batchbald(
     """
     pred = _check_pred(pred)
     s, n, c = pred.samples.shape
-    _check_k(batch_size, n)
+    offset, total = (0, n) if shard is None else shard
+    _check_k(batch_size, total)
     if isinstance(num_configs, bool) or not isinstance(num_configs, int) or num_configs < 1:
         raise ValueError(f"num_configs must be a positive integer, got {num_configs!r}.")
     pred64 = CategoricalPredictive(pred.samples.detach().double().cpu())
@@ -429,40 +446,56 @@ def batchbald(
     # Lazy greedy: a candidate's gain I(y_i; theta | y_batch) never exceeds its gain at an
     # earlier step (submodularity), nor its BALD score. Candidates are scored in blocks in
     # order of these bounds, stopping once the best gain found beats every remaining bound.
-    bound = _check_scores(pred64.mutual_information(), "batchbald").clone()
+    bound = pred64.mutual_information()
+    if shard is not None:  # every rank the whole pool's bounds
+        bound = distributed.gather(bound)
+    bound = _check_scores(bound, "batchbald").clone()
     log_joint = torch.zeros(s, 1, dtype=torch.float64)
     sampled: Tensor | None = None  # weight sample of each sampled configuration, (M,)
     chosen: list[int] = []
-    taken = torch.zeros(n, dtype=torch.bool)
+    columns: list[Tensor] = []  # the chosen points' log-probabilities, (S, C) each
+    taken = torch.zeros(total, dtype=torch.bool)
     for _ in range(batch_size):
         order = torch.sort(bound.masked_fill(taken, -math.inf), descending=True, stable=True)
-        order = order.indices[: n - len(chosen)]
+        order = order.indices[: total - len(chosen)]
         best, j = -math.inf, -1
         for start in range(0, order.numel(), _LAZY_BLOCK):
             ids = order[start : start + _LAZY_BLOCK]
             if best >= bound[ids[0]]:
                 break
-            _, cond = _conditional_entropy_terms(log_joint, probs[:, ids], sampled is None)
+            mine = (ids >= offset) & (ids < offset + n)  # this rank's candidates
+            local = ids[mine] - offset
+            _, cond = _conditional_entropy_terms(log_joint, probs[:, local], sampled is None)
             # H(batch, y_i) - E H(y_i|theta), up to terms constant in i.
-            gains = _check_scores(cond - aleatoric[ids], "batchbald", ids)
+            gains = torch.zeros(ids.numel(), dtype=torch.float64)
+            gains[mine] = cond - aleatoric[local]
+            if shard is not None:
+                gains = distributed.all_reduce_sum(gains)
+            gains = _check_scores(gains, "batchbald", ids)
             bound[ids] = gains
             k = int(gains.argmax())
             if gains[k] > best:
                 best, j = float(gains[k]), int(ids[k])
         chosen.append(j)
         taken[j] = True
+        column = logp[:, j - offset] if offset <= j < offset + n else logp.new_zeros(s, c)
+        if shard is not None:  # from the rank that holds it
+            owner = next(r for r in range(distributed.world_size())
+                         if j < distributed.shard_bounds(total, r)[1])  # fmt: skip
+            distributed.broadcast_([column], owner)
+        columns.append(column)
         if sampled is None and log_joint.shape[1] * c <= num_configs:
-            log_joint = (log_joint.unsqueeze(-1) + logp[:, j].unsqueeze(1)).reshape(s, -1)
+            log_joint = (log_joint.unsqueeze(-1) + column.unsqueeze(1)).reshape(s, -1)
             continue
         if sampled is None:  # switch to sampled configurations of the whole batch so far
             sampled = torch.randint(s, (num_configs,), generator=generator)
             log_joint = torch.zeros(s, num_configs, dtype=torch.float64)
-            new = chosen
+            new = columns
         else:
-            new = [j]
-        for i in new:  # y_i ~ p(y_i | theta_{s_m}) for each configuration m
-            y = torch.multinomial(probs[sampled, i], 1, generator=generator).squeeze(-1)
-            log_joint += logp[:, i, y]
+            new = [column]
+        for lp in new:  # y_i ~ p(y_i | theta_{s_m}) for each configuration m
+            y = torch.multinomial(lp[sampled].exp(), 1, generator=generator).squeeze(-1)
+            log_joint += lp[:, y]
     return torch.tensor(chosen, dtype=torch.long)
 
 

@@ -255,7 +255,8 @@ def run_experiment(
 
     learner(cfg.acquisitions[0], 0)  # checks the settings before anything is written
     distributed.check_same(config, "the experiment's settings")  # every rank checked out first
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():  # under torchrun rank 0 alone writes, the folder included
+        out.mkdir(parents=True, exist_ok=True)
     if not (out / _CONFIG).exists():
         _atomic_json(out / _CONFIG, config)
     results: dict[str, Any] = {"config": config, "runs": []}

@@ -535,11 +535,16 @@ class ActiveLearner:
     def _acquire_sharded(self, step: int, k: int, candidates: Tensor) -> Tensor:
         """Under a process group: every rank scores its block of the candidates with the
         same posterior draws; a score function's global top-k comes from an all-gather of
-        every rank's own top-k (score, position), a batch function (BatchBALD) runs on the
-        gathered predictive, the same on every rank. Returns positions in ``candidates``."""
+        every rank's own top-k (score, position), a batch function that shards its work
+        (BatchBALD) splits it over the ranks, any other batch function runs on the gathered
+        predictive, the same on every rank. Returns positions in ``candidates``."""
         start, stop = distributed.shard_bounds(candidates.numel())
         pred = self._predict(self.train_x[candidates[start:stop]], step, _POOL, self.mc_samples)
         acq = self.acquisition
+        if acq.kind == "batch" and acq.sharded:
+            noise = {"generator": self._rng} if acq.stochastic else {}
+            return acq.fn(pred, k, shard=(start, candidates.numel()), **noise,
+                          **self.acquisition_kwargs)  # fmt: skip
         if acq.kind == "batch" or acq.stochastic:
             pred = distributed.gather_predictive(pred)
             return select(acq.name, pred, k, generator=self._rng, **self.acquisition_kwargs)

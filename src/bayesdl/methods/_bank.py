@@ -113,6 +113,17 @@ class SampleBank(BaseMethod):
                 getattr(self, self.noise_buffer)[i] = noise
         self.stored.fill_(i + 1)
 
+    def slots(self, rows: slice | int) -> list[Tensor]:
+        """Views of the bank's ``rows`` (one sample: an index), parameters then the
+        banked noise: what a process group broadcasts from the rank that drew them.
+
+        Args:
+            rows: The samples' positions in the bank.
+        """
+        names = [bank_key(n) for n in self.names]
+        names += [self.noise_buffer] if self.noise_buffer is not None else []
+        return [getattr(self, n)[rows] for n in names]
+
     def clear(self) -> None:
         """Forget every stored sample (a new ``fit`` starts an empty bank)."""
         self.stored.fill_(0)

@@ -153,8 +153,10 @@ class BaseMethod(nn.Module, Method):
     (so it refuses a model without them)."""
     per_example_noise: ClassVar[bool] = False
     """Whether ``objective`` draws noise per example from its generator (gates, local
-    reparameterisation); under a process group each rank then gets a generator of its own
-    for it (``distributed.rank_generator``)."""
+    reparameterisation). Under a process group such noise is drawn for the whole global
+    minibatch and cut to this rank's ``FitState.rows`` (``_checks.draw_rows``); only where
+    the rows are unknown (a user's own ``DataLoader``) does each rank get a generator of its
+    own for it (``distributed.rank_generator``)."""
     full_batch: ClassVar[bool] = False
     """Whether fitting the posterior uses all the data at every step (NUTS), so it is too
     slow to refit at every step of an active-learning loop on a large network."""
@@ -303,6 +305,19 @@ class BaseMethod(nn.Module, Method):
     def fit_members(self) -> int:
         """Independently initialised networks ``fit`` trains in turn (ensembles: M)."""
         return 1
+
+    def member_tensors(self, member: int) -> list[Tensor] | None:
+        """The tensors that training member ``member`` fills (views into the method's
+        state), or ``None`` (the default): the members are not spread over ranks.
+
+        Under a process group, a method that lists them has its members spread over the
+        ranks (member ``m`` on rank ``m % world``, each trained by its rank alone on all
+        the data), and these tensors are broadcast from each member's rank at the end.
+
+        Args:
+            member: Index of the member.
+        """
+        return None
 
     def make_optimizer(
         self, params: list[nn.Parameter], phase: Phase, state: FitState

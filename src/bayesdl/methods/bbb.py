@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from bayesdl._checks import draw
+from bayesdl._checks import Rows, draw, draw_rows
 from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
@@ -177,7 +177,9 @@ class MeanFieldVI(BaseMethod):
         """Expected NLL (one draw, per ``estimator``) and the weighted ``KL / N``.
 
         With ``kl_annealing_steps`` the KL weight grows linearly over the first steps of a
-        ``fit`` (``state.step``); outside ``fit`` (``state=None``) it is 1.
+        ``fit`` (``state.step``); outside ``fit`` (``state=None``) it is 1. The per-example
+        noise of ``"local"`` and ``"flipout"`` is drawn for the whole global minibatch when
+        ``state.rows`` says this process holds a part of it (``_checks.draw_rows``).
 
         Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
         """
@@ -186,7 +188,7 @@ class MeanFieldVI(BaseMethod):
             forward = lambda inp: functional_call(self.model, sample, (inp,))  # noqa: E731
             output = self._forward_checked(x, y, forward)
         else:
-            with self._noise_hooks(generator):
+            with self._noise_hooks(generator, None if state is None else state.rows):
                 output = self._forward_checked(x, y)
         weight = 1.0
         if self.kl_annealing_steps and state is not None:
@@ -194,16 +196,19 @@ class MeanFieldVI(BaseMethod):
         return Terms(self.likelihood.nll(output, y), weight * self.kl(generator) / n_data)
 
     @contextmanager
-    def _noise_hooks(self, gen: torch.Generator | None) -> Iterator[None]:
+    def _noise_hooks(self, gen: torch.Generator | None, rows: Rows | None) -> Iterator[None]:
         """Add local-reparameterisation or Flipout noise, drawn from ``gen``, to each
-        layer's mean output."""
+        layer's mean output (per-example noise: ``rows`` of the global minibatch's)."""
         std = self.std()
 
-        def randn(shape, like):
+        def randn(shape, like):  # one draw per minibatch
             return draw("randn", shape, like, gen)
 
+        def per_example(shape, like):
+            return draw_rows("randn", shape, like, gen, rows)
+
         def sign(shape, like):
-            return randn(shape, like).sign()
+            return per_example(shape, like).sign()
 
         def hook_for(lname: str):
             prefix = f"{lname}." if lname else ""
@@ -213,7 +218,7 @@ class MeanFieldVI(BaseMethod):
                 x = inputs[0]
                 if self.estimator == "local":
                     var = layer_op(module, x * x, s_w * s_w, None if s_b is None else s_b * s_b)
-                    return out + var.clamp_min(1e-16).sqrt() * randn(out.shape, out)
+                    return out + var.clamp_min(1e-16).sqrt() * per_example(out.shape, out)
                 # flipout: signs per example and channel, broadcast over spatial positions
                 in_shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
                 out_shape = (out.shape[0], out.shape[1]) + (1,) * (out.dim() - 2)

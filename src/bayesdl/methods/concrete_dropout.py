@@ -43,7 +43,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from bayesdl._checks import draw
+from bayesdl._checks import Rows, draw_rows
 from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods.base import register_method
@@ -111,7 +111,7 @@ class ConcreteDropout(MCDropout):
         Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017.
     """
 
-    per_example_noise = True  # relaxed masks drawn per example (rank_generator under torchrun)
+    per_example_noise = True  # relaxed masks drawn per example (draw_rows of the global minibatch)
 
     def __init__(
         self,
@@ -220,9 +220,9 @@ class ConcreteDropout(MCDropout):
         return {n: p for n, p in self.model.named_parameters() if n not in fed}
 
     @contextmanager
-    def _relaxed(self, gen: torch.Generator | None) -> Iterator[None]:
+    def _relaxed(self, gen: torch.Generator | None, rows: Rows | None = None) -> Iterator[None]:
         """Replace each dropout layer's output by the concrete relaxation with learned p,
-        drawing its uniform noise from ``gen``."""
+        drawing its uniform noise from ``gen`` (``rows`` of the global minibatch's)."""
 
         def hook_for(name: str):
             def hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
@@ -232,7 +232,7 @@ class ConcreteDropout(MCDropout):
                 else:  # DropoutNd: one mask value per example and channel
                     shape = (*x.shape[:2], *[1] * (x.dim() - 2))
                     self._input_dims[name] = x.shape[1]
-                u = draw("rand", shape, x, gen)
+                u = draw_rows("rand", shape, x, gen, rows)
                 eps = torch.finfo(u.dtype).eps
                 noise = torch.logit(p) + torch.logit(u, eps=eps)
                 return x * (1 - torch.sigmoid(noise / self.temperature)) / (1 - p)
@@ -256,7 +256,7 @@ class ConcreteDropout(MCDropout):
 
         Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
         """
-        with self._relaxed(generator):
+        with self._relaxed(generator, None if state is None else state.rows):
             output = self._forward_checked(x, y)
         log_prior = self.prior.log_prob(self._prior_params())
         return Terms(self.likelihood.nll(output, y), self.regulariser(n_data) - log_prior / n_data)

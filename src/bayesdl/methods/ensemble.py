@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bayesdl._checks import check_positive_int
 from bayesdl.engine import FitState
@@ -32,7 +32,7 @@ from bayesdl.methods.base import register_method
 from bayesdl.methods.layers import Subset, select_params, subset_hparam
 from bayesdl.priors import Prior
 from bayesdl.runtime import seeded_global_rng
-from bayesdl.types import ParamDict
+from bayesdl.types import FitReport, ParamDict
 
 
 def _not_reinitialised(model: nn.Module) -> list[str]:
@@ -181,9 +181,29 @@ class DeepEnsemble(SampleBank):
 
     @torch.no_grad()
     def _store_member(self, member: int) -> None:
+        self.stored.fill_(member)  # its own slot, whichever rank trains it (distributed)
         self.store()
         for n in self.buffer_names:
             getattr(self, bank_key(n))[member].copy_(self.model.get_buffer(n))
+
+    def member_tensors(self, member: int) -> list[Tensor]:
+        """Member ``member``'s slot of the bank (parameters, floating buffers, noise):
+        under a process group the members are spread over the ranks and these gathered.
+
+        Args:
+            member: Index of the member.
+        """
+        buffers = [getattr(self, bank_key(n))[member] for n in self.buffer_names]
+        return self.slots(member) + buffers
+
+    def on_fit_end(self, state: FitState | None, report: FitReport) -> None:
+        """Every member is in the bank (members spread over ranks were gathered).
+
+        Args:
+            state: The fit's ``engine.FitState``.
+            report: The fit's ``FitReport``.
+        """
+        self.stored.fill_(self.bank_size)
 
     def bank(self) -> ParamDict:
         """The members: name -> (stored, ...) for every parameter and floating buffer."""

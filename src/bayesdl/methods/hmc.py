@@ -11,7 +11,9 @@ The defaults (50 warm-up and 50 kept draws, one chain, trees of depth <= 6) make
 first run; ``diagnostics`` (called by ``fit``) says when it is too short.
 
 Hyperparameters: ``num_samples`` per chain and ``num_chains`` (they fix the sample bank,
-``num_samples * num_chains`` draws, chain after chain), and the kernel's ``step_size``,
+``num_samples * num_chains`` draws, chain after chain; each chain's jitter and sampler draw
+from seeds of its own, so a chain depends on its index alone, and under a process group
+chain ``c`` runs on rank ``c % world`` and its draws are broadcast to every rank), and the kernel's ``step_size``,
 ``adapt_step_size``, ``adapt_mass_matrix``, ``full_mass``, ``target_accept`` and
 ``max_tree_depth``; ``fit`` takes the warm-up length.
 
@@ -44,6 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bayesdl import distributed
 from bayesdl._checks import check_input, check_positive_int, draw
 from bayesdl.engine import make_batches
 from bayesdl.likelihoods import Gaussian, Likelihood
@@ -240,9 +243,12 @@ class HMC(SampleBank):
             init_jitter: Standard deviation of the Gaussian noise added to the initial
                 weights for each chain (0: every chain starts at the same point).
             progress: Show progress bars (the MAP fit's and Pyro's).
-            generator: Random generator for the MAP fit's shuffling, the jitter and the
-                sampler (Pyro draws from torch's global RNG, which is then seeded from this
-                generator inside ``torch.random.fork_rng`` and restored afterwards).
+            generator: Random generator for the MAP fit's shuffling and the chains' seeds
+                (each chain's jitter and sampler: Pyro draws from torch's global RNG, which
+                is seeded from the chain's seed inside ``torch.random.fork_rng`` and
+                restored afterwards). Under a process group the chains are spread over the
+                ranks and the MAP fit runs on every rank alone (it is short), so the draws
+                are those of one process with the same generator.
             amp: ``torch.bfloat16``: mixed precision of the training steps, as in
                 ``BaseMethod.fit`` (the initialising MAP fit only; NUTS runs in float32).
 
@@ -263,10 +269,15 @@ class HMC(SampleBank):
         if not init_jitter >= 0:
             raise ValueError(f"init_jitter must be >= 0, got {init_jitter}.")
         start = time.perf_counter()
-        x, y, n = self._full_data(data, batch_size)
+        here, world = distributed.rank(), distributed.world_size()
+        if world > 1 and generator is None:  # the same seeds on every rank
+            generator = torch.Generator().manual_seed(distributed.shared_seed(None))
+        with distributed.alone():  # every rank holds all the data and runs one process's fit
+            x, y, n = self._full_data(data, batch_size)
         if epochs:
-            report = super().fit(data, epochs=epochs, lr=lr, batch_size=batch_size,
-                                 progress=progress, generator=generator, amp=amp)  # fmt: skip
+            with distributed.alone():
+                report = super().fit(data, epochs=epochs, lr=lr, batch_size=batch_size,
+                                     progress=progress, generator=generator, amp=amp)  # fmt: skip
         else:
             report = FitReport(n_data=n)
         with torch.no_grad():
@@ -281,15 +292,16 @@ class HMC(SampleBank):
         self.clear()
         self.divergences.zero_()
         self.eval()  # the potential is that of the deterministic network
-        accept = []
-        latent_draws: dict[str, list[Tensor]] = {}
-        seed = None
-        if generator is not None:  # Pyro draws from the global RNG
-            seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
-        with seeded_global_rng(seed, self.device):
-            for chain in range(self.num_chains):
+        device = "cpu" if generator is None else generator.device
+        seeds = torch.randint(2**62, (self.num_chains, 2), generator=generator, device=device)
+        chains: dict[int, tuple[float, dict[str, Tensor]]] = {}  # acceptance, latent draws
+        for chain, (jitter_seed, seed) in enumerate(seeds.tolist()):
+            if chain % world != here:  # another rank's chain
+                continue
+            jitter = torch.Generator(device).manual_seed(jitter_seed)
+            with seeded_global_rng(seed, self.device):  # Pyro draws from the global RNG
                 start_at = {
-                    k: (v + init_jitter * draw("randn", tuple(v.shape), v, generator)).detach()
+                    k: (v + init_jitter * draw("randn", tuple(v.shape), v, jitter)).detach()
                     for k, v in init.items()
                 }
                 kernel = pyro.infer.NUTS(
@@ -301,17 +313,26 @@ class HMC(SampleBank):
                 )  # fmt: skip
                 mcmc.run()
                 draws = mcmc.get_samples()
+                self.stored.fill_(chain * self.num_samples)  # the chain's own rows
                 for i in range(self.num_samples):
                     noise = draws[NOISE][i] if self.noise_sampled else None
                     z = {k: draws[LATENT + k][i] for k in latents}
                     weights, _ = self.prior.to_weights({k: draws[k][i] for k in names}, z)
                     self.store(weights, log_sigma=noise)
-                for k in latents:
-                    latent_draws.setdefault(k, []).append(draws[LATENT + k])
                 diag = mcmc.diagnostics()
                 self.divergences[chain] = len(diag["divergences"]["chain 0"])
-                accept.append(float(diag["acceptance rate"]["chain 0"]))
-        self.prior.set_latent_draws({k: torch.cat(v) for k, v in latent_draws.items()})
+                chains[chain] = (float(diag["acceptance rate"]["chain 0"]),
+                                 {k: draws[LATENT + k] for k in latents})  # fmt: skip
+        if world > 1:  # every rank gets every chain
+            for chain in range(self.num_chains):
+                rows = slice(chain * self.num_samples, (chain + 1) * self.num_samples)
+                distributed.broadcast_([*self.slots(rows), self.divergences[chain]], chain % world)
+            chains = {c: v for part in distributed.gather_objects(chains) for c, v in part.items()}
+        self.stored.fill_(self.bank_size)
+        accept = [chains[c][0] for c in range(self.num_chains)]
+        self.prior.set_latent_draws(
+            {k: torch.cat([chains[c][1][k] for c in range(self.num_chains)]) for k in latents}
+        )
         summary = self.diagnostics()
         report.extras.update(
             divergences=float(summary.divergences), accept_rate=sum(accept) / len(accept),

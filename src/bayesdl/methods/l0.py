@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bayesdl._checks import check_model_input, draw
+from bayesdl._checks import Rows, check_model_input, draw, draw_rows
 from bayesdl.engine import Terms
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods._split import split_model, stacked_forward
@@ -144,7 +144,7 @@ class L0(BaseMethod):
         Regularization", ICLR 2018.
     """
 
-    per_example_noise = True  # gates drawn per example (rank_generator under torchrun)
+    per_example_noise = True  # gates drawn per example (draw_rows of the global minibatch)
 
     def __init__(
         self,
@@ -259,9 +259,9 @@ class L0(BaseMethod):
 
     # -- training ------------------------------------------------------------------------
     @contextmanager
-    def _per_example_gates(self, gen: torch.Generator | None) -> Iterator[None]:
+    def _per_example_gates(self, gen: torch.Generator | None, rows: Rows | None) -> Iterator[None]:
         """Pre-hooks multiplying each gated layer's input by gates drawn per example
-        from ``gen``."""
+        from ``gen`` (``rows`` of the global minibatch's)."""
 
         def hook_for(name: str, conv: bool):
             def hook(module: nn.Module, args: tuple) -> tuple:
@@ -270,7 +270,8 @@ class L0(BaseMethod):
                     shape, la = (*x.shape[:-3], la.numel(), 1, 1), la.view(-1, 1, 1)
                 else:  # (B, ..., in): one gate per example and unit
                     shape = (*x.shape[:1], *[1] * (x.dim() - 2), la.numel())
-                return (x * self._hard_concrete(la, draw("rand", shape, x, gen)), *args[1:])
+                u = draw_rows("rand", shape, x, gen, rows)
+                return (x * self._hard_concrete(la, u), *args[1:])
 
             return hook
 
@@ -289,7 +290,7 @@ class L0(BaseMethod):
 
         Args and return: as ``BaseMethod.objective`` (``x``, ``y``, ``n_data``, ``generator``, ``state``).
         """
-        with self._per_example_gates(generator):
+        with self._per_example_gates(generator, None if state is None else state.rows):
             output = self._forward_checked(x, y)
         penalty = self.l0_weight * self.expected_l0()
         log_prior = self.prior.log_prob(dict(self.model.named_parameters()))

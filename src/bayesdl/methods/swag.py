@@ -282,6 +282,15 @@ class MultiSWAG(BaseMethod):
         self.deviations[member, (n - 1) % self.rank] = theta - self.theta_bar[member]
         self.n_models[member] = n
 
+    def member_tensors(self, member: int) -> list[Tensor]:
+        """Member ``member``'s moments (mean, second moment, deviations, snapshot count):
+        under a process group the members are spread over the ranks and these gathered.
+
+        Args:
+            member: Index of the member.
+        """
+        return [t[member] for t in (self.theta_bar, self.sq_mean, self.deviations, self.n_models)]
+
     def _reset(self, member: int) -> None:
         for t in (self.theta_bar, self.sq_mean, self.deviations, self.n_models):
             t[member] = 0
