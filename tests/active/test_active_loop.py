@@ -236,7 +236,7 @@ def test_checkpoint_files_and_refusals(tmp_path):
     # A different config is refused, naming the setting.
     with pytest.raises(ValueError, match=r"step: checkpoint has 5, this run has 6"):
         _learner(checkpoint_dir=tmp_path, resume=True, step=6).run()
-    with pytest.raises(ValueError, match=r"acquisition: checkpoint has 'bald'.*'entropy'"):
+    with pytest.raises(ValueError, match=r"acquisition: checkpoint has 'power-bald'.*'entropy'"):
         _learner(checkpoint_dir=tmp_path, resume=True, acquisition="entropy").run()
     with pytest.raises(ValueError, match=r"fit.lr: checkpoint has 0.01, this run has 0.1"):
         _learner(checkpoint_dir=tmp_path, resume=True, fit_kwargs={"lr": 0.1}).run()
