@@ -110,12 +110,14 @@ def _laplace(args: argparse.Namespace) -> tuple[Any, dict, torch.Tensor]:
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
+    from bayesdl.inputs import DictDataset
+
     torch.set_num_threads(args.threads)
     # warm-up: the same variant on a tiny network, so that one-time buffers of the libraries
     # (first calls of the code paths) are not counted in the measured fit
     tiny = argparse.Namespace(**{**vars(args), "hidden": 16, "vocab": 50, "examples": 4})
     la, x, y = _laplace(tiny)
-    la.fit_posterior(torch.utils.data.DataLoader(_Dicts(x, y), batch_size=2), progress=False)
+    la.fit_posterior(torch.utils.data.DataLoader(DictDataset(x, y), batch_size=2), progress=False)
     la, x, y = _laplace(args)
     net = la.model
     est = la.memory_estimate(batch_size=args.batch_size, example=x)
@@ -124,7 +126,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     before = _rss()
     _reset_peak()  # the peak of the model's construction and the warm-up is not the fit's
     start = time.perf_counter()
-    loader = torch.utils.data.DataLoader(_Dicts(x, y), batch_size=args.batch_size)
+    loader = torch.utils.data.DataLoader(DictDataset(x, y), batch_size=args.batch_size)
     la.fit_posterior(loader, progress=False)
     seconds = time.perf_counter() - start
     return {
@@ -133,17 +135,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "estimate_fit_bytes": est.fit, "state_bytes": est.state, "model_bytes": est.model,
         "measured_bytes": _peak_rss() - before, "seconds": seconds,
     }  # fmt: skip
-
-
-class _Dicts(torch.utils.data.Dataset):
-    def __init__(self, x: dict, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return self.y.shape[0]
-
-    def __getitem__(self, i: int) -> dict:
-        return {**{k: v[i] for k, v in self.x.items()}, "labels": self.y[i]}
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import torch
 
 import bayesdl as bdl
 from bayesdl import hf
+from bayesdl.inputs import DictDataset
 from bayesdl.methods.layers import is_lora_name
 
 transformers = pytest.importorskip("transformers")
@@ -30,17 +31,6 @@ def _bert(lora: bool = True, seed: int = 0) -> torch.nn.Module:
     return hf.adapt(net, output="logits")
 
 
-class _Dicts(torch.utils.data.Dataset):
-    def __init__(self, x: dict, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**{k: v[i] for k, v in self.x.items()}, "labels": self.y[i]}
-
-
 def _data(n: int = N):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (n, T), generator=g)
@@ -48,7 +38,7 @@ def _data(n: int = N):
     mask[: n // 2, -2:] = 0  # some padding
     y = ids[:, 0] % 3  # learnable: the first token decides the class
     x = {"input_ids": ids, "attention_mask": mask}
-    return x, y, torch.utils.data.DataLoader(_Dicts(x, y), batch_size=8)
+    return x, y, torch.utils.data.DataLoader(DictDataset(x, y), batch_size=8)
 
 
 def test_adapt_takes_dicts_and_returns_logits():
@@ -171,3 +161,46 @@ def test_active_learning_with_a_model_output():
     )  # fmt: skip
     history = learner.run()
     assert len(history.records) >= 2 and len(history.labelled_indices) == 9
+
+
+def test_fit_takes_a_tuple_of_a_dict_and_targets():
+    x, y, _ = _data()
+    la = bdl.Laplace(_bert(), subset="lora", hessian="kfac", prior_precision=1.0)
+    report = la.fit((x, y), epochs=3, lr=1e-2, batch_size=8, progress=False)
+    assert report.n_data == N and la.predict(x, samples=2).samples.shape == (2, N, 3)
+    # the same curvature as from a DataLoader of dict examples with "labels"
+    other = bdl.Laplace(la.model, subset="lora", hessian="kfac", prior_precision=1.0)
+    other.fit_posterior(torch.utils.data.DataLoader(DictDataset(x, y), batch_size=8), progress=False)
+    torch.testing.assert_close(other.posterior_precision(), la.posterior_precision())
+    with pytest.raises(ValueError, match="must not hold 'labels' beside y"):
+        bdl.MAP(_bert(lora=False)).fit(({**x, "labels": y}, y), epochs=1, progress=False)
+
+
+def test_active_learning_with_a_dict_pool(tmp_path):
+    """A pool of dict inputs (input_ids, attention_mask with padding): scored, labelled
+    and refitted through the loop, checkpointed, and resumed to the same labelled set."""
+    x, y, _ = _data(48)
+    pool = {k: v[:36] for k, v in x.items()}
+    test = {k: v[36:] for k, v in x.items()}
+
+    class Stop(Exception):
+        pass
+
+    def stop(record) -> None:
+        raise Stop
+
+    def learner(**kw) -> bdl.active.ActiveLearner:
+        return bdl.active.ActiveLearner(
+            lambda: bdl.MCDropout(_bert(lora=False)), (pool, y[:36]), (test, y[36:]),
+            initial=6, step=3, budget=12, pool_subset=None, mc_samples=3, train_steps=3,
+            balanced=False, fit_kwargs={"lr": 1e-3, "batch_size": 8}, progress=False, **kw,
+        )  # fmt: skip
+
+    full = learner().run()
+    assert len(full.labelled_indices) == 12 and len(set(full.labelled_indices)) == 12
+    cut = learner(checkpoint_dir=tmp_path, callbacks=[stop])
+    assert cut.config()["train_data"]["shape"] == {"input_ids": [36, T], "attention_mask": [36, T]}
+    with pytest.raises(Stop):  # killed after its first step
+        cut.run()
+    resumed = learner(checkpoint_dir=tmp_path, resume=True).run()
+    assert resumed.labelled_indices == full.labelled_indices
