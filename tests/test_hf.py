@@ -204,3 +204,40 @@ def test_active_learning_with_a_dict_pool(tmp_path):
         cut.run()
     resumed = learner(checkpoint_dir=tmp_path, resume=True).run()
     assert resumed.labelled_indices == full.labelled_indices
+
+
+TINY_VIT = '''
+import bayesdl as bdl
+from transformers import ViTConfig, ViTForImageClassification
+
+
+def vit(num_classes, in_channels, image_size):
+    cfg = ViTConfig(image_size=image_size, patch_size=4, num_channels=in_channels,
+                    hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, num_labels=num_classes, hidden_dropout_prob=0.1,
+                    attn_implementation="eager")
+    return bdl.hf.adapt(ViTForImageClassification(cfg), output="logits")
+'''
+
+
+def test_evaluate_cli_with_a_hugging_face_model(tmp_path, monkeypatch, capsys):
+    """``bayesdl evaluate --model module:function`` on a ViT built from a config."""
+    from safetensors import safe_open
+
+    from bayesdl.cli import main
+
+    (tmp_path / "tiny_vit.py").write_text(TINY_VIT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    argv = ["evaluate", "--dataset", "digits", "--methods", "map,mc-dropout", "--ood", "noise",
+            "--epochs", "1", "--train-size", "32", "--test-size", "16", "--samples", "3",
+            "--explain", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--model", "tiny_vit:vit"]) == 0
+    metrics = (out / "metrics.json").read_text()
+    assert '"mc-dropout"' in metrics and '"model": "tiny_vit:vit"' in metrics
+    with safe_open(str(out / "posteriors" / "map.safetensors"), "pt") as f:
+        assert any(".vit.layers.0.attention" in k for k in f.keys())  # the ViT, not the CNN
+    capsys.readouterr()
+    assert main([*argv, "--model", "tiny_vit:nope", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no function 'nope'" in err and "\n" not in err
