@@ -1,23 +1,31 @@
 """Memory you can see before it is allocated: ``method.memory_estimate(...)`` and budgets.
 
-``BaseMethod.memory_estimate(batch_size=, samples=)`` adds up, from shapes alone, the bytes
-a method holds and the peak bytes its ``fit`` and ``predict`` add on top:
+``BaseMethod.memory_estimate(batch_size=, samples=)`` adds up the bytes a method holds and
+the peak bytes its ``fit`` and ``predict`` add on top:
 
 * ``model``: the network's parameters and buffers (already allocated by the user);
 * ``state``: the posterior's own tensors (VI's standard deviations, SWAG's moments, a
   sample bank, Laplace's factors), allocated when the method is built;
 * ``fit``: the transient peak of ``fit``: gradients and Adam's two moments of the trainable
-  parameters, the activations kept for the backward pass (``activation_bytes``, when an
-  example input is given), and a method's own work (Laplace's curvature accumulation and
-  eigendecomposition: ``BaseMethod.fit_memory``);
+  parameters, the traced peak of one step (``BaseMethod.fit_trace``: activations, what
+  autograd saves, the gradients of activations, Jacobians; when an example input is given),
+  and a method's own work (Laplace's curvature accumulation and eigendecomposition:
+  ``BaseMethod.fit_memory``);
 * ``predict``: the S outputs, the parameter draws of one vectorised chunk and its
-  activations.
+  activations (``activation_bytes``).
+
+States and curvature come from shapes. What depends on the network's code is traced:
+``traced_peak`` runs a step under a ``TorchDispatchMode`` that adds up the bytes every ATen
+operator allocates (forward and backward) and subtracts them when they are freed, the
+accounting of ``torch.cuda.max_memory_allocated`` on any device; ``batch_peak`` runs it on
+one and two (or two and four) real examples and extrapolates linearly to the batch size.
+(The ``meta`` device would allocate nothing, but Hugging Face models branch on the values
+of their attention masks, which meta tensors do not have.)
 
 ``fit(..., max_memory=)`` and ``predict(..., max_memory=)`` compare the estimate with a
 budget in bytes and raise a one-line ``ValueError`` naming the number and the knobs that
 lower it, before anything is allocated. ``benchmarks/memory_subset.py`` measures the
-estimate against the peak resident memory of a 10^8-parameter transformer.
-"""
+estimate against the peak resident memory of a 10^8-parameter transformer."""
 
 from __future__ import annotations
 
