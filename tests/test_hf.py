@@ -150,6 +150,33 @@ def test_next_token_of_a_causal_lm():
     assert la.predict(ids, samples=2).samples.shape == (2, 4, 4)
 
 
+def test_laplace_on_gpt2_with_tied_embeddings():
+    """GPT-2's lm_head shares the input embedding: one parameter, curvature of both uses."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=1,
+                                  n_head=2, attn_implementation="eager", bos_token_id=0,
+                                  eos_token_id=0, tie_word_embeddings=True)  # fmt: skip
+    lm = transformers.GPT2LMHeadModel(cfg).eval()
+    assert lm.lm_head.weight is lm.transformer.wte.weight
+    net = hf.adapt(lm, output=hf.next_token(position=-1, tokens=[5, 6, 7, 8]))
+    ids, y = torch.randint(0, VOCAB, (6, T)), torch.tensor([0, 1, 2, 3, 0, 1])
+    la = bdl.Laplace(net, subset="last_layer", hessian="diag", prior_precision=1.0)
+    assert la.names == ["transformer.wte.weight"] and la.num_params == VOCAB * 8
+    la.fit_posterior((ids, y), batch_size=3, progress=False)
+    ggn = la.curvature.eigenvalues().view(VOCAB, 8)
+    # rows of tokens that are neither an answer nor in the inputs have no curvature through
+    # the output layer (only answers are kept) nor through the embedding (never looked up);
+    # the input tokens' rows have curvature through the embedding alone
+    used, answers = set(ids.flatten().tolist()), {5, 6, 7, 8}
+    unused = [v for v in range(VOCAB) if v not in used | answers]
+    inputs_only = [v for v in used if v not in answers]
+    assert unused and inputs_only
+    assert ggn[unused].abs().max() == 0
+    assert (ggn[inputs_only].sum(1) > 0).all()
+    with pytest.raises(ValueError, match="cannot cover the tied parameter 'transformer.wte.weight'"):
+        bdl.Laplace(net, subset="last_layer", hessian="kfac")
+
+
 def test_active_learning_with_a_model_output():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (60, T), generator=g)

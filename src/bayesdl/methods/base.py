@@ -443,7 +443,7 @@ class BaseMethod(nn.Module, Method):
 
     def fit_trace(self, x: Any) -> Any:
         """Hook: the part of one ``fit`` step on inputs ``x`` whose memory grows with the
-        batch (``memory_estimate`` traces it on one and two examples with
+        batch (``memory_estimate`` traces it on a few real examples with
         ``memory.batch_peak``). Default: a forward pass and a backward pass to the
         trainable parameters (``torch.autograd.grad``: nothing is accumulated in ``.grad``);
         Laplace: its curvature pass.

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -102,17 +102,15 @@ def _tied_names(
     name of its first owner, and its GGN takes every use into account (the Jacobians
     differentiate the network through all the modules holding it).
     """
-    canonical = {id(p): n for n, p in model.named_parameters()}
+    canonical = {id(p): n for n, p in model.named_parameters()}  # a shared one: its first name
     names = list(dict.fromkeys(
         canonical[id(p)] for layer in layers.values() for p in layer.parameters(recurse=False)
     ))  # fmt: skip
-    chosen = {canonical[id(p)]: p for layer in layers.values() for p in layer.parameters(recurse=False)}
     users: dict[str, list[nn.Module]] = {n: [] for n in names}
     for module in model.modules():
         for p in module.parameters(recurse=False):
-            name = canonical.get(id(p))
-            if name in chosen and chosen[name] is p:
-                users[name].append(module)
+            if canonical[id(p)] in users:
+                users[canonical[id(p)]].append(module)
     return names, users
 
 
@@ -632,7 +630,7 @@ class Laplace(BaseMethod):
         return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
     # -- memory --------------------------------------------------------------------------------
-    def fit_trace(self, x):
+    def fit_trace(self, x: Any) -> Any:
         """The curvature pass of one chunk on inputs ``x`` without accumulating it (traced
         by ``memory_estimate``): the deterministic prefix, then for ``"kfac"`` the forward
         pass and the backward passes to the Bayesian layers' outputs, for ``"full"`` /
