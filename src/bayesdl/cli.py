@@ -353,7 +353,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
                    help="build the network with FUNCTION(num_classes, in_channels, image_size) "
                    "from an importable module instead of the CNN, e.g. a Hugging Face model "
-                   "built from a config and wrapped with bayesdl.hf.adapt")  # fmt: skip
+                   "built from a config and wrapped with bayesdl.hf.adapt (default: the CNN)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
