@@ -4,13 +4,15 @@ A ``BertForSequenceClassification`` built from ``BertConfig`` (BERT-base sizes b
 12 layers, width 768, 110M parameters; random weights, nothing downloaded) with LoRA
 adapters (``peft``, rank 8 on query and value). Each variant fits a Laplace posterior
 (``fit_posterior``) on ``--examples`` random token sequences given as dict batches
-(``input_ids``, ``attention_mask``) in a fresh child process, which reports:
+(``input_ids``, ``attention_mask``) in minibatches of ``--batch-size`` in a fresh child
+process (after a warm-up fit of the same variant on a tiny network, so that the libraries'
+one-time buffers are not counted), which reports:
 
 * ``estimate``: ``memory_estimate(batch_size, example=...)``'s ``fit`` bytes, computed
   before anything is allocated;
 * ``measured``: the peak resident memory of the child during ``fit_posterior`` minus its
-  resident memory just before (``getrusage`` maximum RSS; the child runs with glibc's
-  ``MALLOC_MMAP_THRESHOLD_=131072`` so that freed large blocks go back to the system and
+  resident memory just before (``VmHWM``, reset just before the fit; the child runs with glibc's
+  ``MALLOC_MMAP_THRESHOLD_=4096`` so that every block but the smallest is its own mapping, and freed blocks go back to the system and
   the resident memory follows the live tensors rather than the allocator's cache);
 * ``seconds``: wall time of ``fit_posterior``.
 
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--vocab", type=int, default=30522)
     p.add_argument("--examples", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -60,8 +63,15 @@ def _rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def _max_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _reset_peak() -> None:
+    """Reset the process's peak resident memory (VmHWM) to its current resident memory."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) * 1024
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:
@@ -82,42 +92,49 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
     return hf.adapt(net.eval(), output="logits")
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
-    import bayesdl as bdl
-
-    torch.set_num_threads(args.threads)
-    subset, hessian, chunk = VARIANTS[args.child]
-    net = build(args)
+def _data(args: argparse.Namespace) -> tuple[dict, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     n, t = args.examples, args.seq_len
     x = {"input_ids": torch.randint(0, args.vocab, (n, t), generator=g),
          "attention_mask": torch.ones(n, t, dtype=torch.long)}  # fmt: skip
-    y = torch.randint(0, 2, (n,), generator=g)
+    return x, torch.randint(0, 2, (n,), generator=g)
+
+
+def _laplace(args: argparse.Namespace) -> tuple[Any, dict, torch.Tensor]:
+    import bayesdl as bdl
+
+    subset, hessian, chunk = VARIANTS[args.child]
+    net = build(args)
     la = bdl.Laplace(net, subset=subset, hessian=hessian, prior_precision=1.0, chunk_size=chunk)
-    est = la.memory_estimate(batch_size=n, example=x)
+    return la, *_data(args)
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    from bayesdl.inputs import DictDataset
+
+    torch.set_num_threads(args.threads)
+    # warm-up: the same variant on a tiny network, so that one-time buffers of the libraries
+    # (first calls of the code paths) are not counted in the measured fit
+    tiny = argparse.Namespace(**{**vars(args), "hidden": 16, "vocab": 50, "examples": 4})
+    la, x, y = _laplace(tiny)
+    la.fit_posterior(torch.utils.data.DataLoader(DictDataset(x, y), batch_size=2), progress=False)
+    la, x, y = _laplace(args)
+    net = la.model
+    est = la.memory_estimate(batch_size=args.batch_size, example=x)
     for b in la.buffers():  # the state is allocated by the constructor: make it resident
         b.fill_(0)
     before = _rss()
+    _reset_peak()  # the peak of the model's construction and the warm-up is not the fit's
     start = time.perf_counter()
-    la.fit_posterior(torch.utils.data.DataLoader(_Dicts(x, y), batch_size=n), progress=False)
+    loader = torch.utils.data.DataLoader(DictDataset(x, y), batch_size=args.batch_size)
+    la.fit_posterior(loader, progress=False)
     seconds = time.perf_counter() - start
     return {
         "variant": args.child, "bayesian_params": la.num_params,
         "network_params": sum(p.numel() for p in net.parameters()),
         "estimate_fit_bytes": est.fit, "state_bytes": est.state, "model_bytes": est.model,
-        "measured_bytes": _max_rss() - before, "seconds": seconds,
+        "measured_bytes": _peak_rss() - before, "seconds": seconds,
     }  # fmt: skip
-
-
-class _Dicts(torch.utils.data.Dataset):
-    def __init__(self, x: dict, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return self.y.shape[0]
-
-    def __getitem__(self, i: int) -> dict:
-        return {**{k: v[i] for k, v in self.x.items()}, "labels": self.y[i]}
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
@@ -131,8 +148,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, A
         cmd = [sys.executable, __file__, "--child", name, "--hidden", str(args.hidden),
                "--layers", str(args.layers), "--vocab", str(args.vocab),
                "--examples", str(args.examples), "--seq-len", str(args.seq_len),
+               "--batch-size", str(args.batch_size),
                "--threads", str(args.threads)]  # fmt: skip
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4096"}
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
@@ -158,10 +176,11 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], record: dict) ->
         "",
         f"Laplace `fit_posterior` on a config-built BERT ({args.layers} layers, width "
         f"{args.hidden}, vocabulary {args.vocab}) with LoRA rank 8 on query/value, "
-        f"{args.examples} random sequences of {args.seq_len} tokens as dict batches, "
-        f"{args.threads} thread(s), one child process per row. Estimate: "
-        "`memory_estimate(...).fit` before allocation; measured: peak RSS during the fit "
-        "minus RSS before it.",
+        f"{args.examples} random sequences of {args.seq_len} tokens as dict batches of "
+        f"{args.batch_size}, {args.threads} thread(s), one child process per row (after a "
+        "warm-up fit of the same variant on a tiny network). Estimate: "
+        "`memory_estimate(batch_size, example=x).fit` before allocation; measured: peak RSS "
+        "during the fit minus RSS before it.",
         "",
         "| subset, hessian | Bayesian params | network params | estimate (MiB) | measured (MiB) "
         "| estimate / measured | posterior state (MiB) | fit time (s) |",

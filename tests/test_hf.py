@@ -8,6 +8,7 @@ import torch
 
 import bayesdl as bdl
 from bayesdl import hf
+from bayesdl.inputs import DictDataset
 from bayesdl.methods.layers import is_lora_name
 
 transformers = pytest.importorskip("transformers")
@@ -30,17 +31,6 @@ def _bert(lora: bool = True, seed: int = 0) -> torch.nn.Module:
     return hf.adapt(net, output="logits")
 
 
-class _Dicts(torch.utils.data.Dataset):
-    def __init__(self, x: dict, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**{k: v[i] for k, v in self.x.items()}, "labels": self.y[i]}
-
-
 def _data(n: int = N):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (n, T), generator=g)
@@ -48,7 +38,7 @@ def _data(n: int = N):
     mask[: n // 2, -2:] = 0  # some padding
     y = ids[:, 0] % 3  # learnable: the first token decides the class
     x = {"input_ids": ids, "attention_mask": mask}
-    return x, y, torch.utils.data.DataLoader(_Dicts(x, y), batch_size=8)
+    return x, y, torch.utils.data.DataLoader(DictDataset(x, y), batch_size=8)
 
 
 def test_adapt_takes_dicts_and_returns_logits():
@@ -160,6 +150,33 @@ def test_next_token_of_a_causal_lm():
     assert la.predict(ids, samples=2).samples.shape == (2, 4, 4)
 
 
+def test_laplace_on_gpt2_with_tied_embeddings():
+    """GPT-2's lm_head shares the input embedding: one parameter, curvature of both uses."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=1,
+                                  n_head=2, attn_implementation="eager", bos_token_id=0,
+                                  eos_token_id=0, tie_word_embeddings=True)  # fmt: skip
+    lm = transformers.GPT2LMHeadModel(cfg).eval()
+    assert lm.lm_head.weight is lm.transformer.wte.weight
+    net = hf.adapt(lm, output=hf.next_token(position=-1, tokens=[5, 6, 7, 8]))
+    ids, y = torch.randint(0, VOCAB, (6, T)), torch.tensor([0, 1, 2, 3, 0, 1])
+    la = bdl.Laplace(net, subset="last_layer", hessian="diag", prior_precision=1.0)
+    assert la.names == ["transformer.wte.weight"] and la.num_params == VOCAB * 8
+    la.fit_posterior((ids, y), batch_size=3, progress=False)
+    ggn = la.curvature.eigenvalues().view(VOCAB, 8)
+    # rows of tokens that are neither an answer nor in the inputs have no curvature through
+    # the output layer (only answers are kept) nor through the embedding (never looked up);
+    # the input tokens' rows have curvature through the embedding alone
+    used, answers = set(ids.flatten().tolist()), {5, 6, 7, 8}
+    unused = [v for v in range(VOCAB) if v not in used | answers]
+    inputs_only = [v for v in used if v not in answers]
+    assert unused and inputs_only
+    assert ggn[unused].abs().max() == 0
+    assert (ggn[inputs_only].sum(1) > 0).all()
+    with pytest.raises(ValueError, match="cannot cover the tied parameter 'transformer.wte.weight'"):
+        bdl.Laplace(net, subset="last_layer", hessian="kfac")
+
+
 def test_active_learning_with_a_model_output():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (60, T), generator=g)
@@ -171,3 +188,83 @@ def test_active_learning_with_a_model_output():
     )  # fmt: skip
     history = learner.run()
     assert len(history.records) >= 2 and len(history.labelled_indices) == 9
+
+
+def test_fit_takes_a_tuple_of_a_dict_and_targets():
+    x, y, _ = _data()
+    la = bdl.Laplace(_bert(), subset="lora", hessian="kfac", prior_precision=1.0)
+    report = la.fit((x, y), epochs=3, lr=1e-2, batch_size=8, progress=False)
+    assert report.n_data == N and la.predict(x, samples=2).samples.shape == (2, N, 3)
+    # the same curvature as from a DataLoader of dict examples with "labels"
+    other = bdl.Laplace(la.model, subset="lora", hessian="kfac", prior_precision=1.0)
+    other.fit_posterior(torch.utils.data.DataLoader(DictDataset(x, y), batch_size=8), progress=False)
+    torch.testing.assert_close(other.posterior_precision(), la.posterior_precision())
+    with pytest.raises(ValueError, match="must not hold 'labels' beside y"):
+        bdl.MAP(_bert(lora=False)).fit(({**x, "labels": y}, y), epochs=1, progress=False)
+
+
+def test_active_learning_with_a_dict_pool(tmp_path):
+    """A pool of dict inputs (input_ids, attention_mask with padding): scored, labelled
+    and refitted through the loop, checkpointed, and resumed to the same labelled set."""
+    x, y, _ = _data(48)
+    pool = {k: v[:36] for k, v in x.items()}
+    test = {k: v[36:] for k, v in x.items()}
+
+    class Stop(Exception):
+        pass
+
+    def stop(record) -> None:
+        raise Stop
+
+    def learner(**kw) -> bdl.active.ActiveLearner:
+        return bdl.active.ActiveLearner(
+            lambda: bdl.MCDropout(_bert(lora=False)), (pool, y[:36]), (test, y[36:]),
+            initial=6, step=3, budget=12, pool_subset=None, mc_samples=3, train_steps=3,
+            balanced=False, fit_kwargs={"lr": 1e-3, "batch_size": 8}, progress=False, **kw,
+        )  # fmt: skip
+
+    full = learner().run()
+    assert len(full.labelled_indices) == 12 and len(set(full.labelled_indices)) == 12
+    cut = learner(checkpoint_dir=tmp_path, callbacks=[stop])
+    assert cut.config()["train_data"]["shape"] == {"input_ids": [36, T], "attention_mask": [36, T]}
+    with pytest.raises(Stop):  # killed after its first step
+        cut.run()
+    resumed = learner(checkpoint_dir=tmp_path, resume=True).run()
+    assert resumed.labelled_indices == full.labelled_indices
+
+
+TINY_VIT = '''
+import bayesdl as bdl
+from transformers import ViTConfig, ViTForImageClassification
+
+
+def vit(num_classes, in_channels, image_size):
+    cfg = ViTConfig(image_size=image_size, patch_size=4, num_channels=in_channels,
+                    hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, num_labels=num_classes, hidden_dropout_prob=0.1,
+                    attn_implementation="eager")
+    return bdl.hf.adapt(ViTForImageClassification(cfg), output="logits")
+'''
+
+
+def test_evaluate_cli_with_a_hugging_face_model(tmp_path, monkeypatch, capsys):
+    """``bayesdl evaluate --model module:function`` on a ViT built from a config."""
+    from safetensors import safe_open
+
+    from bayesdl.cli import main
+
+    (tmp_path / "tiny_vit.py").write_text(TINY_VIT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    argv = ["evaluate", "--dataset", "digits", "--methods", "map,mc-dropout", "--ood", "noise",
+            "--epochs", "1", "--train-size", "32", "--test-size", "16", "--samples", "3",
+            "--explain", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--model", "tiny_vit:vit"]) == 0
+    metrics = (out / "metrics.json").read_text()
+    assert '"mc-dropout"' in metrics and '"model": "tiny_vit:vit"' in metrics
+    with safe_open(str(out / "posteriors" / "map.safetensors"), "pt") as f:
+        assert any(".vit.layers.0.attention" in k for k in f.keys())  # the ViT, not the CNN
+    capsys.readouterr()
+    assert main([*argv, "--model", "tiny_vit:nope", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no function 'nope'" in err and "\n" not in err

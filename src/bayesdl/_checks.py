@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from bayesdl.inputs import is_dict_input, num_examples
+from bayesdl.inputs import DictDataset, is_dict_input, num_examples
 from bayesdl.types import DataLike
 
 _ELEMENTWISE = (
@@ -105,6 +105,9 @@ def to_dataset(data: DataLike) -> Dataset:
         check_input(x, "X")
         if not isinstance(y, Tensor):
             raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}.")
+        if is_dict_input(x):  # keyword inputs: a Dataset of dict examples with "labels"
+            check_finite(y, "y")
+            return DictDataset(x, y)
         if y.shape[0] != x.shape[0]:
             raise ValueError(
                 f"X and y have different lengths: X has {x.shape[0]} rows, y has {y.shape[0]}."

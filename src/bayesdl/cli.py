@@ -350,6 +350,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="the report shows the K most uncertain test images and the K most "
                    "confident mistakes of each method with their epistemic attribution "
                    "(default: %(default)s; 0: no such section)")  # fmt: skip
+    p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                   help="build the network with FUNCTION(num_classes, in_channels, image_size) "
+                   "from an importable module instead of the CNN, e.g. a Hugging Face model "
+                   "built from a config and wrapped with bayesdl.hf.adapt (default: the CNN)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars")
@@ -377,7 +381,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, train_size=args.train_size, test_size=args.test_size,
         load=args.load, seed=args.seed, device=args.device, dropout=args.dropout,
         calibrate=args.calibrate, reference=args.reference,
-        explain=args.explain,
+        explain=args.explain, model=args.model,
     )  # fmt: skip
     results = evaluate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(format_summary(results))

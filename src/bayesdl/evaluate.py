@@ -50,7 +50,7 @@ from bayesdl._checks import check_device
 from bayesdl.calibrate import TemperatureScaling
 from bayesdl.io import load, save
 from bayesdl.methods.base import BaseMethod, get_method, method_names
-from bayesdl.models import check_dropout_pair, gal_cnn
+from bayesdl.models import check_dropout_pair, gal_cnn, model_factory
 from bayesdl.predictive import CategoricalPredictive
 from bayesdl.runtime import default_chunk_rows, eval_mode, seeded_global_rng
 
@@ -163,6 +163,11 @@ class EvaluateConfig:
             the heat map of its epistemic attribution (``explain.attribute``, integrated
             gradients from a black image), the class probabilities and the aleatoric /
             epistemic split. 0: no such section. Needs Captum (extra ``explain``).
+        model: ``"module:function"`` building the network instead of ``gal_cnn``
+            (``models.model_factory``): called as ``function(num_classes, in_channels,
+            image_size)``, e.g. a Hugging Face image classifier built from a config and
+            wrapped with ``bayesdl.hf.adapt`` (nothing is downloaded); ``dropout`` does not
+            apply to it. ``None``: ``gal_cnn``.
     """
 
     dataset: str = "mnist"
@@ -185,6 +190,7 @@ class EvaluateConfig:
     calibrate: bool = False
     reference: str | None = None
     explain: int = 3
+    model: str | None = None
 
     def resolved(self) -> EvaluateConfig:
         """A copy with the defaults filled in, after checking every setting.
@@ -221,6 +227,8 @@ class EvaluateConfig:
                 f"reference must be one of {reference_methods()} or None, got {self.reference!r}."
             )
         dropout = check_dropout_pair(self.dropout)
+        if self.model is not None:
+            model_factory(self.model)  # a bad spec is refused before anything runs
         check_device(self.device)
         epochs = _DEFAULT_EPOCHS[self.dataset] if self.epochs is None else self.epochs
         changes = {"ood": ood, "epochs": epochs, "dropout": dropout}
@@ -489,8 +497,15 @@ def evaluate(
     classes, channels, size = train.num_classes or 10, train.x.shape[1], train.x.shape[-1]
     device = torch.device(cfg.device)
 
+    build = None if cfg.model is None else model_factory(cfg.model)
+
     def factory() -> nn.Module:
-        return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
+        if build is None:
+            return gal_cnn(classes, channels, size, dropout=cfg.dropout).to(device)
+        net = build(classes, channels, size)
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"model {cfg.model!r} returned {type(net).__name__}, not an nn.Module.")
+        return net.to(device)
 
     if cfg.reference is not None:  # refuse before training anything
         diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))

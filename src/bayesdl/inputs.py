@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 __all__ = [
     "Inputs", "LABELS", "is_dict_input", "num_examples", "to_device", "split_inputs",
-    "take", "cat_inputs", "split_labels", "map_tensors",
+    "take", "cat_inputs", "split_labels", "map_tensors", "DictDataset",
 ]  # fmt: skip
 
 Inputs = Tensor | Mapping[str, Tensor]
@@ -138,3 +139,33 @@ def split_labels(batch: Any) -> tuple[Inputs, Tensor]:
         "a DataLoader batch must be a pair (x, y) or a dict with 'labels', got "
         f"{type(batch).__name__}."
     )
+
+
+class DictDataset(Dataset):
+    """A dict batch of inputs and its targets as a ``Dataset`` of examples: item ``i`` is
+    ``{name: x[name][i], ..., "labels": y[i]}``, what a Hugging Face ``DataLoader`` yields
+    (``fit((x, y))`` with a dict ``x`` goes through it).
+
+    Args:
+        x: A dict of tensors sharing the leading dimension N.
+        y: Targets, shape (N, ...).
+
+    Raises:
+        ValueError: If ``x`` already holds ``"labels"`` or ``y`` has another length.
+    """
+
+    def __init__(self, x: Mapping[str, Tensor], y: Tensor) -> None:
+        if LABELS in x:
+            raise ValueError(f"x must not hold {LABELS!r} beside y; pass the targets once.")
+        n = num_examples(x)
+        if y.shape[0] != n:
+            raise ValueError(
+                f"X and y have different lengths: X has {n} rows, y has {y.shape[0]}."
+            )
+        self.x, self.y = dict(x), y
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {**{k: v[i] for k, v in self.x.items()}, LABELS: self.y[i]}

@@ -1,37 +1,48 @@
 """Memory you can see before it is allocated: ``method.memory_estimate(...)`` and budgets.
 
-``BaseMethod.memory_estimate(batch_size=, samples=)`` adds up, from shapes alone, the bytes
-a method holds and the peak bytes its ``fit`` and ``predict`` add on top:
+``BaseMethod.memory_estimate(batch_size=, samples=)`` adds up the bytes a method holds and
+the peak bytes its ``fit`` and ``predict`` add on top:
 
 * ``model``: the network's parameters and buffers (already allocated by the user);
 * ``state``: the posterior's own tensors (VI's standard deviations, SWAG's moments, a
   sample bank, Laplace's factors), allocated when the method is built;
 * ``fit``: the transient peak of ``fit``: gradients and Adam's two moments of the trainable
-  parameters, the activations kept for the backward pass (``activation_bytes``, when an
-  example input is given), and a method's own work (Laplace's curvature accumulation and
-  eigendecomposition: ``BaseMethod.fit_memory``);
+  parameters, the traced peak of one step (``BaseMethod.fit_trace``: activations, what
+  autograd saves, the gradients of activations, Jacobians; when an example input is given),
+  and a method's own work (Laplace's curvature accumulation and eigendecomposition:
+  ``BaseMethod.fit_memory``);
 * ``predict``: the S outputs, the parameter draws of one vectorised chunk and its
-  activations.
+  activations (``activation_bytes``).
+
+States and curvature come from shapes. What depends on the network's code is traced:
+``traced_peak`` runs a step under a ``TorchDispatchMode`` that adds up the bytes every ATen
+operator allocates (forward and backward) and subtracts them when they are freed, the
+accounting of ``torch.cuda.max_memory_allocated`` on any device; ``batch_peak`` runs it on
+one and two (or two and four) real examples and extrapolates linearly to the batch size.
+(The ``meta`` device would allocate nothing, but Hugging Face models branch on the values
+of their attention masks, which meta tensors do not have.)
 
 ``fit(..., max_memory=)`` and ``predict(..., max_memory=)`` compare the estimate with a
 budget in bytes and raise a one-line ``ValueError`` naming the number and the knobs that
 lower it, before anything is allocated. ``benchmarks/memory_subset.py`` measures the
-estimate against the peak resident memory of a 10^8-parameter transformer.
-"""
+estimate against the peak resident memory of a 10^8-parameter transformer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from bayesdl.inputs import Inputs, map_tensors, take
+from bayesdl.inputs import Inputs, num_examples, take
 
 __all__ = [
     "MemoryEstimate", "tensor_bytes", "activation_bytes", "format_bytes", "check_budget",
-    "eigh_bytes",
+    "eigh_bytes", "traced_peak", "batch_peak",
 ]  # fmt: skip
 
 
@@ -69,57 +80,118 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-@torch.no_grad()
-def activation_bytes(
-    model: nn.Module, example: Inputs, start: set[int] | None = None
-) -> tuple[int, int]:
-    """Bytes of the leaf modules' outputs for one example, and the model's outputs per
-    example (K), from one forward pass of a single example.
+def _storages(x: Any) -> list[Any]:
+    """The untyped storages of the tensors in ``x`` (nested tuples, lists and dicts)."""
+    if isinstance(x, Tensor):
+        return [x.untyped_storage()]
+    if isinstance(x, Mapping):
+        x = list(x.values())
+    if isinstance(x, (tuple, list)):
+        return [s for v in x for s in _storages(v)]
+    return []
 
-    The outputs of the leaf modules are what autograd keeps for the backward pass (about
-    one tensor per layer; an output that is its input's storage, as dropout in evaluation
-    mode or an identity returns, is counted once), so ``batch_size`` times this is the
-    activation memory of a training step.
+
+class _Allocations(TorchDispatchMode):
+    """Bytes of the tensors that ATen operators allocate while the mode is on: the live
+    total (a storage is subtracted when it is freed) and its peak.
+
+    Every operator, forward or backward (autograd runs its backward operators through the
+    same dispatcher), goes through ``__torch_dispatch__``; an output whose storage is one of
+    the operator's inputs' (a view, an in-place result) allocates nothing. This is the
+    accounting of PyTorch's own caching allocator (``torch.cuda.max_memory_allocated``),
+    done for any device.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(s) for s in _storages((args, kwargs))}
+        for st in _storages(out):
+            key = id(st)
+            if key in inputs or key in self.live:
+                continue
+            self.live[key] = st.nbytes()
+            self.current += self.live[key]
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(st, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+
+def traced_peak(step: Callable[[], Any]) -> int:
+    """Peak bytes of the tensors ``step()`` allocates while it runs (dispatcher-level
+    accounting, as ``torch.cuda.max_memory_allocated`` does on a GPU, for any device).
+
+    What existed before (parameters, inputs) is not counted; what ``step`` returns is freed
+    when it returns. Work outside ATen operators (LAPACK workspaces, Python objects) is not
+    seen.
+
+    Args:
+        step: The computation, without arguments.
+    """
+    mode = _Allocations()
+    with mode:
+        step()
+    return mode.peak
+
+
+def _examples(example: Inputs, n: int) -> Inputs:
+    """``n`` examples: the first ``n`` of ``example``, its examples repeated if it has fewer."""
+    have = num_examples(example)
+    return take(example, torch.arange(n) % have if n > have else slice(0, n))
+
+
+def batch_peak(step: Callable[[Inputs], Any], example: Inputs, batch_size: int) -> int:
+    """Peak bytes of ``step(x)`` on a batch of ``batch_size`` examples like ``example``,
+    without running it on that many: ``traced_peak`` on the batch itself up to two
+    examples, else on two and on four examples and extrapolated linearly to ``batch_size``.
+
+    Activations, autograd's saved tensors, gradients of activations and Jacobians grow
+    with the batch; parameter gradients and other per-call buffers do not, so two sizes
+    give both parts. Tracing allocates at most four examples' worth, whatever
+    ``batch_size`` is.
+
+    Args:
+        step: One step of the computation on a batch of inputs (e.g. a forward and a
+            backward pass).
+        example: Inputs holding at least one example (repeated to fill a batch).
+        batch_size: Examples per batch to estimate.
+    """
+    if batch_size <= 2:
+        return traced_peak(lambda: step(_examples(example, batch_size)))
+    p2 = traced_peak(lambda: step(_examples(example, 2)))
+    p4 = traced_peak(lambda: step(_examples(example, 4)))
+    return max(p2 + (batch_size - 2) * (p4 - p2) // 2, 0)
+
+
+def activation_bytes(model: nn.Module, example: Inputs) -> tuple[int, int]:
+    """Bytes per example of the peak of live tensors in one forward pass without gradients
+    (from ``batch_peak`` at two and four examples; what ``predict`` holds per input and
+    draw), and the model's outputs per example (K).
 
     Args:
         model: The network.
-        example: Inputs holding at least one example (the first is used).
-        start: Ids of modules: count only from the first of them to run on (a graph that
-            starts there); ``None``: every module.
+        example: Inputs holding at least one example.
 
     Returns:
         ``(bytes per example, outputs per example)``.
     """
-    one = take(example, slice(0, 1))
-    total = 0
-    seen: set[int] = set()
-    counting = start is None
-
-    def count(m: nn.Module, _i: tuple, out: object) -> None:
-        nonlocal counting
-        counting = counting or id(m) in (start or ())
-        if counting:
-            map_tensors(out, _add)
-
-    def _add(t: Tensor) -> Tensor:
-        nonlocal total
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in seen:
-            seen.add(ptr)
-            total += t.numel() * t.element_size()
-        return t
-
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
     was = model.training
     try:
         model.eval()
-        out = model(one)
+        with torch.no_grad():
+            per = max(batch_peak(model, example, 4) - batch_peak(model, example, 2), 0) // 2
+            out = model(take(example, slice(0, 1)))
     finally:
         model.train(was)
-        for h in handles:
-            h.remove()
-    return total, int(out[0].numel()) if isinstance(out, Tensor) else 1
+    return per, int(out[0].numel()) if isinstance(out, Tensor) else 1
 
 
 @dataclass(frozen=True)

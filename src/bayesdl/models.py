@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
-__all__ = ["INITS", "gal_cnn", "mlp"]
+__all__ = ["INITS", "gal_cnn", "mlp", "model_factory"]
 
 
 INITS = ("torch", "glorot")
@@ -90,3 +91,32 @@ def mlp(
         width = h
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+def model_factory(spec: str) -> Callable[..., nn.Module]:
+    """The function a ``"package.module:function"`` string names (``bayesdl evaluate
+    --model``), e.g. one building a Hugging Face model from a config and wrapping it with
+    ``bayesdl.hf.adapt``. It is called as ``function(num_classes, in_channels, image_size)``
+    and must return an ``nn.Module``.
+
+    Args:
+        spec: ``"module:function"``; the module must be importable (installed, or on
+            ``PYTHONPATH``).
+
+    Raises:
+        ValueError: If ``spec`` is not ``"module:function"``, the module cannot be imported
+            or has no such callable.
+    """
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"model must be 'module:function', got {spec!r}.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"model {spec!r}: cannot import {module_name!r} ({err}); put it on PYTHONPATH."
+        ) from err
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"model {spec!r}: {module_name!r} has no function {name!r}.")
+    return fn

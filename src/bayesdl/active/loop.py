@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from bayesdl import distributed, metrics, priors
 from bayesdl._checks import (
     check_amp,
+    check_dict_input,
     check_labels,
     check_model_input,
     check_output_memory,
@@ -71,6 +72,7 @@ from bayesdl.active.acquisition import get_acquisition, preferred_draws, select
 from bayesdl.active.history import ActiveHistory, StepRecord
 from bayesdl.active.pool import Pool
 from bayesdl.active.schedule import BATCHBALD_SCHEDULE, FixedLengthBatches
+from bayesdl.inputs import is_dict_input, num_examples, take
 from bayesdl.methods.base import Method, get_method
 from bayesdl.methods.mc_dropout import MCDropout
 from bayesdl.predictive import CategoricalPredictive
@@ -101,16 +103,33 @@ def _split_data(data: Any, name: str) -> tuple[Tensor, Tensor, int | None]:
         x, y, classes = data.x, data.y, getattr(data, "num_classes", None)
     else:
         raise TypeError(f"{name} must be a bayesdl Data or a tuple (X, y), got {type(data)}.")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"{name}: X and y must be tensors.")
-    if x.dim() == 0 or x.shape[0] == 0 or y.shape != (x.shape[0],):
+    if is_dict_input(x):  # keyword inputs of a Hugging Face model (``bayesdl.hf.adapt``)
+        x = check_dict_input(x, f"{name} X")
+    elif not isinstance(x, Tensor) or x.dim() == 0:
+        raise TypeError(f"{name}: X must be a tensor (N, ...) or a dict of them.")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{name}: y must be a tensor.")
+    n = num_examples(x)
+    if n == 0 or y.shape != (n,):
         raise ValueError(
             f"{name} must hold N >= 1 inputs and labels of shape (N,), got X "
-            f"{tuple(x.shape)} and y {tuple(y.shape)}."
+            f"{_shape(x)} and y {tuple(y.shape)}."
         )
     top = int(y.max()) + 1 if classes is None else int(classes)
-    check_labels(y, x.shape[0], top, name=f"{name} labels")
+    check_labels(y, n, top, name=f"{name} labels")
     return x, y, classes
+
+
+def _shape(x: Any) -> Any:
+    """The shape of inputs as JSON: a list, or name -> list for a dict batch."""
+    if is_dict_input(x):
+        return {k: list(v.shape) for k, v in x.items()}
+    return list(x.shape)
+
+
+def _tensors(x: Any) -> list[Tensor]:
+    """The tensors of inputs, a dict batch's in key order."""
+    return [x[k] for k in sorted(x)] if is_dict_input(x) else [x]
 
 
 def _check_int(value: Any, name: str, low: int) -> int:
@@ -289,7 +308,7 @@ class ActiveLearner:
         self.train_x, self.train_y, classes = _split_data(train, "train")
         self.test_x, self.test_y, _ = _split_data(test, "test")
         self.num_classes = int(classes or int(self.train_y.max()) + 1)
-        n = self.train_x.shape[0]
+        n = num_examples(self.train_x)
         self.acquisition = get_acquisition(acquisition)
         self.acquisition_kwargs = dict(acquisition_kwargs or {})
         if self.acquisition.kind == "score" and self.acquisition_kwargs:
@@ -384,7 +403,7 @@ class ActiveLearner:
             probe = self._build(0)
             arch = {k: list(v.shape) for k, v in probe.state_dict().items()}
             fit = {k: ckpt.jsonable(v) for k, v in self.fit_kwargs.items()}
-            train_digest = _digest(self.train_x, self.train_y)
+            train_digest = _digest(*_tensors(self.train_x), self.train_y)
             config = {
                 "acquisition": self.acquisition.name,
                 "acquisition_kwargs": ckpt.jsonable(self.acquisition_kwargs),
@@ -399,7 +418,7 @@ class ActiveLearner:
                 "train_steps": self.train_steps,
                 "train_epochs": self.train_epochs,
                 "schedule": self.schedule,
-                "val_data": None if self.val_x is None else _digest(self.val_x, self.val_y),
+                "val_data": None if self.val_x is None else _digest(*_tensors(self.val_x), self.val_y),
                 "amp": None if self.amp is None else str(self.amp),
                 "fit": fit,
                 "warm_start": self.warm_start,
@@ -409,10 +428,10 @@ class ActiveLearner:
                 "method_kwargs": ckpt.jsonable(self.method_kwargs),
                 "weight_decay": self.weight_decay,
                 "architecture": hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:16],
-                "train_data": {"shape": list(self.train_x.shape), "sha256": train_digest},
+                "train_data": {"shape": _shape(self.train_x), "sha256": train_digest},
                 "test_data": {
-                    "shape": list(self.test_x.shape),
-                    "sha256": _digest(self.test_x, self.test_y),
+                    "shape": _shape(self.test_x),
+                    "sha256": _digest(*_tensors(self.test_x), self.test_y),
                 },
             }
             self._config = json.loads(json.dumps(config))
@@ -424,10 +443,11 @@ class ActiveLearner:
         model = self._build(0).model
         first = next(model.parameters(), torch.empty(0))
         per_example = output_size(model)
-        scored = min(self.pool_subset or self.train_x.shape[0], self.train_x.shape[0])
+        pool = num_examples(self.train_x)
+        scored = min(self.pool_subset or pool, pool)
         for x, name, n, samples in (
             (self.train_x, "train X", scored, self.mc_samples),
-            (self.test_x, "test X", self.test_x.shape[0], self.test_samples),
+            (self.test_x, "test X", num_examples(self.test_x), self.test_samples),
         ):
             check_model_input(model, x, name)
             check_output_memory(samples, n, per_example, first.dtype, first.device)
@@ -478,7 +498,7 @@ class ActiveLearner:
     def _train(self, step: int) -> None:
         """(Re)train on the labelled set (schedule: see the module docstring)."""
         idx = self.pool.labelled
-        x, y = self.train_x[idx], torch.tensor(self.labels, dtype=torch.long)
+        x, y = take(self.train_x, idx), torch.tensor(self.labels, dtype=torch.long)
         epochs = retrain_epochs(
             len(idx), self.fit_kwargs["batch_size"], self.train_steps, self.train_epochs
         )
@@ -524,7 +544,8 @@ class ActiveLearner:
         if self.acquisition.needs_model and distributed.is_active():
             return candidates[self._acquire_sharded(step, k, candidates)]
         if self.acquisition.needs_model:
-            pred = self._predict(self.train_x[candidates], step, _POOL, self.mc_samples, self.draws)
+            pool = take(self.train_x, candidates)
+            pred = self._predict(pool, step, _POOL, self.mc_samples, self.draws)
         else:  # random acquisition reads only the pool size
             pred = CategoricalPredictive(torch.zeros(1, candidates.numel(), 1))
         local = select(
@@ -539,7 +560,9 @@ class ActiveLearner:
         (BatchBALD) splits it over the ranks, any other batch function runs on the gathered
         predictive, the same on every rank. Returns positions in ``candidates``."""
         start, stop = distributed.shard_bounds(candidates.numel())
-        pred = self._predict(self.train_x[candidates[start:stop]], step, _POOL, self.mc_samples)
+        pred = self._predict(
+            take(self.train_x, candidates[start:stop]), step, _POOL, self.mc_samples
+        )
         acq = self.acquisition
         if acq.kind == "batch" and acq.sharded:
             noise = {"generator": self._rng} if acq.stochastic else {}
@@ -556,7 +579,8 @@ class ActiveLearner:
         amp = torch.autocast(self._device().type, dtype=self.amp, enabled=self.amp is not None)
         with amp:
             if distributed.is_active():  # each rank its block of the test set, then gathered
-                part = self._predict(distributed.shard(self.test_x), step, _TEST, self.test_samples)
+                rows = slice(*distributed.shard_bounds(num_examples(self.test_x)))
+                part = self._predict(take(self.test_x, rows), step, _TEST, self.test_samples)
                 pred = distributed.gather_predictive(part)
             else:
                 pred = self._predict(self.test_x, step, _TEST, self.test_samples)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bayesdl.inputs import num_examples, take
+
 __all__ = ["BatchBALDSchedule", "BATCHBALD_SCHEDULE", "FixedLengthBatches"]
 
 
@@ -60,7 +62,7 @@ class FixedLengthBatches:
     ``engine.Batches``.
 
     Args:
-        x: Inputs, shape (N, ...).
+        x: Inputs, shape (N, ...), or a dict of them (``bayesdl.inputs``).
         y: Targets, shape (N, ...).
         batch_size: Minibatch size.
         length: Samples per epoch (at least N is used).
@@ -70,16 +72,17 @@ class FixedLengthBatches:
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, length: int) -> None:
-        if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
+        n = num_examples(x)
+        if n == 0 or n != y.shape[0]:
             raise ValueError(
-                f"x and y must hold the same positive number of examples, got {x.shape[0]} "
+                f"x and y must hold the same positive number of examples, got {n} "
                 f"and {y.shape[0]}."
             )
         for value, name in ((batch_size, "batch_size"), (length, "length")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.n_data = x.shape[0]
+        self.n_data = n
         self.length = max(length, self.n_data)
 
     def __len__(self) -> int:
@@ -94,7 +97,7 @@ class FixedLengthBatches:
         order = torch.randperm(self.length, generator=generator) % self.n_data
         for i in range(0, self.length, self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            yield take(self.x, idx), self.y[idx]
 
     def first_inputs(self, batches: int) -> Tensor:
         """The inputs of the first ``batches`` minibatches in the data's own order.
@@ -102,4 +105,4 @@ class FixedLengthBatches:
         Args:
             batches: Number of minibatches.
         """
-        return self.x[torch.arange(batches * self.batch_size) % self.n_data]
+        return take(self.x, torch.arange(batches * self.batch_size) % self.n_data)

@@ -19,7 +19,7 @@ Prediction:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -45,7 +45,13 @@ from bayesdl.engine import (
 )  # fmt: skip
 from bayesdl.inputs import Inputs, is_dict_input, num_examples, split_inputs, to_device
 from bayesdl.likelihoods import Categorical, Likelihood
-from bayesdl.memory import MemoryEstimate, activation_bytes, check_budget, tensor_bytes
+from bayesdl.memory import (
+    MemoryEstimate,
+    activation_bytes,
+    batch_peak,
+    check_budget,
+    tensor_bytes,
+)
 from bayesdl.methods.registry import get_method, method_names, register_method
 from bayesdl.predictive import Predictive
 from bayesdl.priors import Normal, Prior
@@ -439,21 +445,36 @@ class BaseMethod(nn.Module, Method):
         )
 
     # -- memory ------------------------------------------------------------------------------
-    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+    def fit_memory(
+        self, batch_size: int, outputs: int, traced: Callable[[int], int]
+    ) -> dict[str, int]:
         """Hook: peak bytes of the method's own work in ``fit`` beyond gradients, optimiser
         state and activations (Laplace: the curvature), name -> bytes; default none.
 
         Args:
             batch_size: Examples per minibatch.
             outputs: Network outputs per example K.
-            activations: Bytes of one example's activations (0 when unknown).
+            traced: ``traced(b)``: the traced peak bytes of ``fit_trace`` on ``b`` examples
+                (``memory.batch_peak``; 0 without an example input).
         """
         return {}
 
-    def activation_start(self) -> set[int] | None:
-        """Ids of the modules from the first of which ``fit`` keeps activations (``None``:
-        the whole network; Laplace: its Bayesian layers)."""
-        return None
+    def fit_trace(self, x: Any) -> Any:
+        """Hook: the part of one ``fit`` step on inputs ``x`` whose memory grows with the
+        batch (``memory_estimate`` traces it on a few real examples with
+        ``memory.batch_peak``). Default: a forward pass and a backward pass to the
+        trainable parameters (``torch.autograd.grad``: nothing is accumulated in ``.grad``);
+        Laplace: its curvature pass.
+
+        Args:
+            x: Inputs (a tensor or a dict batch) on the model's device.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            out = self.model(x)
+            if params and isinstance(out, Tensor) and out.requires_grad:
+                return torch.autograd.grad(out.sum(), params, allow_unused=True)
+        return out
 
     def sample_bytes(self) -> int:
         """Bytes of one posterior draw that ``predict`` materialises: the parameters named
@@ -495,15 +516,23 @@ class BaseMethod(nn.Module, Method):
         state = tensor_bytes(t for t in [*self.parameters(), *self.buffers()] if id(t) not in own)
         if example is not None:
             x = check_model_input(self.model, example)
-            act, k = activation_bytes(self.model, x, self.activation_start())
+            act, k = activation_bytes(self.model, x)  # predict: a forward pass per draw
+            x = self.to_model(x)
+
+            def traced(b: int) -> int:
+                return batch_peak(self.fit_trace, x, b)
         else:
             act, k = 0, output_size(self.model) or 1
+
+            def traced(b: int) -> int:
+                return 0
         parts: dict[str, int] = {}
         if self.default_epochs > 0 if train is None else train:
             trainable = tensor_bytes(p for p in self.parameters() if p.requires_grad)
+            # the traced step's parameter gradients are the "fit/grads" term
             parts.update({"fit/grads": trainable, "fit/optimizer": 2 * trainable,
-                          "fit/activations": act * batch_size})  # fmt: skip
-        parts.update({f"fit/{n}": b for n, b in self.fit_memory(batch_size, k, act).items()})
+                          "fit/activations": max(traced(batch_size) - trainable, 0)})  # fmt: skip
+        parts.update({f"fit/{n}": b for n, b in self.fit_memory(batch_size, k, traced).items()})
         rows = default_chunk_rows(self.device) if chunk_size is None else chunk_size
         check_positive_int(rows, "chunk_size")
         block = min(rows, batch_size)

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +88,41 @@ def _check_kfac_layer(name: str, layer: nn.Module) -> None:
             f"hessian='kfac' supports nn.Linear and nn.Conv2d (groups=1, integer zero padding); "
             f"layer {name!r} is {layer!r}. Use hessian='diag' or hessian='full' for it, or "
             "subset='last_layer'."
+        )
+
+
+def _tied_names(
+    model: nn.Module, layers: dict[str, nn.Module]
+) -> tuple[list[str], dict[str, list[nn.Module]]]:
+    """The Bayesian parameters of ``layers`` under their model names, each once, and the
+    modules using each of them.
+
+    A tied (shared) parameter, such as a language model's output layer sharing the input
+    embedding's matrix, is one parameter: ``named_parameters`` lists it once, under the
+    name of its first owner, and its GGN takes every use into account (the Jacobians
+    differentiate the network through all the modules holding it).
+    """
+    canonical = {id(p): n for n, p in model.named_parameters()}  # a shared one: its first name
+    names = list(dict.fromkeys(
+        canonical[id(p)] for layer in layers.values() for p in layer.parameters(recurse=False)
+    ))  # fmt: skip
+    users: dict[str, list[nn.Module]] = {n: [] for n in names}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if canonical[id(p)] in users:
+                users[canonical[id(p)]].append(module)
+    return names, users
+
+
+def _check_kfac_untied(names: list[str], users: dict[str, list[nn.Module]]) -> None:
+    tied = [n for n in names if len(users[n]) > 1]
+    if tied:
+        kinds = [type(m).__name__ for m in users[tied[0]]]
+        raise ValueError(
+            f"hessian='kfac' cannot cover the tied parameter {tied[0]!r} (shared by the "
+            f"modules {kinds}): the curvature of a shared weight is not one Kronecker "
+            "product; use hessian='diag' or 'full' (they include every use), or a subset "
+            "without it."
         )
 
 
@@ -213,7 +248,17 @@ class _KFAC(_Curvature):
     def _factor(self, kind: str, i: int) -> tuple[Tensor, Tensor]:
         return getattr(self, f"{kind}_vals_{i}"), getattr(self, f"{kind}_vecs_{i}")
 
-    def update(self, method, args, y):
+    def backward(
+        self, method: Laplace, args: tuple, y: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, ...]]:
+        """One batch's passes: the outputs (B, K), every layer's inputs and the gradients
+        of the outputs contracted with ``Lambda^(1/2)`` at the layers' outputs (C, B, ...).
+
+        Args:
+            method: The Laplace method.
+            args: The tail's inputs (``split.prefix(x)``).
+            y: Targets, checked against the outputs; ``None``: not checked.
+        """
         inputs: dict[str, Tensor] = {}
         outputs: dict[str, Tensor] = {}
 
@@ -234,7 +279,8 @@ class _KFAC(_Curvature):
                 p.requires_grad_(False)
             with torch.enable_grad():
                 out = method.split.tail(*args)
-            method.likelihood.check_target(out, y)
+            if y is not None:
+                method.likelihood.check_target(out, y)
             sqrt = method._loss_hessian_sqrt(out.detach())  # (B, K, C)
             grads = torch.autograd.grad(
                 out, [outputs[n] for n, *_ in self.layers], sqrt.permute(2, 0, 1),
@@ -245,6 +291,10 @@ class _KFAC(_Curvature):
                 h.remove()
             for p in trainable:
                 p.requires_grad_(True)
+        return out, inputs, grads
+
+    def update(self, method, args, y):
+        out, inputs, grads = self.backward(method, args, y)
         if self._sums is None:
             self._sums = [[] for _ in self.layers]
         self._positions = []
@@ -435,12 +485,10 @@ class Laplace(BaseMethod):
             self.layers = dict(linear[-1:])
         else:
             self.layers = select_layers(model, subset, "Laplace")
-        self.names = [
-            f"{ln}.{pn}" if ln else pn
-            for ln, layer in self.layers.items()
-            for pn, _ in layer.named_parameters(recurse=False)
-        ]
-        bayesian = set(map(id, self.layers.values()))
+        self.names, users = _tied_names(model, self.layers)
+        if hessian == "kfac":
+            _check_kfac_untied(self.names, users)
+        bayesian = set(map(id, self.layers.values())) | {id(m) for u in users.values() for m in u}
         self.split = split_model(model, lambda m: id(m) in bayesian, head)
         like = next(iter(self.mean().values()))
         self.register_buffer("prior_precision", like.new_ones(()))
@@ -582,38 +630,51 @@ class Laplace(BaseMethod):
         return torch.cat([self.prior.mean(n, p).flatten() for n, p in self.mean().items()])
 
     # -- memory --------------------------------------------------------------------------------
-    def activation_start(self) -> set[int]:
-        """Ids of the Bayesian layers: the curvature's graph starts at the first to run."""
-        return set(map(id, self.layers.values()))
+    def fit_trace(self, x: Any) -> Any:
+        """The curvature pass of one chunk on inputs ``x`` without accumulating it (traced
+        by ``memory_estimate``): the deterministic prefix, then for ``"kfac"`` the forward
+        pass and the backward passes to the Bayesian layers' outputs, for ``"full"`` /
+        ``"diag"`` the per-example Jacobians.
 
-    def fit_memory(self, batch_size: int, outputs: int, activations: int) -> dict[str, int]:
+        Args:
+            x: Inputs on the model's device.
+        """
+        with torch.no_grad():
+            args = self.split.prefix(x)
+            if isinstance(self.curvature, _KFAC):
+                return self.curvature.backward(self, args)
+            return self._jacobian(args)
+
+    def fit_memory(
+        self, batch_size: int, outputs: int, traced: Callable[[int], int]
+    ) -> dict[str, int]:
         """Peak bytes of ``fit_posterior``'s curvature work (in ``memory_estimate``).
 
         Per chunk of ``chunk_size`` (default: the batch) examples B with K outputs over P
-        parameters: ``"full"`` holds the running P x P sum and one batch's (2 P^2), the
-        Jacobians and their product with the loss Hessian's root (2 B K P), then
+        parameters, the traced peak of one chunk's passes (``fit_trace``: the prefix, the
+        graph from the first Bayesian layer on, autograd's gradients, the Jacobians), and:
+        ``"full"`` holds the running P x P sum and one batch's
+        (2 P^2) beside the Jacobians' product with the loss Hessian's root (B K P), then
         ``torch.linalg.eigh``'s copy and workspace (``memory.eigh_bytes``) beside the sum;
-        ``"diag"`` the Jacobians (2 B K P); ``"kfac"`` the running factors of every layer,
-        one layer's batch factors, and ``eigh`` of the largest factor; the activations the
-        chunk's backward passes keep (from the first Bayesian layer on, see
-        ``activation_start``) come on top.
+        ``"diag"`` that product and two P-vectors; ``"kfac"`` the running factors of every
+        layer, one layer's batch factors, and ``eigh`` of the largest factor.
 
         Args:
             batch_size: Examples per minibatch.
             outputs: Network outputs per example K.
-            activations: Bytes of one example's activations (0 when unknown).
+            traced: ``traced(b)``: the traced peak bytes of ``fit_trace`` on ``b`` examples.
         """
         it = torch.empty((), dtype=self.dtype).element_size()
-        b, k, p = self.chunk_size or batch_size, outputs, self.num_params
-        backward = activations * b  # the graph kept for the backward passes
+        b, k, p = min(self.chunk_size or batch_size, batch_size), outputs, self.num_params
+        passes = traced(b)  # graph, gradients / Jacobians of one chunk
         if self.hessian == "full":
-            acc = 2 * p * p * it + 2 * b * k * p * it + backward
+            acc = 2 * p * p * it + b * k * p * it + passes
             return {"curvature": max(acc, p * p * it + eigh_bytes(p, it))}
         if self.hessian == "diag":
-            return {"curvature": 2 * b * k * p * it + p * it + backward}
+            return {"curvature": b * k * p * it + 2 * p * it + passes}
         dims = [(fan_in + bias, out) for _, _, out, fan_in, bias, _ in self.curvature.layers]
         sums = sum(a * a + g * g for a, g in dims) * it
-        batch = max(a * a + g * g for a, g in dims) * it + backward
+        batch = max(a * a + g * g for a, g in dims) * it + passes
         finish = max(eigh_bytes(max(a, g), it) for a, g in dims)
         return {"curvature": sums + max(batch, finish)}
 
