@@ -204,7 +204,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
     assert main(["active-learn", *flags, "--budget", "30", "--out", str(tmp_path / "al")]) == 0
     err = capsys.readouterr().err  # captured: not a terminal
     assert "\r" not in err and "\x1b" not in err
-    lines = [line for line in err.splitlines() if line.startswith("active bald")]
+    lines = [line for line in err.splitlines() if line.startswith("active power-bald")]
     # the last line has the final count and the last step's postfix
-    assert lines and lines[-1].startswith("active bald: 100%") and "2/2" in lines[-1]
+    assert lines and lines[-1].startswith("active power-bald: 100%") and "2/2" in lines[-1]
     assert "labels=30" in lines[-1]
