@@ -537,7 +537,7 @@ class BaseMethod(nn.Module, Method):
         check_positive_int(rows, "chunk_size")
         block = min(rows, batch_size)
         draws = min(samples, max(1, rows // block), self.max_samples or samples)
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        itemsize = self.dtype.itemsize
         parts.update({
             "predict/outputs": min(samples, self.max_samples or samples) * batch_size * k * itemsize,
             "predict/draws": draws * self.sample_bytes(),
