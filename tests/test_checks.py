@@ -217,3 +217,32 @@ def test_finite_inputs_whose_sum_overflows_are_accepted_and_nan_named():
         ValueError, match="1 inf value\\(s\\) in 1 row\\(s\\), first indices \\[2\\]"
     ):
         check_model_input(_mlp(inputs=4), inf)
+
+
+def test_predict_follows_a_parameter_replaced_after_a_predict():
+    # placement reads the first parameter from the layer it was found in; a parameter
+    # swapped for one of another dtype (same layer object) is what predict follows
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    m = bdl.MAP(model)
+    assert m.predict(torch.rand(2, 4)).probs.dtype == torch.float32
+    for layer in (model[0], model[2]):
+        layer.weight = nn.Parameter(layer.weight.detach().double())
+        layer.bias = nn.Parameter(layer.bias.detach().double())
+    assert m.dtype == torch.float64
+    assert m.predict(torch.rand(2, 4)).probs.dtype == torch.float64
+    model[0].bias = None  # a parameter removed: still the weight first
+    assert m.predict(torch.rand(2, 4)).probs.dtype == torch.float64
+    del model[0].weight  # the first parameter gone from its layer: the walk finds the next
+    model[0].weight = torch.zeros(8, 4, dtype=torch.float16)  # a plain tensor attribute
+    assert bayesdl._checks.placement(model, bayesdl._checks.model_structure(model)) == (
+        torch.device("cpu"), torch.float64,
+    )  # fmt: skip
+
+
+def test_non_finite_logits_name_the_input_rows():
+    # the predictive's check counts rows along the inputs (dimension 1 of (S, N, C))
+    logits = torch.zeros(4, 5, 3)
+    logits[2, 3, 1] = float("nan")
+    logits[0, 1, 0] = float("inf")
+    with pytest.raises(ValueError, match="in 2 row\\(s\\), first indices \\[1, 3\\]"):
+        bdl.CategoricalPredictive(logits)

@@ -16,6 +16,7 @@ import math
 import os
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +37,14 @@ _EMBEDDING = (nn.Embedding, nn.EmbeddingBag)
 _CONV_AXES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
-def check_finite(x: Tensor, name: str) -> None:
-    """Raise ``ValueError`` naming how many rows of ``x`` hold NaN/inf and the first rows."""
+def check_finite(x: Tensor, name: str, rows_dim: int = 0) -> None:
+    """Raise ``ValueError`` naming how many rows of ``x`` hold NaN/inf and the first rows.
+
+    Args:
+        x: Any tensor; non-floating tensors pass.
+        name: The argument's name in the message.
+        rows_dim: The dimension whose entries the message counts as rows (the examples).
+    """
     if not x.is_floating_point():
         return
     # Fast path, exact: a finite sum means no NaN or inf (they propagate through a sum);
@@ -47,7 +54,8 @@ def check_finite(x: Tensor, name: str) -> None:
     bad = ~torch.isfinite(x)
     if not bad.any():
         return
-    rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()
+    bad = bad.movedim(rows_dim, 0)
+    rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten()
     n_nan = int(torch.isnan(x).sum())
     n_inf = int(bad.sum()) - n_nan
     kinds = ", ".join(f"{c} {kind}" for c, kind in ((n_nan, "NaN"), (n_inf, "inf")) if c)
@@ -169,23 +177,53 @@ def _leaves(model: nn.Sequential) -> list[nn.Module]:
     return out
 
 
-_STRUCTURE: weakref.WeakKeyDictionary[
-    nn.Module, tuple[list[nn.Module], InputSpec | None, int | None]
-]
+class ModelStructure(NamedTuple):
+    """What a model's layers say about its inputs and outputs (``model_structure``)."""
+
+    input_spec: InputSpec | None
+    """What the model takes per example (``input_spec``)."""
+    output_size: int | None
+    """Values per example in its output (``output_size``)."""
+    parameter_owner: tuple[nn.Module, str] | None = None
+    """The layer holding the model's first parameter and the parameter's name in it, so
+    that ``placement`` reads the model's device and dtype without walking it (``None``:
+    no parameter, or one held by an ``nn.Sequential`` itself)."""
+
+
+_NO_STRUCTURE = ModelStructure(None, None)
+
+
+def _read_parameter_owner(
+    model: nn.Sequential, leaves: list[nn.Module]
+) -> tuple[nn.Module, str] | None:
+    """``ModelStructure.parameter_owner``, read from the layers (uncached)."""
+    containers = [m for m in model.modules() if isinstance(m, nn.Sequential)]
+    if any(True for c in containers for _ in c.parameters(recurse=False)):
+        return None  # a container's own parameter would come first: let placement walk
+    for leaf in leaves:
+        for name, _ in leaf.named_parameters():
+            return leaf, name
+    return None
+
+
+_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], ModelStructure]]
 _STRUCTURE = weakref.WeakKeyDictionary()
-"""Per ``nn.Sequential``: its layers when last read, and ``(input_spec, output_size)`` then."""
+"""Per ``nn.Sequential``: its layers when last read, and what they said then."""
 
 
-def _structure(model: nn.Module) -> tuple[InputSpec | None, int | None]:
-    """``(input_spec, output_size)`` of ``model``, read again only when its layers changed.
+def model_structure(model: nn.Module) -> ModelStructure:
+    """``input_spec`` and ``output_size`` of ``model``, read again only when its layers changed.
 
     ``predict`` checks every call's input against the model, and reading the layers with
     their names costs more than a small model's forward pass; so the result is kept per
     ``nn.Sequential`` with the layer objects it was read from (held, so that a new layer
     can never be mistaken for a freed one) and reused while the same layers are in place.
+
+    Args:
+        model: The user's network; other than an ``nn.Sequential``, nothing is read.
     """
     if not isinstance(model, nn.Sequential):
-        return None, None
+        return _NO_STRUCTURE
     leaves = _leaves(model)
     hit = _STRUCTURE.get(model)
     if (
@@ -193,10 +231,36 @@ def _structure(model: nn.Module) -> tuple[InputSpec | None, int | None]:
         and len(hit[0]) == len(leaves)
         and all(a is b for a, b in zip(hit[0], leaves, strict=True))
     ):
-        return hit[1], hit[2]
-    found = (_read_input_spec(model), _read_output_size(model))
-    _STRUCTURE[model] = (leaves, *found)
+        return hit[1]
+    found = ModelStructure(
+        _read_input_spec(model), _read_output_size(model), _read_parameter_owner(model, leaves)
+    )
+    _STRUCTURE[model] = (leaves, found)
     return found
+
+
+def placement(
+    model: nn.Module, structure: ModelStructure | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """``(device, dtype)`` of ``model``'s first parameter (CPU and the default dtype for a
+    model without parameters).
+
+    Args:
+        model: The user's network.
+        structure: ``model_structure(model)``, when the caller has read it already: the
+            parameter is then read from its layer, without walking the model.
+    """
+    owner = None if structure is None else structure.parameter_owner
+    if owner is not None:
+        try:
+            p = owner[0].get_parameter(owner[1])
+        except AttributeError:  # the layer's parameter was removed since it was read
+            pass
+        else:
+            return p.device, p.dtype
+    for p in model.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
 
 
 Rows = tuple[int, int, int]
@@ -291,12 +355,12 @@ def input_spec(model: nn.Module) -> InputSpec | None:
     Read from an ``nn.Sequential`` (nested ones included) whose first layer, after any
     element-wise layers and an ``nn.Flatten``, is an ``nn.Linear``, an ``nn.Conv1d/2d/3d``
     or an ``nn.Embedding``. Other models return ``None`` (their forward pass is code that
-    only running it would reveal). Read once per set of layers (``_structure``).
+    only running it would reveal). Read once per set of layers (``model_structure``).
 
     Args:
         model: The user's network.
     """
-    return _structure(model)[0]
+    return model_structure(model).input_spec
 
 
 def _read_input_spec(model: nn.Module) -> InputSpec | None:
@@ -380,7 +444,9 @@ def _check_shape(x: Tensor, spec: InputSpec, name: str) -> None:
             raise ValueError(f"{name} has {shape[1]} channels (shape {shape}) but {where}{hint}.")
 
 
-def check_model_input(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
+def check_model_input(
+    model: nn.Module, x: Tensor, name: str = "x", *, structure: ModelStructure | None = None
+) -> Tensor:
     """Check a batch of inputs against ``model`` and return it in a dtype the model takes.
 
     Refuses, with a one-line message naming the expected shape: a non-tensor, an empty
@@ -393,6 +459,7 @@ def check_model_input(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
         model: The user's network.
         x: Inputs, shape (N, ...).
         name: The argument's name in messages.
+        structure: ``model_structure(model)``, when the caller has read it already.
 
     Returns:
         ``x``, cast to the model's floating dtype if it held integers or bools.
@@ -410,7 +477,7 @@ def check_model_input(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
         raise TypeError(f"{name} must be real, got dtype {x.dtype}.")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one example.")
-    spec = input_spec(model)
+    spec = (model_structure(model) if structure is None else structure).input_spec
     if spec is not None:
         _check_shape(x, spec, name)
     takes_indices = (
@@ -438,7 +505,7 @@ def output_size(model: nn.Module) -> int | None:
     Args:
         model: The user's network.
     """
-    return _structure(model)[1]
+    return model_structure(model).output_size
 
 
 def _read_output_size(model: nn.Module) -> int | None:

@@ -65,7 +65,7 @@ class CategoricalPredictive(Predictive):
                 f"logits must have shape (S, N, C), got {tuple(logits.shape)}; "
                 "add the sample dimension first (logits.unsqueeze(0) for S = 1)."
             )
-        check_finite(logits.transpose(0, 1), "logits")
+        check_finite(logits, "logits", rows_dim=1)  # rows: the inputs
         self.samples = torch.log_softmax(logits, dim=-1)
 
     @property

@@ -27,11 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from bayesdl._checks import (
+    ModelStructure,
     check_amp,
     check_model_input,
     check_output_memory,
     check_positive_int,
+    model_structure,
     output_size,
+    placement,
 )
 from bayesdl.engine import (
     Batches,
@@ -223,11 +226,11 @@ class BaseMethod(nn.Module, Method):
         """Floating dtype of the model's first parameter (the default for none)."""
         return self._placement()[1]
 
-    def _placement(self) -> tuple[torch.device, torch.dtype]:
-        """``(device, dtype)`` of the model's first parameter, in one walk of the model."""
-        for p in self.model.parameters():
-            return p.device, p.dtype
-        return torch.device("cpu"), torch.get_default_dtype()
+    def _placement(
+        self, structure: ModelStructure | None = None
+    ) -> tuple[torch.device, torch.dtype]:
+        """``(device, dtype)`` of the model's first parameter (``bayesdl._checks.placement``)."""
+        return placement(self.model, structure)
 
     def to_model(self, t: Tensor, *, targets: bool = False) -> Tensor:
         """``t`` on the model's device; floating inputs (not targets) in its dtype.
@@ -526,6 +529,7 @@ class BaseMethod(nn.Module, Method):
 
             def traced(b: int) -> int:
                 return 0
+
         parts: dict[str, int] = {}
         if self.default_epochs > 0 if train is None else train:
             trainable = tensor_bytes(p for p in self.parameters() if p.requires_grad)
@@ -704,7 +708,6 @@ class BaseMethod(nn.Module, Method):
         """The ``Predictive`` of the stacked outputs (S, N, ...) of one call."""
         return self.likelihood.predictive(outputs)
 
-    @torch.no_grad()
     def predict(
         self,
         x: Inputs,
@@ -749,10 +752,11 @@ class BaseMethod(nn.Module, Method):
                 in memory.
             TypeError: For an option the method does not take.
         """
-        out, plan, context = self._draw_outputs(
-            x, samples, chunk_size, generator, options, draws, max_memory
-        )
-        return self._predictive(out, plan, context)
+        with torch.no_grad():
+            out, plan, context = self._draw_outputs(
+                x, samples, chunk_size, generator, options, draws, max_memory
+            )
+            return self._predictive(out, plan, context)
 
     def predict_differentiable(
         self, x: Tensor, samples: int = 100, *, chunk_size: int | None = None,
@@ -791,7 +795,8 @@ class BaseMethod(nn.Module, Method):
         max_memory: int | None = None,
     ) -> tuple[Tensor, ChunkPlan, Any]:  # fmt: skip
         """The one prediction path of ``predict`` and ``predict_differentiable``."""
-        x = check_model_input(self.model, x)
+        structure = model_structure(self.model)  # read once: it walks the layers
+        x = check_model_input(self.model, x, structure=structure)
         n = num_examples(x)
         check_positive_int(samples, "samples")
         if draws not in ("shared", "independent"):
@@ -810,10 +815,13 @@ class BaseMethod(nn.Module, Method):
                 )
             check_budget(est.predict_total, max_memory, f"{type(self).__name__}.predict",
                          self.memory_knobs)  # fmt: skip
-        device, dtype = self._placement()  # looked up once: it walks the model
-        check_output_memory(samples, n, output_size(self.model), dtype, device)
-        rows = default_chunk_rows(device) if chunk_size is None else chunk_size
-        check_positive_int(rows, "chunk_size")
+        device, dtype = self._placement(structure)
+        check_output_memory(samples, n, structure.output_size, dtype, device)
+        if chunk_size is None:
+            rows = default_chunk_rows(device)
+        else:
+            check_positive_int(chunk_size, "chunk_size")
+            rows = chunk_size
         x = to_device(x, device, dtype)
         if generator is None and self.max_samples is None:
             # a private generator, so every input block sees the same draws (methods with
