@@ -246,3 +246,13 @@ def test_non_finite_logits_name_the_input_rows():
     logits[0, 1, 0] = float("inf")
     with pytest.raises(ValueError, match="in 2 row\\(s\\), first indices \\[1, 3\\]"):
         bdl.CategoricalPredictive(logits)
+
+
+def test_the_finiteness_check_does_not_warn_on_a_tensor_with_grad():
+    # predict_differentiable and attributions check inputs that carry autograd
+    import warnings
+
+    x = torch.rand(3, 20, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_model_input(_mlp(), x)

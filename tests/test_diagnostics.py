@@ -370,3 +370,16 @@ def test_evaluate_reference_adds_the_distance_columns(tmp_path, monkeypatch):
     for row in results["methods"].values():
         assert 0 <= row["ref_agreement"] <= 1 and 0 <= row["ref_total_variation"] <= 1
     assert "Distance to a NUTS reference posterior" in (out / "report.html").read_text()
+
+
+def test_evaluate_refuses_a_full_batch_method_on_data_too_large_for_nuts(tmp_path, capsys):
+    # `bayesdl evaluate --methods hmc` on a data set NUTS cannot sample is named, not run
+    pytest.importorskip("sklearn")
+    from bayesdl.cli import main
+
+    code = main(["evaluate", "--dataset", "digits", "--ood", "noise", "--methods", "map,hmc",
+                 "--no-progress", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "too large for method 'hmc' (NUTS): 1347 training examples x 22474" in err
+    assert not (tmp_path / "o").exists()

@@ -49,7 +49,7 @@ def check_finite(x: Tensor, name: str, rows_dim: int = 0) -> None:
         return
     # Fast path, exact: a finite sum means no NaN or inf (they propagate through a sum);
     # only a non-finite sum (a bad value, or an overflow) pays for the element-wise check.
-    if math.isfinite(float(x.sum())):
+    if math.isfinite(x.sum().item()):  # .item(): no warning for a tensor with grad
         return
     bad = ~torch.isfinite(x)
     if not bad.any():

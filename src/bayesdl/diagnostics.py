@@ -419,20 +419,24 @@ def vi_summary(
 
 
 # -- the reference posterior: full-batch NUTS ------------------------------------------------
-def check_nuts_size(n_data: int, n_params: int, *, max_cost: float = MAX_NUTS_COST) -> None:
-    """Refuse data and networks too large for a full-batch NUTS reference.
+def check_nuts_size(
+    n_data: int, n_params: int, *, max_cost: float = MAX_NUTS_COST, what: str = "a NUTS reference"
+) -> None:
+    """Refuse data and networks too large for full-batch NUTS.
 
     Args:
         n_data: Number of training examples (each NUTS gradient sees all of them).
         n_params: Number of network parameters (all are sampled).
         max_cost: Largest ``n_data * n_params`` accepted; see ``MAX_NUTS_COST``.
+        what: What would run NUTS, for the message (``evaluate``'s reference, or a method
+            under evaluation).
 
     Raises:
         ValueError: Naming both sizes and the limit, when ``n_data * n_params > max_cost``.
     """
     if n_data * n_params > max_cost:
         raise ValueError(
-            f"too large for a NUTS reference: {n_data} training examples x {n_params} network "
+            f"too large for {what}: {n_data} training examples x {n_params} network "
             f"parameters = {n_data * n_params:.3g} > {max_cost:.3g}; use fewer examples "
             "(--train-size) or a smaller network."
         )

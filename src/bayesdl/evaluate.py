@@ -507,8 +507,13 @@ def evaluate(
             raise TypeError(f"model {cfg.model!r} returned {type(net).__name__}, not an nn.Module.")
         return net.to(device)
 
-    if cfg.reference is not None:  # refuse before training anything
-        diagnostics.check_nuts_size(len(train), sum(p.numel() for p in factory().parameters()))
+    full_batch = [n for n in cfg.methods if get_method(n).full_batch]
+    if cfg.reference is not None or full_batch:  # refuse before training anything
+        n_params = sum(p.numel() for p in factory().parameters())
+        if cfg.reference is not None:
+            diagnostics.check_nuts_size(len(train), n_params)
+        for name in full_batch:  # full-batch NUTS on all the training data, in full
+            diagnostics.check_nuts_size(len(train), n_params, what=f"method {name!r} (NUTS)")
     distributed.check_same(asdict(cfg), "the evaluation's settings")  # all checked `out` first
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "methods": {}}
