@@ -20,6 +20,11 @@ in ``benchmarks/README.md``)::
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/horseshoe_hmc.py --inputs 12 --nonzero 2 \\
         --points 60 --noise 0.5 --max-tree-depth 6 --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/horseshoe_hmc.py --inputs 50 --nonzero 5 --points 100 \
+        --noise 1 --tau0 pv --max-tree-depth 8 --out benchmarks/results
+
+With ``--vi-steps`` > 0 (default), ``MeanFieldVI`` with the same prior is fitted on the same
+data and its support recovery and shrinkage are reported beside HMC's.
 """
 
 from __future__ import annotations
@@ -49,7 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--points", type=int, default=60, help="N, the data points")
     p.add_argument("--noise", type=float, default=0.5, help="noise sd (known)")
     p.add_argument("--value", type=float, default=1.5, help="|beta| of the true inputs")
-    p.add_argument("--tau0", type=float, default=0.1, help="scale of the global half-Cauchy")
+    p.add_argument("--tau0", default="0.1",
+                   help="scale of the global half-Cauchy, or 'pv': Piironen & Vehtari's (2017) "
+                        "K / (D - K) * noise / sqrt(N)")  # fmt: skip
+    p.add_argument("--vi-steps", type=int, default=2000,
+                   help="full-batch Adam steps (lr 0.05) of MeanFieldVI with the same prior; 0: none")  # fmt: skip
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--draws", type=int, default=300, help="HMC draws kept per chain")
@@ -62,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     args.argv = argv
+    args.tau0_rule = args.tau0
+    if args.tau0 == "pv":
+        k, d = args.nonzero, args.inputs
+        args.tau0 = k / (d - k) * args.noise / args.points**0.5
+    else:
+        args.tau0 = float(args.tau0)
     return args
 
 
@@ -118,6 +133,8 @@ def main(args: argparse.Namespace) -> dict:
     ))  # fmt: skip
     gibbs_s = time.perf_counter() - start
 
+    vi = _vi(x, y, args) if args.vi_steps else None
+
     cov = torch.linalg.inv(x.T @ x / sigma**2 + torch.eye(d, dtype=x.dtype))
     normal_mean, normal_sd = (cov @ x.T @ y / sigma**2).flatten(), cov.diagonal().sqrt()
     mean, sd = ours.flatten(0, 1).mean(0), ours.flatten(0, 1).std(0)
@@ -159,12 +176,38 @@ def main(args: argparse.Namespace) -> dict:
         },
         "provenance": provenance(__file__, args.argv),
     }
+    if vi is not None:
+        vi_mean, vi_sd, scales, vi_s = vi
+        result["vi"] = {
+            "seconds": round(vi_s, 1), "mean": vi_mean.tolist(), "sd": vi_sd.tolist(),
+            "unit_scales": scales.tolist(),
+            "support_recovered": bool(vi_mean[:k].abs().min() > vi_mean[k:].abs().max()),
+            "scales_rank_support": bool(scales[:k].min() > scales[k:].max()),
+            "shrinkage_vs_normal1": _shrinkage(vi_mean, vi_sd, normal_mean, normal_sd, k),
+        }  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or f"horseshoe_hmc_d{d}_k{k}_n{n}"
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{name}.md").write_text(_markdown(result))
     return result
+
+
+def _vi(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> tuple:
+    """Mean-field VI with the same horseshoe: its coefficients' means and sds, the
+    posterior scale of every input (``unit_scales``) and the seconds it took."""
+    torch.manual_seed(args.seed)
+    vi = bdl.MeanFieldVI(nn.Linear(args.inputs, 1, bias=False).double(),
+                         bdl.likelihoods.Gaussian(args.noise),
+                         prior=bdl.priors.Horseshoe(args.tau0, group="weight"))  # fmt: skip
+    start = time.perf_counter()
+    vi.fit((x, y), epochs=args.vi_steps, batch_size=len(x), lr=0.05, progress=False,
+           generator=torch.Generator().manual_seed(args.seed + 2))  # fmt: skip
+    seconds = time.perf_counter() - start
+    draws = vi.sample_params(4000, generator=torch.Generator().manual_seed(args.seed + 3))
+    w = draws["weight"].flatten(1)
+    scales = bdl.priors.unit_scales(vi)["weight"].flatten().detach()
+    return w.mean(0).detach(), w.std(0).detach(), scales, seconds
 
 
 def _rhat(draws: torch.Tensor) -> torch.Tensor:
@@ -180,7 +223,8 @@ def _markdown(r: dict) -> str:
         header(r["provenance"]),
         "",
         f"# Horseshoe HMC against the exact Gibbs sampler: D = {c['inputs']}, K = "
-        f"{c['nonzero']}, N = {c['points']}, noise sd {c['noise']}, tau0 {c['tau0']}",
+        f"{c['nonzero']}, N = {c['points']}, noise sd {c['noise']}, tau0 {c['tau0']:.4g}"
+        + (" (Piironen & Vehtari's rule)" if c.get("tau0_rule") == "pv" else ""),
         "",
         f"HMC: {c['chains']} chains x ({c['warmup']} warm-up + {c['draws']} draws), tree depth "
         f"<= {c['max_tree_depth']}, target acceptance {c['target_accept']}: {h['seconds']} s; "
@@ -196,6 +240,17 @@ def _markdown(r: dict) -> str:
         f"|mean| / sd ratio HMC {s['hmc']['abs_mean_over_sd_ratio']:.2f} (Gibbs "
         f"{s['gibbs']['abs_mean_over_sd_ratio']:.2f}).",
         "",
+    ]
+    if "vi" in r:
+        v = r["vi"]
+        lines += [
+            f"Mean-field VI with the same prior ({c['vi_steps']} full-batch Adam steps, lr 0.05, "
+            f"{v['seconds']} s): support recovered by |mean| {v['support_recovered']}, by the "
+            f"inputs' posterior scales (`unit_scales`) {v['scales_rank_support']}; nulls' mean "
+            f"|mean| ratio to Normal(1) {v['shrinkage_vs_normal1']['abs_mean_ratio']:.2f}.",
+            "",
+        ]
+    lines += [
         "| j | truth | HMC mean | HMC sd | Gibbs mean | Gibbs sd | Normal(1) mean | z mean "
         "| z 2nd moment | R-hat | ESS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

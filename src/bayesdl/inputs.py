@@ -82,6 +82,8 @@ def to_device(x: Inputs, device: torch.device, dtype: torch.dtype) -> Inputs:
         device: Target device.
         dtype: Floating dtype of the model.
     """
+    if isinstance(x, Tensor):  # the common case, without building a closure
+        return x.to(device, dtype if x.is_floating_point() else None)
     return map_tensors(x, lambda t: t.to(device, dtype if t.is_floating_point() else None))
 
 

@@ -795,8 +795,9 @@ class BaseMethod(nn.Module, Method):
         max_memory: int | None = None,
     ) -> tuple[Tensor, ChunkPlan, Any]:  # fmt: skip
         """The one prediction path of ``predict`` and ``predict_differentiable``."""
-        structure = model_structure(self.model)  # read once: it walks the layers
-        x = check_model_input(self.model, x, structure=structure)
+        model = self.model  # (a submodule: each attribute read goes through nn.Module)
+        structure = model_structure(model)  # read once: it walks the layers
+        x = check_model_input(model, x, structure=structure)
         n = num_examples(x)
         check_positive_int(samples, "samples")
         if draws not in ("shared", "independent"):
@@ -815,7 +816,7 @@ class BaseMethod(nn.Module, Method):
                 )
             check_budget(est.predict_total, max_memory, f"{type(self).__name__}.predict",
                          self.memory_knobs)  # fmt: skip
-        device, dtype = self._placement(structure)
+        device, dtype = placement(model, structure)
         check_output_memory(samples, n, structure.output_size, dtype, device)
         if chunk_size is None:
             rows = default_chunk_rows(device)
