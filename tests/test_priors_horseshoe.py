@@ -114,6 +114,13 @@ def test_hmc_samples_the_latents_and_keeps_their_summary():
         hmc.fit((x, y), warmup=10, progress=False, generator=torch.Generator().manual_seed(1))
     after = hmc.prior.latent_values()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    # the diagnostics cover the latent log scales too, from their own draws (chains x draws)
+    with pytest.warns(UserWarning, match="may not have converged"):  # a 4-draw run
+        diag = hmc.diagnostics()
+    assert set(diag.r_hat) == {"weight", "prior.weight.global", "prior.weight.local"}
+    local = hmc.latent_draws["weight.local"]
+    assert local.shape[0] == hmc.num_chains * hmc.num_samples
+    assert_close(local.mean(0), after["weight.local"].reshape(local.shape[1:]))
     assert torch.isfinite(bdl.priors.unit_scales(hmc)["weight"]).all()
     # the banked draws are weights: predictions are X w of the stored draws
     pred = hmc.predict(x[:3], samples=4)

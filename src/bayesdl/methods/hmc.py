@@ -78,7 +78,8 @@ def _pyro() -> Any:
 
 @dataclass
 class HMCDiagnostics:
-    """Convergence diagnostics of an HMC run, per parameter tensor of the model.
+    """Convergence diagnostics of an HMC run, per parameter tensor of the model (and per
+    latent variable of the prior, named ``"prior.<name>"``, e.g. a horseshoe's log scales).
 
     Attributes:
         r_hat: Parameter name -> largest split R-hat over the tensor's entries (Gelman et
@@ -181,6 +182,11 @@ class HMC(SampleBank):
             "target_accept_prob": target_accept, "max_tree_depth": max_tree_depth,
         }  # fmt: skip
         self.register_buffer("divergences", torch.zeros(num_chains, dtype=torch.long))
+        self.latent_draws: dict[str, Tensor] = {}
+        """The last ``fit``'s draws of the prior's latent variables (a horseshoe's log
+        scales, unconstrained), name -> (chains x draws, ...) in chain order, so that
+        ``diagnostics`` covers them; empty for priors without latents and after ``load``
+        (the prior keeps their summary, ``set_latent_draws``)."""
         self.noise_sampled = sample_noise and self._bank_noise("noise_bank")
         self.hparams = {
             "num_samples": num_samples, "num_chains": num_chains, "step_size": step_size,
@@ -330,9 +336,10 @@ class HMC(SampleBank):
             chains = {c: v for part in distributed.gather_objects(chains) for c, v in part.items()}
         self.stored.fill_(self.bank_size)
         accept = [chains[c][0] for c in range(self.num_chains)]
-        self.prior.set_latent_draws(
-            {k: torch.cat([chains[c][1][k] for c in range(self.num_chains)]) for k in latents}
-        )
+        self.latent_draws = {
+            k: torch.cat([chains[c][1][k] for c in range(self.num_chains)]) for k in latents
+        }
+        self.prior.set_latent_draws(self.latent_draws)
         summary = self.diagnostics()
         report.extras.update(
             divergences=float(summary.divergences), accept_rate=sum(accept) / len(accept),
@@ -353,7 +360,8 @@ class HMC(SampleBank):
         return x, y, batches.n_data
 
     def diagnostics(self, *, max_r_hat: float = 1.01, min_ess: float = 100.0) -> HMCDiagnostics:
-        """Split R-hat, effective sample size and divergences of the stored draws.
+        """Split R-hat, effective sample size and divergences of the stored draws (the
+        weights, a sampled noise, and the prior's latent variables as ``"prior.<name>"``).
 
         Computed with ``pyro.ops.stats`` (Gelman et al. split R-hat; Geyer's initial
         monotone sequence ESS, as in Stan) over the chains' draws of each parameter entry,
@@ -380,6 +388,7 @@ class HMC(SampleBank):
         bank = self.bank()
         if self.noise_sampled:
             bank[NOISE] = self.noise_bank.unsqueeze(-1)
+        bank.update({LATENT + k: v for k, v in self.latent_draws.items()})
         for name, draws in bank.items():
             chains = draws.detach().reshape(self.num_chains, self.num_samples, -1).double()
             r_hat[name] = float(stats.split_gelman_rubin(chains).max())
