@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from bayesdl.likelihoods import Likelihood
 from bayesdl.methods import HMC
+from bayesdl.methods.hmc import chain_stats
 from bayesdl.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesdl.priors import Prior
 from bayesdl.types import DataLike
@@ -490,10 +491,7 @@ def _n_data(data: DataLike) -> int:
 
 def _chain_stats(samples: Tensor, chains: int) -> tuple[Tensor, Tensor]:
     """Split R-hat and ESS of every output entry of draws ordered chain after chain."""
-    from pyro.ops.stats import effective_sample_size, split_gelman_rubin
-
-    draws = samples.detach().double().cpu().reshape(chains, samples.shape[0] // chains, -1)
-    return split_gelman_rubin(draws), effective_sample_size(draws)
+    return chain_stats(samples.reshape(chains, samples.shape[0] // chains, -1))
 
 
 def nuts_reference(

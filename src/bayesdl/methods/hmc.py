@@ -56,7 +56,7 @@ from bayesdl.priors import Prior
 from bayesdl.runtime import seeded_global_rng
 from bayesdl.types import DataLike, FitReport, ParamDict
 
-__all__ = ["HMC", "HMCDiagnostics"]
+__all__ = ["HMC", "HMCDiagnostics", "chain_stats"]
 
 #: Name of the sampled log noise standard deviation among the sampler's parameters.
 NOISE = "likelihood.log_sigma"
@@ -74,6 +74,40 @@ def _pyro() -> Any:
             "HMC needs Pyro: pip install bayesdl[mcmc] (or pip install pyro-ppl)."
         ) from err
     return pyro
+
+
+ESS_MEMORY = 2**28
+"""Bytes that ``chain_stats`` lets one block of quantities take in Pyro's ESS (256 MiB)."""
+
+
+def chain_stats(draws: Tensor, *, max_bytes: int = ESS_MEMORY) -> tuple[Tensor, Tensor]:
+    """Split R-hat and effective sample size of every quantity of a set of chains.
+
+    Computed with ``pyro.ops.stats`` (Gelman et al.'s split R-hat; Geyer's initial monotone
+    sequence ESS, as in Stan). Pyro's monotone sequence takes memory quadratic in the chain
+    length per quantity (8 bytes x (draws / 2)^2), which for long chains and many
+    quantities (a reference run's predictions) is more than a machine has; the quantities
+    are therefore taken in blocks of at most ``max_bytes``. The results do not depend on it.
+
+    Args:
+        draws: Shape (chains, draws, quantities).
+        max_bytes: Memory one block of quantities may take in the ESS computation.
+
+    Returns:
+        ``(r_hat, ess)``, each of shape (quantities,); ESS counts all chains together.
+
+    Raises:
+        ImportError: Without Pyro.
+    """
+    stats = _pyro().ops.stats
+    draws = draws.detach().double().cpu()
+    per_quantity = 9 * (draws.shape[1] // 2) ** 2 + 1  # float64 copy and a bool mask
+    block = max(1, max_bytes // per_quantity)
+    ess = [
+        stats.effective_sample_size(draws[..., i : i + block])
+        for i in range(0, draws.shape[-1], block)
+    ]
+    return stats.split_gelman_rubin(draws), torch.cat(ess)
 
 
 @dataclass
@@ -381,7 +415,6 @@ class HMC(SampleBank):
             ImportError: Without Pyro.
             RuntimeError: Before ``fit``.
         """
-        stats = _pyro().ops.stats
         if int(self.stored) < self.bank_size:
             raise RuntimeError("HMC has no complete run to diagnose; call fit first.")
         r_hat, ess = {}, {}
@@ -390,9 +423,8 @@ class HMC(SampleBank):
             bank[NOISE] = self.noise_bank.unsqueeze(-1)
         bank.update({LATENT + k: v for k, v in self.latent_draws.items()})
         for name, draws in bank.items():
-            chains = draws.detach().reshape(self.num_chains, self.num_samples, -1).double()
-            r_hat[name] = float(stats.split_gelman_rubin(chains).max())
-            ess[name] = float(stats.effective_sample_size(chains).min())
+            r, e = chain_stats(draws.reshape(self.num_chains, self.num_samples, -1))
+            r_hat[name], ess[name] = float(r.max()), float(e.min())
         result = HMCDiagnostics(r_hat, ess, int(self.divergences.sum()))
         problems = []
         if not result.max_r_hat <= max_r_hat:
