@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from bayesdl._checks import (
-    ModelStructure,
     check_amp,
     check_model_input,
     check_output_memory,
@@ -226,11 +225,9 @@ class BaseMethod(nn.Module, Method):
         """Floating dtype of the model's first parameter (the default for none)."""
         return self._placement()[1]
 
-    def _placement(
-        self, structure: ModelStructure | None = None
-    ) -> tuple[torch.device, torch.dtype]:
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
         """``(device, dtype)`` of the model's first parameter (``bayesdl._checks.placement``)."""
-        return placement(self.model, structure)
+        return placement(self.model)
 
     def to_model(self, t: Tensor, *, targets: bool = False) -> Tensor:
         """``t`` on the model's device; floating inputs (not targets) in its dtype.
