@@ -277,9 +277,10 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Reference (NUTS) convergence and cost, per split:", ""]
         lines.append("| split | chains x draws (warm-up) | R-hat predictions max / median | "
-                     "ESS predictions min / median | R-hat weights max | ESS weights min | "
-                     "divergences | seconds |")  # fmt: skip
-        lines.append("|---|---|---|---|---|---|---|---|")
+                     "ESS predictions min / median | R-hat weight invariants max | ESS weight "
+                     "invariants min | R-hat weights max | ESS weights min | divergences | "
+                     "seconds |")  # fmt: skip
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for run in results["runs"]:
             if run["problem"] != problem:
                 continue
@@ -288,6 +289,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {run['split']} | {r['chains']} x {r['draws']} ({r['warmup']}) | "
                 f"{r['max_r_hat_predictions']:.3f} / {r['median_r_hat_predictions']:.3f} | "
                 f"{r['min_ess_predictions']:.0f} / {r['median_ess_predictions']:.0f} | "
+                f"{_fmt(r.get('max_r_hat_weight_invariants', math.nan), math.nan)} | "
+                f"{r.get('min_ess_weight_invariants', math.nan):.0f} | "
                 f"{r['max_r_hat_weights']:.2f} | {r['min_ess_weights']:.1f} | "
                 f"{r['divergences']} | {r['wall_time_s']:.0f} |"
             )

@@ -14,7 +14,8 @@ reference one (full-batch NUTS, ``bdl.HMC``, or a closed form) on the same input
 * ``compare`` picks the measures for the likelihood; ``vi_summary`` looks inside a
   per-weight Gaussian posterior (mean-field VI) for layers that collapsed to the prior;
 * ``nuts_reference`` fits the reference posterior and reports its convergence
-  (split R-hat and ESS on the predictions and the weights).
+  (split R-hat and ESS on the predictions, on every weight, and on ``weight_invariants``,
+  functions of the weights that the network's symmetries leave unchanged).
 
 This module is a leaf: it uses methods and predictives through their public interface, and
 nothing under ``bayesdl.methods`` imports it.
@@ -48,6 +49,7 @@ __all__ = [
     "agreement", "total_variation", "wasserstein2", "gaussian_kl", "variance_ratio",
     "compare", "LayerSummary", "vi_summary", "ReferenceReport", "nuts_reference",
     "check_nuts_size", "MAX_NUTS_COST", "REFERENCE_NUTS", "reference_columns",
+    "weight_invariants",
 ]  # fmt: skip
 
 SNR_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -454,6 +456,10 @@ class ReferenceReport:
         max_r_hat_weights: Largest split R-hat over every weight (symmetries of the network,
             such as permuted hidden units, can keep it high while predictions agree).
         min_ess_weights: Smallest effective sample size over the weights.
+        max_r_hat_weight_invariants: Largest split R-hat of ``weight_invariants`` (sorted
+            unit norms of every parameter tensor, unchanged by permuting units): the
+            weights' convergence with the permutation symmetry factored out.
+        min_ess_weight_invariants: Their smallest effective sample size.
         max_r_hat_predictions: Largest split R-hat of the predictions (class probabilities
             or predictive means) on the inputs given.
         median_r_hat_predictions: Their median.
@@ -461,7 +467,8 @@ class ReferenceReport:
         median_ess_predictions: Their median ESS.
         divergences: Divergent transitions after warm-up, all chains.
         wall_time_s: Seconds for the whole fit (MAP initialisation and every chain).
-        converged: Whether the predictions' largest R-hat is at most the threshold.
+        converged: Whether the largest R-hat of the predictions and of the weight
+            invariants are both at most the threshold.
         extras: ``n_params`` and ``n_data``, the sizes behind the cost.
     """
 
@@ -476,6 +483,8 @@ class ReferenceReport:
     median_ess_predictions: float
     divergences: int
     wall_time_s: float
+    max_r_hat_weight_invariants: float = math.nan
+    min_ess_weight_invariants: float = math.nan
     converged: bool = False
     extras: dict[str, float] = field(default_factory=dict)
 
@@ -492,6 +501,44 @@ def _n_data(data: DataLike) -> int:
 def _chain_stats(samples: Tensor, chains: int) -> tuple[Tensor, Tensor]:
     """Split R-hat and ESS of every output entry of draws ordered chain after chain."""
     return chain_stats(samples.reshape(chains, samples.shape[0] // chains, -1))
+
+
+def weight_invariants(draws: Mapping[str, Tensor]) -> Tensor:
+    """Functions of a network's weights that permuting its units leaves unchanged.
+
+    A network's posterior is symmetric under permutations of its hidden units (rows of one
+    layer's weight and bias, columns of the next layer's weight), so chains can sit in
+    equivalent modes and per-weight R-hat stays large however well they mix. For every
+    parameter tensor of shape ``(d0, d1, ...)`` this returns the L2 norms of its
+    ``d0`` slices along the first axis (a unit's incoming weights; ``|b|`` for a bias),
+    sorted, and for two or more axes also the sorted norms of its ``d1`` slices along the
+    second (a unit's outgoing weights): any permutation of any layer's units only reorders
+    each sorted list. These are the quantities whose R-hat says whether the chains agree
+    on the weights up to that symmetry.
+
+    Args:
+        draws: Parameter name -> draws of shape (n, *param.shape) (``HMC.bank()``).
+
+    Returns:
+        Shape (n, q): ``q`` invariants per draw, in the mapping's order.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.tensor([[[3.0, 4.0], [0.0, 1.0]]])  # one draw of a 2 x 2 weight
+        >>> weight_invariants({"w": w})
+        tensor([[1.0000, 5.0000, 3.0000, 4.1231]])
+    """
+    parts: list[Tensor] = []
+    for name, t in draws.items():
+        if t.ndim < 2:
+            raise ValueError(f"draws[{name!r}] must have shape (n, *param.shape), got "
+                             f"{tuple(t.shape)}.")  # fmt: skip
+        t = t.detach()
+        parts.append(t.reshape(*t.shape[:2], -1).norm(dim=2).sort(dim=1).values)
+        if t.ndim >= 3:
+            cols = t.transpose(1, 2)
+            parts.append(cols.reshape(*cols.shape[:2], -1).norm(dim=2).sort(dim=1).values)
+    return torch.cat(parts, dim=1)
 
 
 def nuts_reference(
@@ -518,9 +565,10 @@ def nuts_reference(
     Runs ``bdl.HMC`` (Pyro's NUTS) with ``chains`` chains, each started at a MAP fit of
     ``init_epochs`` epochs plus a little jitter, then predicts on ``x_eval`` with every
     draw and computes split R-hat and ESS (Gelman et al.; Stan's estimators, via Pyro) of
-    those predictions and of the weights. ``converged`` is ``R-hat <= max_r_hat`` on the
-    predictions; the weights' R-hat is reported, not required (permuting hidden units gives
-    equivalent modes between which chains need not mix).
+    those predictions, of every weight and of ``weight_invariants``. ``converged`` is
+    ``R-hat <= max_r_hat`` on the predictions and on the weight invariants; the R-hat of
+    the raw weights is reported, not required (permuting hidden units gives equivalent
+    modes between which chains need not mix).
 
     Args:
         model: The network (its parameters are sampled; it is changed in place).
@@ -537,7 +585,8 @@ def nuts_reference(
         init_epochs: Epochs of the Adam MAP fit that initialises every chain.
         lr: Learning rate of that MAP fit.
         batch_size: Minibatch size of that MAP fit.
-        max_r_hat: R-hat of the predictions at or below which ``converged`` is true.
+        max_r_hat: R-hat of the predictions and weight invariants at or below which
+            ``converged`` is true.
         generator: Random generator (reproducible runs).
         progress: Show progress bars.
 
@@ -571,13 +620,16 @@ def nuts_reference(
     outputs = pred.sample_probs if isinstance(pred, CategoricalPredictive) else pred.samples
     r_hat, ess = _chain_stats(outputs, chains)
     r_hat = torch.nan_to_num(r_hat, nan=1.0)  # constant outputs (a saturated class) agree
+    w_r_hat, w_ess = chain_stats(weight_invariants(hmc.bank()).reshape(chains, draws, -1))
     report = ReferenceReport(
         chains=chains, draws=draws, warmup=warmup,
         max_r_hat_weights=diag.max_r_hat, min_ess_weights=diag.min_ess,
         max_r_hat_predictions=float(r_hat.max()), median_r_hat_predictions=float(r_hat.median()),
         min_ess_predictions=float(ess.min()), median_ess_predictions=float(ess.median()),
         divergences=diag.divergences, wall_time_s=wall,
-        converged=bool(r_hat.max() <= max_r_hat),
+        max_r_hat_weight_invariants=float(w_r_hat.max()),
+        min_ess_weight_invariants=float(w_ess.min()),
+        converged=bool(r_hat.max() <= max_r_hat and w_r_hat.max() <= max_r_hat),
     )  # fmt: skip
     report.extras["n_params"], report.extras["n_data"] = float(n_params), float(n_data)
     return hmc, pred, report
