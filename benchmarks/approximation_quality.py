@@ -2,7 +2,8 @@
 
 Izmailov et al.'s (2021) protocol at a size a 2-core CPU affords: a reference posterior by
 full-batch NUTS (``bayesdl.diagnostics.nuts_reference``: several chains started at a MAP fit,
-split R-hat and ESS on the test predictions and on the weights, and its cost), then every
+split R-hat and ESS on the test predictions, on the weights and on ``weight_invariants``
+(the weights up to permutations of hidden units), and its cost), then every
 registered method with its default constructor settings on the same data, network, prior
 (``Normal(1)``) and likelihood, measured against the reference on the test inputs:
 
@@ -188,13 +189,19 @@ def run_problem(problem: str, split: int, args: argparse.Namespace) -> dict[str,
     }  # fmt: skip
     if "explained_variance" in data:
         result["pca_explained_variance"] = data["explained_variance"]
+    print(f"{problem} split {split}: reference {result['reference']}", flush=True)
     dropout_methods = set(bayesdl.method_names(dropout=True))
     for name in args.method_list:
         net = model(args.dropout if name in dropout_methods else 0.0)
         method = bayesdl.get_method(name)(net, likelihood=lik())
         start = time.perf_counter()
-        method.fit(train, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
-                   progress=False, generator=torch.Generator().manual_seed(seed + 1))  # fmt: skip
+        try:  # a method that fails at its defaults is a result, not the end of the run
+            method.fit(train, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
+                       progress=False, generator=torch.Generator().manual_seed(seed + 1))  # fmt: skip
+        except (FloatingPointError, RuntimeError) as err:
+            result["methods"][name] = {"error": f"{type(err).__name__}: {err}"}
+            print(f"{problem} split {split}: {name} failed: {err}", flush=True)
+            continue
         fit_s = time.perf_counter() - start
         pred = method.predict(x_test, samples=args.samples,
                               generator=torch.Generator().manual_seed(seed + 2))  # fmt: skip
@@ -232,8 +239,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             c: _mean_se([r["reference"][c] for r in mine]) for c in ref_cols + ["wall_time_s"]
         }
         for name in mine[0]["methods"]:
-            rows[name] = {c: _mean_se([r["methods"][name][c] for r in mine])
+            got = [r["methods"][name] for r in mine]
+            rows[name] = {c: _mean_se([g.get(c, math.nan) for g in got])
                           for c in COLUMNS[problem]}  # fmt: skip
+            rows[name]["failed"] = [g["error"] for g in got if "error" in g]
         out[problem] = rows
     return out
 
@@ -270,11 +279,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"## {problem}", "", title + " Mean ± standard error over splits.", ""]
         lines.append("| method | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
+        failures = []
         for name, row in rows.items():
             cells = [_fmt(*row[c]) if c in row else "-" for c in cols]
             if name == "hmc (reference)":
                 cells[-1] = _fmt(*row["wall_time_s"])
+            if row.get("failed"):
+                failures.append(f"{name} failed on {len(row['failed'])} split(s) "
+                                f"({row['failed'][0]})")  # fmt: skip
+                name += f" ({len(row['failed'])} failed)"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if failures:
+            lines += ["", "Failures at the defaults (the row averages the other splits): "
+                      + "; ".join(failures) + "."]  # fmt: skip
         lines += ["", "Reference (NUTS) convergence and cost, per split:", ""]
         lines.append("| split | chains x draws (warm-up) | R-hat predictions max / median | "
                      "ESS predictions min / median | R-hat weight invariants max | ESS weight "
@@ -314,6 +331,8 @@ def figure(results: dict[str, Any], path: Path) -> None:
                             xytext=(2, 3), fontsize=8, color="grey")  # fmt: skip
                 continue
             (x, xe), (y, ye) = row[key], row["nll"]
+            if math.isnan(x) or math.isnan(y):
+                continue
             ax.errorbar(x, y, xerr=None if math.isnan(xe) else xe,
                         yerr=None if math.isnan(ye) else ye, fmt="o", ms=5)  # fmt: skip
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
