@@ -29,12 +29,13 @@ One invocation runs one pool and writes ``OUT/acquisition_pools_<pool>.json``;
 on a 2-core machine shared with six other jobs (load average ~15), with::
 
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 60 --acquisitions bald,random,bald@shared --no-progress --out benchmarks/results
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 60 --acquisitions bald,random,bald@shared --no-progress --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald --no-progress --out benchmarks/results
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
-each stopped when the time ran out (the runs finished are in the JSON files; the markdown
-says how many seeds each row has). Add ``entropy``, ``softmax-bald``, ``softrank-bald`` with
+the digits run on the loaded machine; the MNIST run (one seed of BALD with independent
+draws, 1,000 labels, 24 min on a quiet core) is the start of that pool, not yet paired with
+random (written with ``--out /tmp/al24`` and copied here, as its JSON records);
+Fashion-MNIST has not been run. The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``, ``softrank-bald`` with
 ``--acquisitions``; a rerun with the same ``--out`` skips the (acquisition, seed) pairs done.
 """
 
@@ -58,7 +59,7 @@ from bayesdl.models import gal_cnn
 
 ALL = "random,bald@shared,bald,power-bald,epig,batchbald,entropy,softmax-bald,softrank-bald"
 POOLS = ("digits", "mnist", "fashion-mnist")
-TARGETS = {"digits": "0.85,0.9", "mnist": "0.85,0.9", "fashion-mnist": "0.65,0.7"}
+TARGETS = {"digits": "0.85,0.9", "mnist": "0.9,0.95", "fashion-mnist": "0.65,0.7"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
