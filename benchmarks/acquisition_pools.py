@@ -25,18 +25,20 @@ mean AUC difference and the seeds where the acquisition is not below random.
 
 One invocation runs one pool and writes ``OUT/acquisition_pools_<pool>.json``;
 ``--summary-only`` reads every such file in OUT and writes ``acquisition_pools.md`` and
-``acquisition_pools.png`` (the curves, mean over seeds). The committed results were made,
-on a 2-core machine shared with six other jobs (load average ~15), with::
+``acquisition_pools.png`` (the curves, mean over seeds). The committed results were made
+with::
 
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald --no-progress --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald,random --no-progress --out /tmp/al24r
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 500 --acquisitions bald,random --no-progress --out /tmp/al24f
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
-the digits run on the loaded machine; the MNIST run (one seed of BALD with independent
-draws, 1,000 labels, 24 min on a quiet core) is the start of that pool, not yet paired with
-random (written with ``--out /tmp/al24`` and copied here, as its JSON records);
-Fashion-MNIST has not been run. The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``, ``softrank-bald`` with
-``--acquisitions``; a rerun with the same ``--out`` skips the (acquisition, seed) pairs done.
+the digits run on a 2-core machine shared with six other jobs (load average ~15), the image
+pools on quiet cores (one seed each so far, the JSON files copied here; the MNIST BALD run was made by an earlier invocation with
+``--acquisitions bald`` at commit c34af76 and reused, the JSON records the later command).
+The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``,
+``softrank-bald`` with ``--acquisitions``; a rerun with the same ``--out`` skips the
+(acquisition, seed) pairs done.
 """
 
 from __future__ import annotations
