@@ -30,7 +30,7 @@ with::
 
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald,random --no-progress --out /tmp/al24r
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 500 --acquisitions bald,random --no-progress --out /tmp/al24f
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 500 --acquisitions bald,random,power-bald --no-progress --out /tmp/al24f
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
 the digits run on a 2-core machine shared with six other jobs (load average ~15), the image
