@@ -34,8 +34,9 @@ with::
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
 the digits run on a 2-core machine shared with six other jobs (load average ~15), the image
-pools on quiet cores (one seed each so far, the JSON files copied here; the MNIST BALD run was made by an earlier invocation with
-``--acquisitions bald`` at commit c34af76 and reused, the JSON records the later command).
+pools on quiet cores (one seed each so far, the JSON files copied here; the MNIST BALD run
+was made by an earlier invocation with ``--acquisitions bald`` at commit c34af76 and reused,
+the JSON records the later command).
 The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``,
 ``softrank-bald`` with ``--acquisitions``; a rerun with the same ``--out`` skips the
 (acquisition, seed) pairs done.

@@ -244,20 +244,22 @@ def _mlp_draws(n: int, g: torch.Generator, perm: Tensor | None = None) -> dict[s
         "2.weight": scale[None, :] + 0.3 * torch.randn(n, 2, 5, generator=g),
         "2.bias": 0.3 * torch.randn(n, 2, generator=g),
     }  # fmt: skip
-    if perm is not None:
-        draws["0.weight"], draws["0.bias"] = draws["0.weight"][:, perm], draws["0.bias"][:, perm]
-        draws["2.weight"] = draws["2.weight"][:, :, perm]
-    return draws
+    return draws if perm is None else _relabel(draws, perm)
+
+
+def _relabel(draws: dict[str, Tensor], perm: Tensor) -> dict[str, Tensor]:
+    """The 3-5-2 MLP's draws with hidden unit ``perm[j]`` moved to position j."""
+    return {
+        "0.weight": draws["0.weight"][:, perm], "0.bias": draws["0.bias"][:, perm],
+        "2.weight": draws["2.weight"][:, :, perm], "2.bias": draws["2.bias"],
+    }  # fmt: skip
 
 
 def test_weight_invariants_are_unchanged_by_permuting_units_and_see_other_changes():
     g = torch.Generator().manual_seed(0)
     draws = _mlp_draws(3, g)
     perm = torch.tensor([3, 0, 4, 1, 2])
-    permuted = {
-        "0.weight": draws["0.weight"][:, perm], "0.bias": draws["0.bias"][:, perm],
-        "2.weight": draws["2.weight"][:, :, perm], "2.bias": draws["2.bias"],
-    }  # fmt: skip
+    permuted = _relabel(draws, perm)
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
     x = torch.randn(7, 3, generator=g)
     outs = [torch.func.functional_call(net, {k: v[0] for k, v in d.items()}, (x,))

@@ -620,7 +620,7 @@ def nuts_reference(
     outputs = pred.sample_probs if isinstance(pred, CategoricalPredictive) else pred.samples
     r_hat, ess = _chain_stats(outputs, chains)
     r_hat = torch.nan_to_num(r_hat, nan=1.0)  # constant outputs (a saturated class) agree
-    w_r_hat, w_ess = chain_stats(weight_invariants(hmc.bank()).reshape(chains, draws, -1))
+    w_r_hat, w_ess = _chain_stats(weight_invariants(hmc.bank()), chains)
     report = ReferenceReport(
         chains=chains, draws=draws, warmup=warmup,
         max_r_hat_weights=diag.max_r_hat, min_ess_weights=diag.min_ess,
