@@ -97,3 +97,27 @@ def test_float_labels_with_the_default_likelihood_point_at_gaussian():
         m.fit((torch.randn(20, 3), torch.randn(20)), progress=False)
     with pytest.raises(TypeError, match=r"bdl.likelihoods.Gaussian\(\)"):
         m.predict(torch.randn(5, 3)).log_likelihood(torch.randn(5))
+
+
+def _max_output_hessian_eig(lik, output, y):
+    """Largest eigenvalue of one example's NLL Hessian in the network output, by autograd."""
+    h = torch.autograd.functional.hessian(lambda o: lik.nll(o.unsqueeze(0), y), output)
+    return float(torch.linalg.eigvalsh(h.reshape(output.numel(), -1)).max())
+
+
+def test_output_curvature_bounds_the_exact_hessian():
+    """Categorical: every Hessian's top eigenvalue is below 1/2, and two classes at p = 1/2
+    reach it. Gaussian: the Hessian is 1 / sigma^2 for a fixed and for a learned sigma."""
+    g = torch.Generator().manual_seed(0)
+    cat = bdl.likelihoods.Categorical()
+    eigs = [_max_output_hessian_eig(cat, 3 * torch.randn(c, generator=g, dtype=torch.float64),
+                                    torch.tensor([0])) for c in (2, 3, 10) for _ in range(20)]  # fmt: skip
+    assert max(eigs) <= cat.output_curvature() + 1e-12
+    at_half = _max_output_hessian_eig(cat, torch.zeros(2, dtype=torch.float64), torch.tensor([1]))
+    assert at_half == pytest.approx(cat.output_curvature(), abs=1e-12)
+    for lik in (bdl.likelihoods.Gaussian(sigma=0.3), bdl.likelihoods.Gaussian(init_sigma=2.0)):
+        lik = lik.double()
+        exact = _max_output_hessian_eig(lik, torch.tensor([0.7], dtype=torch.float64),
+                                        torch.tensor([[0.1]], dtype=torch.float64))  # fmt: skip
+        assert lik.output_curvature() == pytest.approx(exact, rel=1e-9)
+    assert bdl.likelihoods.HeteroscedasticGaussian().output_curvature() is None

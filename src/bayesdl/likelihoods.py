@@ -51,6 +51,17 @@ class Likelihood(nn.Module):
         """JSON-serialisable constructor arguments (for ``bayesdl.save``)."""
         return {"name": self.name}
 
+    def output_curvature(self) -> float | None:
+        """Bound on the per-example NLL's curvature in the network output, or ``None``.
+
+        The largest eigenvalue of the Hessian of one example's NLL with respect to the
+        network's output, bounded over outputs and targets, at the likelihood's current
+        parameters. Step sizes stable for one likelihood stay stable for another when they
+        are divided by the ratio of these bounds (the SG-MCMC samplers do so). ``None``:
+        unbounded or unknown (the default).
+        """
+        return None
+
 
 def from_config(config: dict[str, Any]) -> Likelihood:
     """Rebuild a likelihood from ``Likelihood.config()``."""
@@ -78,6 +89,11 @@ class Categorical(Likelihood):
 
     def predictive(self, outputs: Tensor) -> CategoricalPredictive:
         return CategoricalPredictive(outputs)
+
+    def output_curvature(self) -> float:
+        """1/2: the Hessian of cross-entropy in the logits, ``diag(p) - p p^T``, has its
+        eigenvalues in [0, 1/2] (1/2 reached by two classes at p = 1/2)."""
+        return 0.5
 
 
 def _check_regression_target(output: Tensor, y: Tensor, d: int) -> None:
@@ -161,6 +177,10 @@ class Gaussian(Likelihood):
 
     def predictive(self, outputs: Tensor) -> GaussianPredictive:
         return GaussianPredictive(outputs, (2 * self.log_sigma.detach()).exp())
+
+    def output_curvature(self) -> float:
+        """``1 / sigma^2`` at the current noise (the NLL is quadratic in the mean)."""
+        return float((-2 * self.log_sigma.detach()).exp())
 
     def config(self) -> dict[str, Any]:
         sigma = None if self.learned else float(self.sigma)

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 import bayesdl as bdl
-from bayesdl.engine import lr_factors
-from bayesdl.methods.sgmcmc import SGMCMCOptimizer, _plan_schedule
+from bayesdl.engine import Callback, lr_factors
+from bayesdl.methods.sgmcmc import SGMCMCOptimizer, _plan_schedule, step_scale
 
 
 def _transition(eta, prec, alpha):
@@ -110,9 +110,10 @@ def test_blr_samples_follow_the_exact_stationary_law(name, batch):
     torch.manual_seed(0)  # initial weights
     model = nn.Linear(3, k).double()
     hp = {"momentum_decay": alpha} if name == "sghmc" else {}
-    method = bdl.get_method(name)(
-        model, likelihood=bdl.likelihoods.Gaussian(sigma=SIGMA), prior=bdl.priors.Normal(S),
-        num_samples=200, lr=lr, schedule="constant", burn_in=burn / steps, **hp,
+    lik = bdl.likelihoods.Gaussian(sigma=SIGMA)
+    method = bdl.get_method(name)(  # the step taken is lr (step_scale undone)
+        model, likelihood=lik, prior=bdl.priors.Normal(S), num_samples=200,
+        lr=lr / step_scale(lik), schedule="constant", burn_in=burn / steps, **hp,
     )  # fmt: skip
     g = torch.Generator().manual_seed(1)
     data = (x, y.expand(N, k)) if batch == N else _with_replacement(x, y.expand(N, k), batch, g)
@@ -204,7 +205,8 @@ def test_fit_is_reproducible_under_a_generator_and_fills_the_bank(name):
 
 def test_learned_noise_is_optimised_not_sampled():
     """A learned Gaussian sigma is a point estimate: with the model frozen at the truth,
-    the noiseless steps drive it to the maximum-likelihood sigma."""
+    the noiseless steps drive it to the maximum-likelihood sigma (slowly: the step is
+    scaled by sigma^2 / 2, ``step_scale``)."""
     x, y = blr_data(n=400)
     model = nn.Linear(3, 1).double()
     with torch.no_grad():
@@ -213,7 +215,7 @@ def test_learned_noise_is_optimised_not_sampled():
     model.requires_grad_(False)
     lik = bdl.likelihoods.Gaussian(sigma=None).double()
     sgld = bdl.SGLD(model, likelihood=lik, lr=0.2, schedule="constant")
-    sgld.fit((x, y), epochs=60, batch_size=400, progress=False,
+    sgld.fit((x, y), epochs=600, batch_size=400, progress=False,
              generator=torch.Generator().manual_seed(0))  # fmt: skip
     mle = (y - model(x)).pow(2).mean().sqrt()
     torch.testing.assert_close(lik.sigma, mle, rtol=1e-3, atol=0)
@@ -246,3 +248,51 @@ def test_bad_fit_calls_are_refused():
         sgld.fit(_toy(), epochs=0, progress=False)
     with pytest.raises(ValueError, match="lr must be positive"):
         sgld.fit(_toy(), epochs=1, lr=-1.0, progress=False)
+
+
+def _regression(n=455, d=13, seed=0):
+    """Standardised targets of a smooth function of d inputs plus noise (Boston's shape)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = torch.tanh(x @ torch.randn(d, 1, generator=g)) + 0.2 * torch.randn(n, 1, generator=g)
+    return x, (y - y.mean()) / y.std()
+
+
+class _Steps(Callback):
+    """Records the step size of the sampled parameters' group at every step."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_step_end(self, state, terms):
+        self.lrs.append(state.optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("name", ["sgld", "sghmc"])
+def test_default_step_is_scaled_to_a_gaussian_likelihood_and_stays_finite(name):
+    """At its default lr a sampler chosen on classification takes steps 1 / (2 sigma^2) times
+    too large for a Gaussian of small sigma (output curvature 1 / sigma^2 against 1/2); on
+    standardised targets with sigma = 0.3 that diverged within a few steps. The steps taken
+    are the scheduled ones times sigma^2 / 2, and the fit ends finite, better than the mean."""
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(13, 50), nn.ReLU(), nn.Linear(50, 1))
+    method = bdl.get_method(name)(model, likelihood=bdl.likelihoods.Gaussian(sigma=0.3))
+    steps = _Steps()
+    report = method.fit((x, y), epochs=20, batch_size=64, progress=False, callbacks=[steps],
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    factors = lr_factors("cyclical", len(steps.lrs), method.cycles)
+    expected = [method.lr * f * 0.3**2 / 2 for f in factors]
+    assert steps.lrs == pytest.approx(expected, rel=1e-6)
+    assert report.extras["min_step_scale"] == pytest.approx(0.3**2 / 2, rel=1e-6)
+    rmse = float((method.predict(x, samples=20).mean - y).square().mean().sqrt())
+    assert rmse < 0.8  # the mean predictor's is 1
+
+
+def test_categorical_steps_are_unscaled():
+    steps = _Steps()
+    method = bdl.SGHMC(nn.Linear(4, 2), num_samples=4)
+    method.fit(_toy(), epochs=4, batch_size=8, progress=False, callbacks=[steps],
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    factors = lr_factors("cyclical", len(steps.lrs), method.cycles)
+    assert steps.lrs == pytest.approx([method.lr * f for f in factors], rel=1e-12)
