@@ -18,13 +18,21 @@ for per-point scores), ``power-bald``, ``softmax-bald``, ``softrank-bald`` (stoc
 beta = 1), ``batchbald`` and ``epig`` (100 targets drawn from the pool; both read the joint
 predictive, so they use shared draws).
 
+``NAME+published`` (MNIST only) retrains with Kirsch et al.'s published BatchBALD schedule
+instead (``ActiveLearner(schedule="batchbald")``: fixed-length epochs of 5,056 samples, early
+stopping on 1,024 labelled points of MNIST's validation split, 100 MC samples for scoring),
+to ``--published-budget`` labels, so that ``batchbald+published`` is comparable with their
+curve (95% in the low 200s).
+
 Per run: test accuracy after every step. Per acquisition: the area under the curve (the
 mean test accuracy over the steps, i.e. over 20..budget labels), labels to reach each
 ``--targets`` accuracy, accuracy at the budget, and, paired by seed against ``random``, the
 mean AUC difference and the seeds where the acquisition is not below random.
 
-One invocation runs one pool and writes ``OUT/acquisition_pools_<pool>.json``;
-``--summary-only`` reads every such file in OUT and writes ``acquisition_pools.md`` and
+One invocation runs one pool and writes ``OUT/acquisition_pools_<pool>.json`` (with
+``--tag T``: ``acquisition_pools_<pool>_T.json``, for invocations run side by side);
+``--summary-only`` reads every such file in OUT (a pool's files merged; AUC differences
+against random are taken over the labels both runs reached) and writes ``acquisition_pools.md`` and
 ``acquisition_pools.png`` (the curves, mean over seeds). The committed results were made
 with::
 
@@ -58,8 +66,10 @@ from torch import nn
 from bayesdl import data as bdata
 from bayesdl.active import ActiveLearner
 from bayesdl.active.experiment import labels_to_reach
+from bayesdl.active.schedule import BATCHBALD_SCHEDULE
 from bayesdl.models import gal_cnn
 
+PUBLISHED = "+published"
 ALL = "random,bald@shared,bald,power-bald,epig,batchbald,entropy,softmax-bald,softrank-bald"
 POOLS = ("digits", "mnist", "fashion-mnist")
 TARGETS = {"digits": "0.85,0.9", "mnist": "0.9,0.95", "fashion-mnist": "0.65,0.7"}
@@ -73,12 +83,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--initial", type=int, default=20)
     p.add_argument("--step", type=int, default=10)
     p.add_argument("--budget", type=int, default=200)
+    p.add_argument("--published-budget", type=int, default=300,
+                   help="labels of the NAME+published runs")  # fmt: skip
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--train-steps", type=int, default=500, help="digits: steps per retraining")
     p.add_argument("--test-size", type=int, default=2000, help="image pools: test images used")
     p.add_argument("--targets", default=None, help="accuracies for labels-to-target")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--tag", default="", help="write acquisition_pools_<pool>_<tag>.json")
     p.add_argument("--summary-only", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -92,12 +105,22 @@ def digits_mlp() -> nn.Module:
     )  # fmt: skip
 
 
+def budget(args: argparse.Namespace, acq: str) -> int:
+    """Labels at which a run of ``acq`` stops."""
+    return args.published_budget if acq.endswith(PUBLISHED) else args.budget
+
+
 def learner(args: argparse.Namespace, acq: str, seed: int) -> ActiveLearner:
-    """The ``ActiveLearner`` of one run; ``acq`` is ``name`` or ``name@draws``."""
-    name, _, draws = acq.partition("@")
+    """The ``ActiveLearner`` of one run; ``acq`` is ``name``, ``name@draws`` or
+    ``name+published`` (BatchBALD's published retraining schedule, MNIST only)."""
+    published = acq.endswith(PUBLISHED)
+    name, _, draws = acq.removesuffix(PUBLISHED).partition("@")
+    if published and args.pool != "mnist":
+        raise ValueError(f"{acq}: the published schedule needs MNIST's validation split; "
+                         f"--pool {args.pool} has none.")  # fmt: skip
     common = dict(
         acquisition=name, draws=draws or "auto", initial=args.initial, step=args.step,
-        budget=args.budget, mc_samples=args.mc_samples, seed=seed,
+        budget=budget(args, acq), mc_samples=args.mc_samples, seed=seed,
         progress=not args.no_progress,
     )  # fmt: skip
     if name == "epig":
@@ -113,6 +136,14 @@ def learner(args: argparse.Namespace, acq: str, seed: int) -> ActiveLearner:
     def factory() -> nn.Module:
         return gal_cnn(10, 1, 28, init="glorot").to(memory_format=torch.channels_last)
 
+    if published:
+        val = bdata.mnist("valid")
+        n_val = BATCHBALD_SCHEDULE.val_size
+        common["mc_samples"] = BATCHBALD_SCHEDULE.mc_samples
+        return ActiveLearner(
+            factory, train, test, weight_decay={"7": 3.5}, pool_subset=2000, amp=torch.bfloat16,
+            schedule="batchbald", val_data=(val.x[:n_val], val.y[:n_val]), **common,
+        )  # fmt: skip
     return ActiveLearner(
         factory, train, test, weight_decay={"7": 3.5}, pool_subset=2000, train_steps=100,
         train_epochs=50, amp=torch.bfloat16, **common,
@@ -125,7 +156,7 @@ def auc(accuracy: list[float]) -> float:
 
 
 def run_pool(args: argparse.Namespace, argv: list[str] | None) -> Path:
-    out = Path(args.out) / f"acquisition_pools_{args.pool}.json"
+    out = Path(args.out) / f"acquisition_pools_{args.pool}{'_' + args.tag if args.tag else ''}.json"
     done: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     runs = done.get("runs", [])
     have = {(r["acquisition"], r["seed"]) for r in runs}
@@ -138,7 +169,8 @@ def run_pool(args: argparse.Namespace, argv: list[str] | None) -> Path:
             start = time.perf_counter()
             hist = learner(args, acq, seed).run()
             runs.append({
-                "acquisition": acq, "seed": seed, "labels": hist.labels,
+                "acquisition": acq, "seed": seed, "budget": budget(args, acq),
+                "labels": hist.labels,
                 "accuracy": hist.accuracy, "wall_time_s": time.perf_counter() - start,
             })  # fmt: skip
             print(f"{args.pool} {acq} seed {seed}: acc {hist.accuracy[-1]:.4f} "
@@ -146,6 +178,36 @@ def run_pool(args: argparse.Namespace, argv: list[str] | None) -> Path:
             out.write_text(json.dumps(record, indent=1))
     out.write_text(json.dumps(record, indent=1))
     return out
+
+
+def paired_auc_difference(run: dict, baseline: dict) -> float:
+    """AUC of ``run`` minus ``baseline``'s over the label counts both reached."""
+    k = min(len(run["labels"]), len(baseline["labels"]))
+    if run["labels"][:k] != baseline["labels"][:k]:
+        raise ValueError(f"{run['acquisition']} and {baseline['acquisition']} were scored at "
+                         "different label counts; they cannot be paired.")  # fmt: skip
+    return auc(run["accuracy"][:k]) - auc(baseline["accuracy"][:k])
+
+
+def load_pool(root: Path, pool: str) -> dict[str, Any] | None:
+    """A pool's record: ``acquisition_pools_<pool>.json`` (else the first tagged file) with
+    the runs of every ``acquisition_pools_<pool>_<tag>.json`` added (their commands under
+    ``"merged"``); ``None`` without any."""
+    main = root / f"acquisition_pools_{pool}.json"
+    paths = [main] * main.exists() + sorted(root.glob(f"acquisition_pools_{pool}_*.json"))
+    if not paths:
+        return None
+    record = json.loads(paths[0].read_text())
+    record["merged"] = []
+    for path in paths[1:]:
+        extra = json.loads(path.read_text())
+        record["runs"] += extra["runs"]
+        record["merged"].append(extra["provenance"]["command"])
+    pairs = [(r["acquisition"], r["seed"]) for r in record["runs"]]
+    if len(set(pairs)) < len(pairs):
+        twice = sorted({p for p in pairs if pairs.count(p) > 1})
+        raise ValueError(f"{pool}: runs {twice} appear in more than one file of {root}.")
+    return record
 
 
 def summarize_pool(pool: str, record: dict[str, Any], targets: list[float]) -> list[dict]:
@@ -161,7 +223,7 @@ def summarize_pool(pool: str, record: dict[str, Any], targets: list[float]) -> l
         row = {
             "pool": pool, "acquisition": acq, "seeds": len(seeds),
             "auc": float(np.mean(aucs)), "auc_sd": float(np.std(aucs)),
-            "final_labels": next(iter(seeds.values()))["labels"][-1],
+            "final_labels": max(r["labels"][-1] for r in seeds.values()),
             "final_accuracy": float(np.mean([r["accuracy"][-1] for r in seeds.values()])),
             "wall_time_s": float(np.mean([r["wall_time_s"] for r in seeds.values()])),
         }  # fmt: skip
@@ -170,8 +232,7 @@ def summarize_pool(pool: str, record: dict[str, Any], targets: list[float]) -> l
             found = [h for h in hits if h is not None]
             row[f"labels_to_{t:g}"] = float(np.mean(found)) if found else None
             row[f"reached_{t:g}"] = len(found)
-        paired = [auc(r["accuracy"]) - auc(rand[s]["accuracy"]) for s, r in seeds.items()
-                  if s in rand]  # fmt: skip
+        paired = [paired_auc_difference(r, rand[s]) for s, r in seeds.items() if s in rand]
         if paired and acq != "random":
             row["auc_minus_random"] = float(np.mean(paired))
             row["auc_minus_random_se"] = float(np.std(paired, ddof=1) / np.sqrt(len(paired))) \
@@ -186,10 +247,9 @@ def summarize(args: argparse.Namespace, argv: list[str] | None) -> None:
     lines = [header(provenance(__file__, argv)), ""]
     curves = {}
     for pool in POOLS:
-        path = root / f"acquisition_pools_{pool}.json"
-        if not path.exists():
+        record = load_pool(root, pool)
+        if record is None:
             continue
-        record = json.loads(path.read_text())
         s = record["settings"]
         targets = [float(t) for t in (s.get("targets") or TARGETS[pool]).split(",")]
         rows = summarize_pool(pool, record, targets)
@@ -201,7 +261,13 @@ def summarize(args: argparse.Namespace, argv: list[str] | None) -> None:
             + (f", {s['train_steps']} steps per retraining, whole pool scored" if pool == "digits"
                else f", Gal CNN 50 epochs (100-step floor, bf16), 2,000 pool points scored, "
                     f"first {s['test_size']} test images")
-            + f". Command: `{record['provenance']['command']}`.", "",
+            + f". Command: `{record['provenance']['command']}`"
+            + "".join(f"; runs added from `{c}`" for c in record["merged"]) + ".",
+            *([f"Rows ending in `{PUBLISHED}` retrain with BatchBALD's published schedule to "
+               "fewer labels (acc. at budget: at their own budget, in brackets); their AUC is "
+               "over their own labels, their difference with random over the labels both "
+               "reached."] if any(r["acquisition"].endswith(PUBLISHED) for r in rows) else []),
+            "",
             "| acquisition | seeds | AUC (mean acc.) | AUC - random (paired, +- se) | not below "
             "random | acc. at budget | " + " | ".join(f"labels to {t:.0%}" for t in targets)
             + " | wall s / run |",
@@ -219,11 +285,15 @@ def summarize(args: argparse.Namespace, argv: list[str] | None) -> None:
             lines.append(
                 f"| {r['acquisition']} | {r['seeds']} | {r['auc'] * 100:.2f} +- "
                 f"{r['auc_sd'] * 100:.2f} | {diff_s} | {r.get('seeds_not_below_random', '')} | "
-                f"{r['final_accuracy'] * 100:.2f} | " + " | ".join(reach)
+                f"{r['final_accuracy'] * 100:.2f}"
+                + (f" ({r['final_labels']})" if r["final_labels"] != s["budget"] else "")
+                + " | " + " | ".join(reach)
                 + f" | {r['wall_time_s']:.0f} |"
             )  # fmt: skip
         lines.append("")
         curves[pool] = record["runs"]
+    if not curves:
+        raise SystemExit(f"no acquisition_pools_<pool>.json in {root}; run a pool first.")
     (root / "acquisition_pools.md").write_text("\n".join(lines))
     plot(curves, root / "acquisition_pools.png")
 

@@ -359,6 +359,22 @@ def test_acquisition_pools_tiny(tmp_path, restore_threads):
     assert "| bald@shared | 2 |" in table and "/2 |" in table
     assert (tmp_path / "acquisition_pools.png").stat().st_size > 0
 
+    # a tagged invocation to another budget is merged; random is paired over common labels
+    bench.main([*argv[:2], "--seeds", "1", "--budget", "40", "--train-steps", "5",
+                "--mc-samples", "3", "--acquisitions", "entropy", "--tag", "more",
+                "--no-progress", "--out", str(tmp_path)])  # fmt: skip
+    more = json.loads((tmp_path / "acquisition_pools_digits_more.json").read_text())
+    (run,) = more["runs"]
+    assert run["labels"] == [20, 30, 40] and run["budget"] == 40
+    table = (tmp_path / "acquisition_pools.md").read_text()
+    assert "runs added from `python benchmarks/acquisition_pools.py --pool digits" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("| entropy |")]
+    rand = next(r for r in record["runs"] if r["acquisition"] == "random" and r["seed"] == 0)
+    diff = (sum(run["accuracy"][:2]) - sum(rand["accuracy"])) / 2 * 100
+    assert f"| {diff:+.2f} |" in row and f"({40})" in row
+    with pytest.raises(ValueError, match="needs MNIST's validation split"):
+        bench.learner(bench.parse_args(argv), "batchbald+published", 0)
+
 
 def test_distance_awareness_tiny(tmp_path, monkeypatch, restore_threads):
     pytest.importorskip("sklearn")
