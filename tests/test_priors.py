@@ -158,3 +158,25 @@ def test_gamma_precision_shrinks_by_the_posterior_mean_precision():
     for bad in (dict(shape=0.0), dict(rate=-1.0), dict(rate=math.inf)):
         with pytest.raises(ValueError, match="positive and finite"):
             priors.GammaPrecision(**bad)
+
+
+def test_fan_in_prior_gives_the_closed_form_prior_predictive_variance():
+    """Under ``Normal.fan_in`` a linear unit's prior output variance at x is
+    ``scale^2 |x|^2 / fan_in + bias_scale^2``; a conv weight's fan-in counts its kernel."""
+    import bayesdl as bdl
+
+    net = torch.nn.Linear(13, 2).double()
+    prior = priors.Normal.fan_in(net, scale=0.8, bias_scale=0.5)
+    assert prior.scale == {"weight": 0.8 / math.sqrt(13), "bias": 0.5}
+    conv = torch.nn.Conv2d(3, 8, 5)
+    assert priors.Normal.fan_in(conv).scale["weight"] == pytest.approx(1 / math.sqrt(75))
+    x = torch.randn(4, 13, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    n = 20000
+    pred = bdl.prior_predictive(bdl.MAP(net, bdl.likelihoods.Gaussian(1.0), prior=prior), x,
+                                samples=n, generator=torch.Generator().manual_seed(1))  # fmt: skip
+    var = pred.samples.var(0)  # (4, 2)
+    exact = (0.8**2 * x.square().sum(1) / 13 + 0.5**2).unsqueeze(1).expand_as(var)
+    se = exact * math.sqrt(2 / (n - 1))  # the sample variance of a Gaussian
+    assert ((var - exact).abs() <= Z * se).all(), (var, exact)
+    with pytest.raises(ValueError, match="positive"):
+        priors.Normal.fan_in(net, scale=0.0)
