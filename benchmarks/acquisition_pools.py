@@ -38,13 +38,14 @@ with::
 
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald,random --no-progress --out /tmp/al24r
-    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 1 --budget 500 --acquisitions bald,random,power-bald --no-progress --out /tmp/al24f
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 3 --budget 500 --acquisitions random,bald,power-bald --no-progress --out /tmp/al24f
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
 the digits run on a 2-core machine shared with six other jobs (load average ~15), the image
-pools on quiet cores (one seed each so far, the JSON files copied here; the MNIST BALD run
-was made by an earlier invocation with ``--acquisitions bald`` at commit c34af76 and reused,
-the JSON records the later command).
+pools one run per core on the 2 cores, the JSON files copied here (the MNIST BALD run was
+made by an earlier invocation with ``--acquisitions bald`` at commit c34af76 and reused; the
+Fashion-MNIST seed-0 runs by ``--seeds 1`` and reused by ``--seeds 3``; each JSON records
+its last command).
 The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``,
 ``softrank-bald`` with ``--acquisitions``; a rerun with the same ``--out`` skips the
 (acquisition, seed) pairs done.
