@@ -37,9 +37,13 @@ reference's convergence and cost, the command, git commit, library version and d
 ``approximation_quality.md`` (the tables) and ``approximation_quality.png`` (distance to the
 reference against test NLL, one point per method).
 
-Example (the committed results)::
+The committed results (each run's files copied from its ``--out``)::
 
-    nice python benchmarks/approximation_quality.py
+    OMP_NUM_THREADS=1 python benchmarks/approximation_quality.py --problems digits --chains 4 --warmup 500 --draws 5000 --jobs 1 --out /tmp/aqd
+    OMP_NUM_THREADS=1 python benchmarks/approximation_quality.py --problems boston --splits 2 --chains 4 --warmup 1000 --draws 3000 --max-tree-depth 8 --jobs 2 --out /tmp/aqb2
+
+into ``results/approximation_quality_digits/`` (36 min on one core) and
+``results/approximation_quality_boston/`` (74 min, a split per core).
 
 Smoke run (seconds)::
 
