@@ -38,14 +38,17 @@ with::
 
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool digits --seeds 6 --acquisitions random,bald@shared,bald,power-bald,epig,batchbald --no-progress --out benchmarks/results
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --budget 1000 --acquisitions bald,random --no-progress --out /tmp/al24r
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 3 --budget 1000 --acquisitions power-bald,bald,random --no-progress --out /tmp/al24m
+    OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool mnist --seeds 1 --acquisitions batchbald+published --published-budget 300 --tag published --no-progress --out /tmp/al24m
     OMP_NUM_THREADS=1 python benchmarks/acquisition_pools.py --pool fashion-mnist --seeds 3 --budget 500 --acquisitions random,bald,power-bald --no-progress --out /tmp/al24f
     python benchmarks/acquisition_pools.py --summary-only --out benchmarks/results
 
 the digits run on a 2-core machine shared with six other jobs (load average ~15), the image
 pools one run per core on the 2 cores, the JSON files copied here (the MNIST BALD run was
 made by an earlier invocation with ``--acquisitions bald`` at commit c34af76 and reused; the
-Fashion-MNIST seed-0 runs by ``--seeds 1`` and reused by ``--seeds 3``; each JSON records
-its last command).
+Fashion-MNIST seed-0 runs by ``--seeds 1`` and reused by ``--seeds 3``; the MNIST file was
+copied while its ``--seeds 3`` invocation had finished seed 0 only; each JSON records its
+last command).
 The markdown says how many seeds each row has. Add ``entropy``, ``softmax-bald``,
 ``softrank-bald`` with ``--acquisitions``; a rerun with the same ``--out`` skips the
 (acquisition, seed) pairs done.
