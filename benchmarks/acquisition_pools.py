@@ -141,16 +141,14 @@ def learner(args: argparse.Namespace, acq: str, seed: int) -> ActiveLearner:
         return gal_cnn(10, 1, 28, init="glorot").to(memory_format=torch.channels_last)
 
     if published:
-        val = bdata.mnist("valid")
-        n_val = BATCHBALD_SCHEDULE.val_size
+        val, n_val = bdata.mnist("valid"), BATCHBALD_SCHEDULE.val_size
         common["mc_samples"] = BATCHBALD_SCHEDULE.mc_samples
-        return ActiveLearner(
-            factory, train, test, weight_decay={"7": 3.5}, pool_subset=2000, amp=torch.bfloat16,
-            schedule="batchbald", val_data=(val.x[:n_val], val.y[:n_val]), **common,
-        )  # fmt: skip
+        retrain = dict(schedule="batchbald", val_data=(val.x[:n_val], val.y[:n_val]))
+    else:
+        retrain = dict(train_steps=100, train_epochs=50)
     return ActiveLearner(
-        factory, train, test, weight_decay={"7": 3.5}, pool_subset=2000, train_steps=100,
-        train_epochs=50, amp=torch.bfloat16, **common,
+        factory, train, test, weight_decay={"7": 3.5}, pool_subset=2000, amp=torch.bfloat16,
+        **retrain, **common,
     )  # fmt: skip
 
 

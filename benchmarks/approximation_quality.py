@@ -185,6 +185,7 @@ def run_problem(problem: str, split: int, args: argparse.Namespace) -> dict[str,
         if problem == "boston" and args.boston_prior == "fan-in":
             return bayesdl.priors.Normal.fan_in(net)
         return None  # every method's default, Normal(1)
+
     seed = 1000 * split + (0 if problem == "boston" else 7)
 
     def model(dropout: float = 0.0) -> nn.Sequential:
@@ -195,8 +196,8 @@ def run_problem(problem: str, split: int, args: argparse.Namespace) -> dict[str,
     net = model()
     hmc, ref, report = diagnostics.nuts_reference(
         net, train, x_test, likelihood=lik(), prior=prior(net), chains=args.chains,
-        draws=args.draws,
-        warmup=args.warmup, max_tree_depth=args.max_tree_depth, init_epochs=args.init_epochs,
+        draws=args.draws, warmup=args.warmup, max_tree_depth=args.max_tree_depth,
+        init_epochs=args.init_epochs,
         lr=args.lr or 3e-3, batch_size=args.batch_size,
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
