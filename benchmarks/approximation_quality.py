@@ -9,7 +9,7 @@ and likelihood, measured against the reference on the test inputs. The prior is 
 method's default ``Normal(1)`` on the digits; on Boston it is ``Normal.fan_in(net)`` (Neal's
 ``N(0, 1/fan_in)`` weights, ``N(0, 1)`` biases; ``--boston-prior normal`` for ``Normal(1)``).
 Its prior predictive sd on the standardised targets (sd 1) is 1.4, where ``Normal(1)``'s is
-17.7; with ``Normal(1)`` four NUTS chains of 2,000 draws did not converge (weight-invariant
+17.8 (``prior_predictive_boston.py``); with ``Normal(1)`` four NUTS chains of 2,000 draws did not converge (weight-invariant
 R-hat 1.074, a dense mass matrix worse still), so the switch was made after that run, for
 the prior's sake and the sampler's:
 
