@@ -372,6 +372,7 @@ def test_acquisition_pools_tiny(tmp_path, restore_threads):
     rand = next(r for r in record["runs"] if r["acquisition"] == "random" and r["seed"] == 0)
     diff = (sum(run["accuracy"][:2]) - sum(rand["accuracy"])) / 2 * 100
     assert f"| {diff:+.2f} |" in row and f"({40})" in row
+    assert "ran to another budget than 30" in table
     with pytest.raises(ValueError, match="needs MNIST's validation split"):
         bench.learner(bench.parse_args(argv), "batchbald+published", 0)
 
