@@ -9,9 +9,9 @@ and likelihood, measured against the reference on the test inputs. The prior is 
 method's default ``Normal(1)`` on the digits; on Boston it is ``Normal.fan_in(net)`` (Neal's
 ``N(0, 1/fan_in)`` weights, ``N(0, 1)`` biases; ``--boston-prior normal`` for ``Normal(1)``).
 Its prior predictive sd on the standardised targets (sd 1) is 1.4, where ``Normal(1)``'s is
-17.8 (``prior_predictive_boston.py``); with ``Normal(1)`` four NUTS chains of 2,000 draws did not converge (weight-invariant
-R-hat 1.074, a dense mass matrix worse still), so the switch was made after that run, for
-the prior's sake and the sampler's:
+17.8 (``prior_predictive_boston.py``); with ``Normal(1)`` four NUTS chains of 2,000 draws
+did not converge (weight-invariant R-hat 1.074, a dense mass matrix worse still), so the
+switch was made after that run, for the prior's sake and the sampler's:
 
 * (i) UCI Boston housing, 13-50-1 ReLU network, ``Gaussian(sigma=None)`` (learned noise;
   NUTS samples it), inputs and targets standardised on the training split, random 90/10
